@@ -1,0 +1,121 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/events"
+	"github.com/assure-rt/assure/recovery/manifest"
+	"github.com/assure-rt/assure/recovery/supervisor"
+)
+
+var manifestFlag = &cli.StringFlag{Name: "manifest", Usage: "rescue-point manifest (JSON, version 1)", Required: true}
+var eventsFlag = &cli.StringFlag{Name: "events", Usage: "append events as JSON lines to `FILE`"}
+
+func runCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "run a program under rescue-point supervision",
+		ArgsUsage: "-- PROGRAM [ARGS...]",
+		Description: "The program's stdin, stdout and stderr pass through; assure exits with the program's " +
+			"status, or 128+N when signal N killed it.",
+		Flags: []cli.Flag{manifestFlag, eventsFlag},
+		Action: func(c *cli.Context) error {
+			if c.NArg() < 1 {
+				return cli.Exit("run: no program given (assure run --manifest FILE -- PROGRAM [ARGS...])", 2)
+			}
+			sup, closeEvents, err := newSupervisor(c)
+			if err != nil {
+				return err
+			}
+			defer closeEvents()
+			self, err := os.Executable()
+			if err != nil {
+				return cli.Exit(fmt.Sprintf("run: %v", err), 1)
+			}
+			forwardSignals(sup)
+			status, err := sup.Run(self, c.Args().First(), c.Args().Tail())
+			if err != nil {
+				return cli.Exit("run: "+err.Error(), status)
+			}
+			closeEvents()
+			os.Exit(status)
+			return nil
+		},
+	}
+}
+
+func attachCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "attach",
+		Usage:     "supervise a running process until it exits (SIGINT/SIGTERM detach and leave it running)",
+		ArgsUsage: "PID",
+		Flags:     []cli.Flag{manifestFlag, eventsFlag},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return cli.Exit("attach: want exactly one PID", 2)
+			}
+			pid, err := strconv.Atoi(c.Args().First())
+			if err != nil || pid <= 0 {
+				return cli.Exit(fmt.Sprintf("attach: %q is not a process id", c.Args().First()), 2)
+			}
+			sup, closeEvents, err := newSupervisor(c)
+			if err != nil {
+				return err
+			}
+			defer closeEvents()
+			ch := make(chan os.Signal, 2)
+			signal.Notify(ch, unix.SIGINT, unix.SIGTERM)
+			go func() {
+				<-ch
+				sup.Stop()
+			}()
+			if err := sup.Attach(pid); err != nil {
+				return cli.Exit("attach: "+err.Error(), 1)
+			}
+			return nil
+		},
+	}
+}
+
+// newSupervisor loads the manifest, checks what can be checked before the
+// program starts, and opens the events file.
+func newSupervisor(c *cli.Context) (*supervisor.Supervisor, func(), error) {
+	m, err := manifest.Load(c.String("manifest"))
+	if err != nil {
+		return nil, nil, cli.Exit(err.Error(), 1)
+	}
+	if err := checkBinaries(m); err != nil {
+		return nil, nil, cli.Exit(err.Error(), 1)
+	}
+	var jsonOut io.Writer
+	closeFn := func() {}
+	if path := c.String("events"); path != "" {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, nil, cli.Exit(fmt.Sprintf("events file: %v", err), 1)
+		}
+		jsonOut = f
+		closeFn = func() { f.Close() }
+	}
+	sink := events.NewSink(os.Stderr, jsonOut)
+	return supervisor.New(supervisor.Config{Manifest: m, Events: sink, Log: os.Stderr}), closeFn, nil
+}
+
+// forwardSignals passes termination signals sent to assure on to the
+// program, which decides what they mean.
+func forwardSignals(sup *supervisor.Supervisor) {
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT)
+	go func() {
+		for sig := range ch {
+			sup.Forward(sig.(unix.Signal))
+		}
+	}()
+}

@@ -1,0 +1,204 @@
+// Package arch holds everything specific to the instruction set: register
+// layout, the breakpoint and syscall instructions, the calling convention
+// used for error virtualization, and emulation of the instructions that
+// breakpoints displace. Only x86-64 is implemented; an arm64 port adds a
+// sibling file set behind the same names.
+package arch
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/arch/x86/x86asm"
+	"golang.org/x/sys/unix"
+)
+
+// Regs is the general register set as ptrace reads it.
+type Regs = unix.PtraceRegs
+
+// Breakpoint is the trap instruction planted at rescue points (int3).
+var Breakpoint = []byte{0xcc}
+
+// SyscallInsn is the system call instruction followed by a breakpoint, the
+// code the supervisor runs inside a tracee to inject a system call.
+var SyscallInsn = []byte{0x0f, 0x05, 0xcc}
+
+// XstateNote is the regset holding FP, SSE and AVX state.
+const XstateNote = unix.NT_X86_XSTATE
+
+// XstateMax bounds the XSAVE area (AVX-512 needs about 2.7 KiB).
+const XstateMax = 8192
+
+// PC returns the instruction pointer.
+func PC(r *Regs) uint64 { return r.Rip }
+
+// SetPC sets the instruction pointer.
+func SetPC(r *Regs, pc uint64) { r.Rip = pc }
+
+// SP returns the stack pointer.
+func SP(r *Regs) uint64 { return r.Rsp }
+
+// TrapPC returns the address of the breakpoint that a thread stopped at:
+// after int3 the instruction pointer is one byte past it.
+func TrapPC(r *Regs) uint64 { return r.Rip - uint64(len(Breakpoint)) }
+
+// ReturnFromCall makes a thread stopped at a function's first instruction
+// return to its caller as if the function had executed `ret` with value
+// in the return register (System V: rax; callee-saved registers are still
+// the caller's at entry). retAddr is the address the call pushed.
+func ReturnFromCall(r *Regs, retAddr uint64, value *int64) {
+	r.Rip = retAddr
+	r.Rsp += 8
+	if value != nil {
+		r.Rax = uint64(*value)
+	}
+}
+
+// PrepareSyscall loads a system call into a register set whose Rip points
+// at SyscallInsn. orig_rax is set to -1 so that the kernel does not treat
+// the thread as interrupted in a restartable call when it resumes.
+func PrepareSyscall(r *Regs, pc uint64, nr uint64, args ...uint64) {
+	r.Rip = pc
+	r.Rax = nr
+	r.Orig_rax = ^uint64(0)
+	dst := []*uint64{&r.Rdi, &r.Rsi, &r.Rdx, &r.R10, &r.R8, &r.R9}
+	for i, a := range args {
+		*dst[i] = a
+	}
+}
+
+// SyscallResult returns the result of an injected system call, or an
+// errno when the kernel returned one.
+func SyscallResult(r *Regs) (uint64, error) {
+	v := int64(r.Rax)
+	if v < 0 && v > -4096 {
+		return 0, unix.Errno(-v)
+	}
+	return r.Rax, nil
+}
+
+// Emulate executes the instruction displaced by a breakpoint without
+// running the thread, for the common function prologue instructions:
+// endbr64, nop, push reg. It reports false for anything else, and the
+// caller steps the original instruction instead. write stores bytes into
+// the tracee's memory.
+func Emulate(code []byte, r *Regs, write func(addr uint64, b []byte) error) (bool, error) {
+	if len(code) >= 4 && code[0] == 0xf3 && code[1] == 0x0f && code[2] == 0x1e && code[3] == 0xfa {
+		r.Rip += 4 // endbr64: no architectural effect outside CET
+		return true, nil
+	}
+	inst, err := x86asm.Decode(code, 64)
+	if err != nil {
+		return false, nil
+	}
+	switch inst.Op {
+	case x86asm.NOP:
+		r.Rip += uint64(inst.Len)
+		return true, nil
+	case x86asm.PUSH:
+		reg, ok := inst.Args[0].(x86asm.Reg)
+		if !ok || inst.DataSize != 64 {
+			return false, nil
+		}
+		val, ok := regValue(r, reg)
+		if !ok {
+			return false, nil
+		}
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], val)
+		if err := write(r.Rsp-8, b[:]); err != nil {
+			return false, fmt.Errorf("emulate push at %#x: %w", r.Rip, err)
+		}
+		r.Rsp -= 8
+		r.Rip += uint64(inst.Len)
+		return true, nil
+	}
+	return false, nil
+}
+
+// MaxInsnLen is the longest x86 instruction.
+const MaxInsnLen = 15
+
+func regValue(r *Regs, reg x86asm.Reg) (uint64, bool) {
+	switch reg {
+	case x86asm.RAX:
+		return r.Rax, true
+	case x86asm.RBX:
+		return r.Rbx, true
+	case x86asm.RCX:
+		return r.Rcx, true
+	case x86asm.RDX:
+		return r.Rdx, true
+	case x86asm.RSI:
+		return r.Rsi, true
+	case x86asm.RDI:
+		return r.Rdi, true
+	case x86asm.RBP:
+		return r.Rbp, true
+	case x86asm.RSP:
+		return r.Rsp, true
+	case x86asm.R8:
+		return r.R8, true
+	case x86asm.R9:
+		return r.R9, true
+	case x86asm.R10:
+		return r.R10, true
+	case x86asm.R11:
+		return r.R11, true
+	case x86asm.R12:
+		return r.R12, true
+	case x86asm.R13:
+		return r.R13, true
+	case x86asm.R14:
+		return r.R14, true
+	case x86asm.R15:
+		return r.R15, true
+	}
+	return 0, false
+}
+
+// Restart codes the kernel leaves in rax when a blocking system call is
+// interrupted by a stop; on resume it restarts the call.
+const (
+	ERESTARTSYS           = 512
+	ERESTARTNOINTR        = 513
+	ERESTARTNOHAND        = 514
+	ERESTART_RESTARTBLOCK = 516
+)
+
+// InSyscall reports whether a stopped thread was interrupted inside a
+// system call (orig_rax holds its number).
+func InSyscall(r *Regs) bool { return int64(r.Orig_rax) >= 0 }
+
+// CallerFrames returns candidate return addresses found by scanning the
+// stack words above sp: each word that points just after a call
+// instruction in executable memory. Used only to symbolize crash stacks
+// when no frame information is at hand.
+func CallerFrames(stack []byte, isCallSite func(uint64) bool, max int) []uint64 {
+	var out []uint64
+	for i := 0; i+8 <= len(stack) && len(out) < max; i += 8 {
+		v := binary.LittleEndian.Uint64(stack[i:])
+		if v > 0x1000 && isCallSite(v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// IsCallBefore reports whether code, the bytes ending at a candidate
+// return address, ends with a call instruction (e8 rel32, or ff /2).
+func IsCallBefore(code []byte) bool {
+	n := len(code)
+	if n >= 5 && code[n-5] == 0xe8 {
+		return true
+	}
+	for l := 2; l <= 7 && l <= n; l++ {
+		if code[n-l] == 0xff && (code[n-l+1]>>3)&7 == 2 {
+			return true
+		}
+		if l >= 3 && code[n-l] >= 0x40 && code[n-l] <= 0x4f && code[n-l+1] == 0xff && (code[n-l+2]>>3)&7 == 2 {
+			return true
+		}
+	}
+	return false
+}

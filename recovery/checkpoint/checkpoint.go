@@ -1,0 +1,41 @@
+// Package checkpoint saves and restores the memory of a supervised
+// process. The supervisor owns everything else a rollback needs
+// (registers, mappings, fds, threads); this package owns page contents.
+package checkpoint
+
+import "github.com/assure-rt/assure/recovery/procfs"
+
+// ID names one checkpoint. A checkpoint taken for "container" scope has
+// the same ID in every process it covers.
+type ID uint64
+
+// PageSize is the granularity of dirty tracking.
+const PageSize = 4096
+
+// Stats describes the work one operation did.
+type Stats struct {
+	// Pages copied: into the shadow at a checkpoint, back into the
+	// process at a rollback.
+	Pages int
+}
+
+// Tracker is a memory checkpoint engine for one process. Checkpoints
+// nest: Rollback and Commit name any active checkpoint, not only the
+// newest; rolling back to one discards every newer one.
+//
+// The supervisor calls these only while every thread of the process is
+// stopped (Commit excepted: it touches no tracee memory).
+type Tracker interface {
+	// Checkpoint records the current contents of the process's writable
+	// memory under id. maps is /proc/PID/maps read at the same stop.
+	Checkpoint(id ID, maps []procfs.Mapping) (Stats, error)
+	// Rollback writes back the contents recorded under id. The caller
+	// has already restored the mapping layout of the checkpoint.
+	Rollback(id ID) (Stats, error)
+	// Commit forgets checkpoint id: its rescue point returned.
+	Commit(id ID)
+	// Active reports whether id is an active checkpoint here.
+	Active(id ID) bool
+	// Close releases the tracker's resources; the process may be gone.
+	Close() error
+}

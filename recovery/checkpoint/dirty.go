@@ -1,0 +1,373 @@
+package checkpoint
+
+import (
+	"fmt"
+	"os"
+	"sort"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/procfs"
+)
+
+// Dirty is the dirty-tracking engine: a userfaultfd created inside the
+// tracee with asynchronous write-protect over its writable mappings, and
+// PAGEMAP_SCAN to collect (and re-protect, atomically) the pages written
+// since the previous scan. A shadow copy holds the contents of every
+// tracked page as of the newest checkpoint; a checkpoint copies in only
+// the pages written since the last scan, a rollback copies back only the
+// pages written since the checkpoint. Nothing runs in the tracee and
+// nothing is visible to it: no child, no signal, no fd.
+//
+// Nested checkpoints keep an undo log: when checkpoint k overwrites
+// shadow pages, their previous contents (those of checkpoint k-1) go into
+// k's log, so that rolling back or committing k can bring the shadow back
+// to k-1.
+type Dirty struct {
+	pid     int
+	uffd    int
+	pagemap int
+	mem     *os.File
+	scan    scanner
+
+	// shadow maps a page address to its contents at the newest
+	// checkpoint. An anonymous private page missing here was never
+	// populated: its contents are zero.
+	shadow map[uint64][]byte
+	// levels are the active checkpoints, oldest first.
+	levels []*level
+	// stale holds pages known to differ from the shadow that the
+	// write-protect bits no longer report (after an undo log is applied).
+	stale map[uint64]struct{}
+	// always lists ranges whose every page is copied at each checkpoint
+	// and rollback: shared mappings (other processes write them without
+	// touching our page tables) and mappings that cannot be registered.
+	always []span
+	// writable are the writable mappings at the newest checkpoint.
+	writable []procfs.Mapping
+}
+
+type span struct{ start, end uint64 }
+
+type level struct {
+	id ID
+	// undo holds, for pages this checkpoint overwrote in the shadow, the
+	// contents they had at the previous checkpoint (nil: zero page).
+	undo map[uint64][]byte
+}
+
+// NewDirty takes ownership of uffd, a userfaultfd of process pid (made in
+// the tracee with UffdFlags and copied out with pidfd_getfd).
+func NewDirty(pid, uffd int) (*Dirty, error) {
+	if err := enableAsyncWP(uffd); err != nil {
+		unix.Close(uffd)
+		return nil, err
+	}
+	pm, err := unix.Open(fmt.Sprintf("/proc/%d/pagemap", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(uffd)
+		return nil, fmt.Errorf("open pagemap of %d: %w", pid, err)
+	}
+	mem, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", pid), os.O_RDWR, 0)
+	if err != nil {
+		unix.Close(uffd)
+		unix.Close(pm)
+		return nil, fmt.Errorf("open memory of %d: %w", pid, err)
+	}
+	return &Dirty{
+		pid: pid, uffd: uffd, pagemap: pm, mem: mem,
+		scan:   scanner{fd: pm},
+		shadow: make(map[uint64][]byte),
+		stale:  make(map[uint64]struct{}),
+	}, nil
+}
+
+// Close implements Tracker. Closing the userfaultfd unregisters every
+// range; the kernel drops the write-protect state with it.
+func (d *Dirty) Close() error {
+	d.mem.Close()
+	unix.Close(d.pagemap)
+	return unix.Close(d.uffd)
+}
+
+// Active implements Tracker.
+func (d *Dirty) Active(id ID) bool { return d.index(id) >= 0 }
+
+func (d *Dirty) index(id ID) int {
+	for i, l := range d.levels {
+		if l.id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// Checkpoint implements Tracker.
+func (d *Dirty) Checkpoint(id ID, maps []procfs.Mapping) (Stats, error) {
+	if err := d.sync(maps); err != nil {
+		return Stats{}, err
+	}
+	dirty, err := d.collect(true)
+	if err != nil {
+		return Stats{}, err
+	}
+	var undo map[uint64][]byte
+	if len(d.levels) > 0 {
+		undo = make(map[uint64][]byte, len(dirty))
+		for _, p := range dirty {
+			undo[p] = d.shadow[p]
+		}
+	}
+	// With an undo log holding the old buffers, fill new ones.
+	if err := d.readPages(dirty, undo != nil); err != nil {
+		return Stats{}, err
+	}
+	clear(d.stale)
+	d.levels = append(d.levels, &level{id: id, undo: undo})
+	return Stats{Pages: len(dirty)}, nil
+}
+
+// collect returns the sorted pages that may differ from the shadow: those
+// written since the last scan, the stale ones, and the always-copied
+// ranges (shared ones only when withShared: at a rollback only this
+// process's own writes to shared memory are undone, and those show in the
+// scan).
+func (d *Dirty) collect(withShared bool) ([]uint64, error) {
+	set := make(map[uint64]struct{}, len(d.stale)+16)
+	for p := range d.stale {
+		set[p] = struct{}{}
+	}
+	err := d.scan.written(func(start, end uint64) {
+		for p := start; p < end; p += PageSize {
+			set[p] = struct{}{}
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan written pages of %d: %w", d.pid, err)
+	}
+	if withShared {
+		for _, s := range d.always {
+			for p := s.start; p < s.end; p += PageSize {
+				set[p] = struct{}{}
+			}
+		}
+	}
+	out := make([]uint64, 0, len(set))
+	for p := range set {
+		if d.isWritable(p) {
+			out = append(out, p)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, nil
+}
+
+func (d *Dirty) isWritable(p uint64) bool {
+	i := sort.Search(len(d.writable), func(i int) bool { return d.writable[i].End > p })
+	return i < len(d.writable) && d.writable[i].Start <= p
+}
+
+// sync arms write-protect on writable mappings that are not armed yet
+// (mapped since the previous checkpoint) and records them in the shadow.
+func (d *Dirty) sync(maps []procfs.Mapping) error {
+	var writable []procfs.Mapping
+	for _, m := range maps {
+		if m.Writable() && m.End <= addressSpaceEnd {
+			writable = append(writable, m)
+		}
+	}
+	changed := !sameLayout(d.writable, writable)
+	d.writable = writable
+	var fresh []span
+	err := d.scan.unprotectable(func(start, end uint64) {
+		fresh = append(fresh, span{start, end})
+	})
+	if err != nil {
+		return fmt.Errorf("scan unarmed mappings of %d: %w", d.pid, err)
+	}
+	d.always = d.always[:0]
+	for _, m := range writable {
+		if m.Shared() {
+			d.always = append(d.always, span{m.Start, m.End})
+		}
+		if !overlaps(fresh, m.Start, m.End) {
+			continue
+		}
+		if err := d.arm(m); err != nil {
+			return err
+		}
+	}
+	if changed {
+		d.prune()
+	}
+	return nil
+}
+
+// arm registers one new mapping for write-protect. Its present pages then
+// read as written and the next scan copies them; pages of anonymous
+// memory never touched are zero and need no copy. File-backed and shared
+// pages have contents before they are touched, so those are copied whole.
+func (d *Dirty) arm(m procfs.Mapping) error {
+	for p := m.Start; p < m.End; p += PageSize {
+		delete(d.shadow, p)
+	}
+	if err := registerWP(d.uffd, m.Start, m.End); err != nil {
+		// Not registrable (device memory, some special mappings): copy it
+		// whole at every checkpoint instead.
+		if !m.Shared() {
+			d.always = append(d.always, span{m.Start, m.End})
+		}
+		return nil
+	}
+	if !m.Anonymous() || m.Shared() {
+		pages := make([]uint64, 0, m.Size()/PageSize)
+		for p := m.Start; p < m.End; p += PageSize {
+			pages = append(pages, p)
+		}
+		return d.readPages(pages, true)
+	}
+	return nil
+}
+
+// prune drops shadow pages that are no longer in any writable mapping.
+func (d *Dirty) prune() {
+	for p := range d.shadow {
+		if !d.isWritable(p) {
+			delete(d.shadow, p)
+		}
+	}
+}
+
+// Rollback implements Tracker.
+func (d *Dirty) Rollback(id ID) (Stats, error) {
+	j := d.index(id)
+	if j < 0 {
+		return Stats{}, fmt.Errorf("rollback of %d: checkpoint %d is not active", d.pid, id)
+	}
+	maps, err := procfs.Maps(d.pid)
+	if err != nil {
+		return Stats{}, fmt.Errorf("rollback of %d: %w", d.pid, err)
+	}
+	d.restrictTo(maps)
+	dirty, err := d.collect(false)
+	if err != nil {
+		return Stats{}, err
+	}
+	remapped, err := d.rearm()
+	if err != nil {
+		return Stats{}, err
+	}
+	// The contents at checkpoint j: the shadow holds the newest
+	// checkpoint; the undo logs of the newer ones, applied newest first,
+	// take it back to j.
+	want := make(map[uint64][]byte, len(dirty))
+	for _, p := range append(dirty, remapped...) {
+		want[p] = d.shadow[p]
+	}
+	for k := len(d.levels) - 1; k > j; k-- {
+		for p, c := range d.levels[k].undo {
+			want[p] = c
+			d.shadow[p] = c
+		}
+	}
+	for _, s := range d.always {
+		for p := s.start; p < s.end; p += PageSize {
+			if _, ok := want[p]; !ok && !d.isShared(p) {
+				want[p] = d.shadow[p]
+			}
+		}
+	}
+	if err := d.writePages(want); err != nil {
+		return Stats{}, err
+	}
+	clear(d.stale)
+	d.levels = d.levels[:j+1]
+	d.pop(j)
+	// Our own writes marked those pages written; they now equal the
+	// shadow (or are listed stale), so clear the marks.
+	if err := d.scan.written(func(uint64, uint64) {}); err != nil {
+		return Stats{}, err
+	}
+	return Stats{Pages: len(want)}, nil
+}
+
+// rearm finds writable memory that is not write-protected at a rollback:
+// mappings the supervisor has just mapped again (the rescue point
+// unmapped them, or shrank the heap). It arms them and returns their
+// pages, whose contents all come from the shadow.
+func (d *Dirty) rearm() ([]uint64, error) {
+	var fresh []span
+	if err := d.scan.unprotectable(func(start, end uint64) {
+		fresh = append(fresh, span{start, end})
+	}); err != nil {
+		return nil, fmt.Errorf("scan unarmed mappings of %d: %w", d.pid, err)
+	}
+	var pages []uint64
+	for _, m := range d.writable {
+		if !overlaps(fresh, m.Start, m.End) {
+			continue
+		}
+		if err := registerWP(d.uffd, m.Start, m.End); err != nil {
+			continue // copied whole at each rollback (d.always)
+		}
+		for p := m.Start; p < m.End; p += PageSize {
+			pages = append(pages, p)
+		}
+	}
+	return pages, nil
+}
+
+func (d *Dirty) isShared(p uint64) bool {
+	i := sort.Search(len(d.writable), func(i int) bool { return d.writable[i].End > p })
+	return i < len(d.writable) && d.writable[i].Start <= p && d.writable[i].Shared()
+}
+
+// restrictTo forgets writable mappings that are gone (the caller unmapped
+// what the rescue point mapped) so that no write goes to unmapped memory.
+func (d *Dirty) restrictTo(maps []procfs.Mapping) {
+	var w []procfs.Mapping
+	for _, m := range maps {
+		if m.Writable() && m.End <= addressSpaceEnd {
+			w = append(w, m)
+		}
+	}
+	d.writable = w
+}
+
+// Commit implements Tracker.
+func (d *Dirty) Commit(id ID) {
+	j := d.index(id)
+	if j < 0 {
+		return
+	}
+	if j < len(d.levels)-1 {
+		// A newer checkpoint stays: its undo log must now lead to the
+		// checkpoint before j. Pages j logged carry the older contents.
+		next := d.levels[j+1]
+		if j == 0 {
+			next.undo = nil
+		} else {
+			for p, c := range d.levels[j].undo {
+				next.undo[p] = c
+			}
+		}
+		d.levels = append(d.levels[:j], d.levels[j+1:]...)
+		return
+	}
+	d.pop(j)
+}
+
+// pop removes the newest checkpoint j, bringing the shadow back to the
+// one before it.
+func (d *Dirty) pop(j int) {
+	l := d.levels[j]
+	d.levels = d.levels[:j]
+	for p, c := range l.undo {
+		if c == nil {
+			delete(d.shadow, p)
+		} else {
+			d.shadow[p] = c
+		}
+		d.stale[p] = struct{}{}
+	}
+}

@@ -1,0 +1,153 @@
+package checkpoint
+
+import (
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// userfaultfd and PAGEMAP_SCAN definitions from linux/userfaultfd.h and
+// linux/fs.h. The headers on these machines predate the kernel, and
+// x/sys/unix does not carry them, so they are written out here.
+const (
+	uffdAPI = 0xaa
+
+	// Flags of the userfaultfd(2) system call.
+	UffdUserModeOnly = 1
+	UffdFlags        = unix.O_CLOEXEC | unix.O_NONBLOCK | UffdUserModeOnly
+
+	featureWPHugetlbfsShmem = 1 << 12
+	featureWPUnpopulated    = 1 << 13
+	featureWPAsync          = 1 << 15
+
+	registerModeWP = 1 << 1
+
+	// _IOWR(0xAA, nr, size)
+	uffdioAPI      = 0xc018aa3f
+	uffdioRegister = 0xc020aa00
+
+	// _IOWR('f', 16, struct pm_scan_arg)
+	pagemapScan = 0xc0606610
+
+	pmScanWPMatching = 1 << 0
+
+	pageIsWPAllowed = 1 << 0
+	pageIsWritten   = 1 << 1
+)
+
+type uffdioAPIArg struct {
+	API      uint64
+	Features uint64
+	Ioctls   uint64
+}
+
+type uffdioRegisterArg struct {
+	Start, Len uint64
+	Mode       uint64
+	Ioctls     uint64
+}
+
+type pmScanArg struct {
+	Size              uint64
+	Flags             uint64
+	Start             uint64
+	End               uint64
+	WalkEnd           uint64
+	Vec               uint64
+	VecLen            uint64
+	MaxPages          uint64
+	CategoryInverted  uint64
+	CategoryMask      uint64
+	CategoryAnyofMask uint64
+	ReturnMask        uint64
+}
+
+type pageRegion struct {
+	Start, End, Categories uint64
+}
+
+func ioctl(fd int, req uintptr, arg unsafe.Pointer) (uintptr, error) {
+	r, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg))
+	if errno != 0 {
+		return 0, errno
+	}
+	return r, nil
+}
+
+// enableAsyncWP negotiates asynchronous write-protect on a fresh
+// userfaultfd: writes to protected pages resolve in the kernel, marking
+// the page written, and nobody has to read fault messages.
+func enableAsyncWP(uffd int) error {
+	arg := uffdioAPIArg{API: uffdAPI, Features: featureWPAsync | featureWPUnpopulated | featureWPHugetlbfsShmem}
+	if _, err := ioctl(uffd, uffdioAPI, unsafe.Pointer(&arg)); err != nil {
+		// Shared-memory support is optional on some kernels; retry without.
+		arg = uffdioAPIArg{API: uffdAPI, Features: featureWPAsync | featureWPUnpopulated}
+		if _, err2 := ioctl(uffd, uffdioAPI, unsafe.Pointer(&arg)); err2 != nil {
+			return fmt.Errorf("UFFDIO_API with async write-protect: %w", err)
+		}
+	}
+	return nil
+}
+
+func registerWP(uffd int, start, end uint64) error {
+	arg := uffdioRegisterArg{Start: start, Len: end - start, Mode: registerModeWP}
+	_, err := ioctl(uffd, uffdioRegister, unsafe.Pointer(&arg))
+	return err
+}
+
+// scanner runs PAGEMAP_SCAN over one process.
+type scanner struct {
+	fd  int
+	vec []pageRegion
+}
+
+// addressSpaceEnd is TASK_SIZE_MAX on x86-64 (4-level paging): PAGEMAP_SCAN
+// rejects ranges past it.
+const addressSpaceEnd = 1<<47 - 4096
+
+// scan calls fn for each run of pages matching the query; with protect,
+// the pages reported written are write-protected again in the same walk.
+func (s *scanner) scan(flags, inverted, mask, ret uint64, fn func(start, end uint64)) error {
+	if s.vec == nil {
+		s.vec = make([]pageRegion, 512)
+	}
+	start := uint64(0)
+	for start < addressSpaceEnd {
+		arg := pmScanArg{
+			Size:             uint64(unsafe.Sizeof(pmScanArg{})),
+			Flags:            flags,
+			Start:            start,
+			End:              addressSpaceEnd,
+			Vec:              uint64(uintptr(unsafe.Pointer(&s.vec[0]))),
+			VecLen:           uint64(len(s.vec)),
+			CategoryInverted: inverted,
+			CategoryMask:     mask,
+			ReturnMask:       ret,
+		}
+		n, err := ioctl(s.fd, pagemapScan, unsafe.Pointer(&arg))
+		if err != nil {
+			return fmt.Errorf("PAGEMAP_SCAN: %w", err)
+		}
+		for _, r := range s.vec[:n] {
+			fn(r.Start, r.End)
+		}
+		if arg.WalkEnd <= start || arg.WalkEnd >= addressSpaceEnd {
+			return nil
+		}
+		start = arg.WalkEnd
+	}
+	return nil
+}
+
+// written reports the pages written since the last call and protects
+// them again, atomically per page.
+func (s *scanner) written(fn func(start, end uint64)) error {
+	return s.scan(pmScanWPMatching, 0, pageIsWritten, pageIsWritten, fn)
+}
+
+// unprotectable reports the ranges in which write-protect is not armed:
+// memory mapped since the last registration (or never registrable).
+func (s *scanner) unprotectable(fn func(start, end uint64)) error {
+	return s.scan(0, pageIsWPAllowed, pageIsWPAllowed, pageIsWPAllowed, fn)
+}

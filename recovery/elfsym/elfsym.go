@@ -1,0 +1,431 @@
+// Package elfsym reads the function symbols of an ELF file, to resolve
+// rescue points to addresses and to symbolize stacks.
+//
+// The files come from container images and are untrusted. Everything is
+// read and checked when the file is opened: section and segment extents
+// must lie inside the file, symbol counts are capped, and a panic inside
+// debug/elf (which it still has for some malformed inputs) is turned into
+// an error. After NewFile returns, the methods only consult memory.
+package elfsym
+
+import (
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Source says where a function came from.
+type Source string
+
+const (
+	SourceSymtab  Source = "symtab"   // .symtab, the full (strippable) symbol table
+	SourceDynsym  Source = "dynsym"   // .dynsym, the exported/imported symbols
+	SourceEHFrame Source = "eh_frame" // an unwind table entry, no name
+)
+
+// Func is a function of the file.
+type Func struct {
+	Name   string // without "@VERSION"; "" for SourceEHFrame
+	Addr   uint64 // ELF virtual address (add the load bias for run time)
+	Size   uint64 // 0 when unknown
+	Source Source
+}
+
+// Limits on what NewFile will read. They are far above what real programs
+// need (the largest binaries have a few million symbols) and bound the
+// memory a hostile file can make the supervisor allocate.
+const (
+	MaxSymbols      = 4 << 20   // symbols, .symtab and .dynsym together
+	maxStringTable  = 512 << 20 // bytes of one string table
+	maxEHFrame      = 256 << 20 // bytes of .eh_frame
+	maxInterp       = 4096      // PATH_MAX
+	maxLoadSegments = 1024
+)
+
+// Errors returned by Lookup, for errors.Is.
+var (
+	ErrNotELF      = errors.New("not an ELF file")
+	ErrNotFound    = errors.New("function not found")
+	ErrNotFunction = errors.New("symbol is not a function")
+	ErrUndefined   = errors.New("function is imported, not defined")
+	ErrAmbiguous   = errors.New("several functions have this name")
+	ErrIndirect    = errors.New("function is an indirect function (STT_GNU_IFUNC)")
+)
+
+// File holds the function symbols and load segments of an ELF file.
+type File struct {
+	name   string
+	class  elf.Class
+	order  binary.ByteOrder
+	typ    elf.Type
+	interp string
+	loads  []segment
+	funcs  []Func   // sorted by Addr, one per address
+	syms   []symbol // named symbols of both tables, sorted by base name
+}
+
+// segment is a PT_LOAD program header.
+type segment struct {
+	vaddr, memsz uint64
+	off, filesz  uint64
+	exec         bool
+}
+
+// Open reads the ELF file at path. Only regular files are accepted, so
+// that a FIFO or device in an image cannot block or flood the reader.
+func Open(path string) (*File, error) {
+	fd, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	// Everything is read by NewFile; the descriptor is not needed after.
+	defer fd.Close()
+	st, err := fd.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fileType(st.Mode()))
+	}
+	return NewFile(fd, st.Size(), path)
+}
+
+// NewFile reads an ELF file of size bytes from r. name is used in errors.
+// It never panics on malformed input and does not keep r.
+func NewFile(r io.ReaderAt, size int64, name string) (f *File, err error) {
+	defer func() {
+		// debug/elf is hardened against many but not all malformed
+		// inputs; a panic here must not take the supervisor down.
+		if p := recover(); p != nil {
+			f, err = nil, fmt.Errorf("%s: malformed ELF file (parser panic: %v)", name, p)
+		}
+	}()
+	if size < 0 {
+		return nil, fmt.Errorf("%s: negative size %d", name, size)
+	}
+	// Bound every read by the real size: debug/elf would otherwise read
+	// past EOF of a ReaderAt that allows it.
+	sr := io.NewSectionReader(r, 0, size)
+	if err := precheck(sr, size); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	ef, err := elf.NewFile(sr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: malformed ELF file: %w", name, err)
+	}
+	f = &File{name: name, class: ef.Class, order: ef.ByteOrder, typ: ef.Type}
+	if err := f.load(ef, sr, size); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return f, nil
+}
+
+func (f *File) load(ef *elf.File, r io.ReaderAt, size int64) error {
+	switch ef.Type {
+	case elf.ET_EXEC, elf.ET_DYN:
+	default:
+		return fmt.Errorf("unsupported ELF type %v (want an executable or shared object)", ef.Type)
+	}
+	if err := f.loadProgs(ef, r, size); err != nil {
+		return err
+	}
+	if err := f.loadSymbols(ef, r, size); err != nil {
+		return err
+	}
+	funcs := symbolFuncs(f.syms)
+	if !hasSource(funcs, SourceSymtab) {
+		// Stripped: fall back on the unwind tables, which every x86-64
+		// object carries for exceptions and backtraces. .dynsym alone is
+		// not enough: a stripped executable often exports a handful of
+		// functions (ls exports 6) and a stripped library only its API,
+		// and every other function would be invisible.
+		fdes, err := f.loadEHFrame(ef, r, size)
+		if err != nil {
+			return err
+		}
+		funcs = mergeFuncs(funcs, fdes)
+	}
+	f.funcs = funcs
+	return nil
+}
+
+func hasSource(funcs []Func, src Source) bool {
+	for _, fn := range funcs {
+		if fn.Source == src {
+			return true
+		}
+	}
+	return false
+}
+
+// mergeFuncs adds the unwind entries that start where no named function
+// does. Both lists are sorted by address; so is the result.
+func mergeFuncs(named, fdes []Func) []Func {
+	if len(fdes) == 0 {
+		return named
+	}
+	out := make([]Func, 0, len(named)+len(fdes))
+	i, j := 0, 0
+	for i < len(named) || j < len(fdes) {
+		switch {
+		case j == len(fdes) || i < len(named) && named[i].Addr < fdes[j].Addr:
+			out = append(out, named[i])
+			i++
+		case i == len(named) || fdes[j].Addr < named[i].Addr:
+			out = append(out, fdes[j])
+			j++
+		default: // same address: the name wins, the FDE may know the size
+			fn := named[i]
+			if fn.Size == 0 {
+				fn.Size = fdes[j].Size
+			}
+			out = append(out, fn)
+			i++
+			j++
+		}
+	}
+	return out
+}
+
+// precheck refuses what debug/elf would otherwise spend unbounded memory
+// on. A compressed section-name table is decompressed by elf.NewFile to
+// whatever size its header claims (zlib expands ~1000:1), and no real
+// toolchain compresses it.
+func precheck(r io.ReaderAt, size int64) error {
+	var ident [elf.EI_NIDENT]byte
+	if _, err := r.ReadAt(ident[:4], 0); err != nil || string(ident[:4]) != elf.ELFMAG {
+		return ErrNotELF
+	}
+	if _, err := r.ReadAt(ident[:], 0); err != nil {
+		return errors.New("truncated ELF header")
+	}
+	var bo binary.ByteOrder = binary.LittleEndian
+	if elf.Data(ident[elf.EI_DATA]) == elf.ELFDATA2MSB {
+		bo = binary.BigEndian
+	}
+	var (
+		shoff            uint64
+		shentsize, shstr uint64
+		flagsAt          uint64 // offset of sh_flags in a section header
+		flagsLen         int
+	)
+	switch elf.Class(ident[elf.EI_CLASS]) {
+	case elf.ELFCLASS64:
+		var h [64]byte
+		if _, err := r.ReadAt(h[:], 0); err != nil {
+			return errors.New("truncated ELF header")
+		}
+		shoff, shentsize, shstr = bo.Uint64(h[40:]), uint64(bo.Uint16(h[58:])), uint64(bo.Uint16(h[62:]))
+		flagsAt, flagsLen = 8, 8
+	case elf.ELFCLASS32:
+		var h [52]byte
+		if _, err := r.ReadAt(h[:], 0); err != nil {
+			return errors.New("truncated ELF header")
+		}
+		shoff, shentsize, shstr = uint64(bo.Uint32(h[32:])), uint64(bo.Uint16(h[46:])), uint64(bo.Uint16(h[50:]))
+		flagsAt, flagsLen = 8, 4
+	default:
+		return nil // debug/elf reports the bad class
+	}
+	if shoff == 0 || shstr == 0 || shstr == uint64(elf.SHN_XINDEX) || shentsize < flagsAt+uint64(flagsLen) {
+		return nil // no table, or an extended index debug/elf validates itself
+	}
+	at := shoff + shstr*shentsize + flagsAt
+	if at < shoff || at+uint64(flagsLen) > uint64(size) {
+		return nil // out of bounds: debug/elf reports it
+	}
+	b := make([]byte, flagsLen)
+	if _, err := r.ReadAt(b, int64(at)); err != nil {
+		return nil
+	}
+	var flags uint64
+	if flagsLen == 8 {
+		flags = bo.Uint64(b)
+	} else {
+		flags = uint64(bo.Uint32(b))
+	}
+	if elf.SectionFlag(flags)&elf.SHF_COMPRESSED != 0 {
+		return errors.New("malformed ELF file: compressed section name table")
+	}
+	return nil
+}
+
+func (f *File) loadProgs(ef *elf.File, r io.ReaderAt, size int64) error {
+	for i, p := range ef.Progs {
+		switch p.Type {
+		case elf.PT_LOAD:
+			if len(f.loads) == maxLoadSegments {
+				return fmt.Errorf("more than %d PT_LOAD segments", maxLoadSegments)
+			}
+			if p.Vaddr+p.Memsz < p.Vaddr || p.Filesz > p.Memsz {
+				return fmt.Errorf("program header %d: invalid PT_LOAD extent (vaddr 0x%x, filesz 0x%x, memsz 0x%x)", i, p.Vaddr, p.Filesz, p.Memsz)
+			}
+			if err := checkExtent(p.Off, p.Filesz, size); err != nil {
+				return fmt.Errorf("program header %d (PT_LOAD): %w", i, err)
+			}
+			f.loads = append(f.loads, segment{
+				vaddr: p.Vaddr, memsz: p.Memsz, off: p.Off, filesz: p.Filesz,
+				exec: p.Flags&elf.PF_X != 0,
+			})
+		case elf.PT_INTERP:
+			if f.interp != "" {
+				continue
+			}
+			interp, err := readInterp(p, r, size)
+			if err != nil {
+				return fmt.Errorf("program header %d (PT_INTERP): %w", i, err)
+			}
+			f.interp = interp
+		}
+	}
+	return nil
+}
+
+func readInterp(p *elf.Prog, r io.ReaderAt, size int64) (string, error) {
+	if p.Filesz > maxInterp {
+		return "", fmt.Errorf("interpreter path of %d bytes is longer than %d", p.Filesz, maxInterp)
+	}
+	if err := checkExtent(p.Off, p.Filesz, size); err != nil {
+		return "", err
+	}
+	b := make([]byte, p.Filesz)
+	if _, err := r.ReadAt(b, int64(p.Off)); err != nil {
+		return "", fmt.Errorf("read interpreter path: %w", err)
+	}
+	if i := strings.IndexByte(string(b), 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b), nil
+}
+
+// checkExtent verifies that [off, off+n) lies inside a file of size bytes.
+func checkExtent(off, n uint64, size int64) error {
+	if off > uint64(size) || n > uint64(size)-off {
+		return fmt.Errorf("extent [0x%x, +0x%x) lies outside the file (size 0x%x)", off, n, size)
+	}
+	return nil
+}
+
+// Close releases the file. NewFile reads everything up front and keeps no
+// descriptor, so this does nothing today; it is here so that callers need
+// not change if that stops being true.
+func (f *File) Close() error { return nil }
+
+// Name returns the name given to Open or NewFile.
+func (f *File) Name() string { return f.name }
+
+// PIE reports whether the file is position independent (ET_DYN): a PIE
+// executable or a shared library, whose addresses are relative to a load
+// bias chosen at run time.
+func (f *File) PIE() bool { return f.typ == elf.ET_DYN }
+
+// Interp returns the program interpreter (PT_INTERP), or "".
+func (f *File) Interp() string { return f.interp }
+
+// Funcs returns the functions of the file sorted by address, one per
+// address. They come from .symtab and .dynsym (STT_FUNC and STT_GNU_IFUNC
+// with a nonzero address; where several names share an address, a .symtab
+// name and a global binding win). If .symtab defines no function (the file
+// is stripped), the .eh_frame unwind entries are added for every start
+// .dynsym does not name: they give start and size but no name.
+func (f *File) Funcs() []Func {
+	return slices.Clone(f.funcs)
+}
+
+// FileOffset converts a virtual address into an offset in the file,
+// through the PT_LOAD segment whose file-backed part contains it.
+func (f *File) FileOffset(vaddr uint64) (uint64, error) {
+	for _, s := range f.loads {
+		if vaddr >= s.vaddr && vaddr-s.vaddr < s.filesz {
+			return s.off + (vaddr - s.vaddr), nil
+		}
+	}
+	return 0, fmt.Errorf("address 0x%x is not in the file-backed part of any PT_LOAD segment of %s", vaddr, f.name)
+}
+
+// IsExecAddr reports whether vaddr lies inside an executable PT_LOAD
+// segment.
+func (f *File) IsExecAddr(vaddr uint64) bool {
+	_, ok := f.execSegment(vaddr)
+	return ok
+}
+
+func (f *File) execSegment(vaddr uint64) (segment, bool) {
+	for _, s := range f.loads {
+		if s.exec && vaddr >= s.vaddr && vaddr-s.vaddr < s.memsz {
+			return s, true
+		}
+	}
+	return segment{}, false
+}
+
+// Symbolize finds the function containing vaddr: the nearest function
+// start at or below vaddr, provided vaddr is within its size or, for a
+// function of unknown size, before the next function and in the same
+// executable segment. Functions without a name (from .eh_frame) are named
+// by their start address ("0x1139"), as manifests name them.
+func (f *File) Symbolize(vaddr uint64) (name string, off uint64, ok bool) {
+	fs := f.funcs
+	i := sort.Search(len(fs), func(i int) bool { return fs[i].Addr > vaddr }) - 1
+	if i < 0 {
+		return "", 0, false
+	}
+	fn := fs[i]
+	switch {
+	case fn.Size == 0:
+		if len(f.loads) > 0 {
+			seg, ok := f.execSegment(fn.Addr)
+			if !ok || vaddr-seg.vaddr >= seg.memsz {
+				return "", 0, false
+			}
+		}
+	case vaddr-fn.Addr >= fn.Size:
+		// Past the nearest function: vaddr may still be inside an
+		// enclosing one (assembly with nested symbols); look back a little.
+		found := false
+		for j := i - 1; j >= 0 && j >= i-8; j-- {
+			if fs[j].Size > 0 && vaddr-fs[j].Addr < fs[j].Size {
+				fn, found = fs[j], true
+				break
+			}
+		}
+		if !found {
+			return "", 0, false
+		}
+	}
+	return funcName(fn), vaddr - fn.Addr, true
+}
+
+func funcName(fn Func) string {
+	if fn.Name == "" {
+		return fmt.Sprintf("0x%x", fn.Addr)
+	}
+	return fn.Name
+}
+
+// fileType names the type of a file that is not a regular file.
+func fileType(m fs.FileMode) string {
+	switch t := m.Type(); {
+	case t&fs.ModeDir != 0:
+		return "directory"
+	case t&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case t&fs.ModeSocket != 0:
+		return "socket"
+	case t&fs.ModeDevice != 0:
+		return "device"
+	case t&fs.ModeSymlink != 0:
+		return "symbolic link"
+	default:
+		return "special file"
+	}
+}

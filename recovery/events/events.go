@@ -1,0 +1,126 @@
+// Package events reports what the supervisor does: a readable line on
+// stderr for recoveries and crashes, and JSON lines for machines.
+package events
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// Types of events.
+const (
+	Recovered = "recovered"
+	Crash     = "crash"
+	Attached  = "attached"
+	Detached  = "detached"
+	Error     = "error"
+)
+
+// RescuePoint identifies the rescue point an event concerns.
+type RescuePoint struct {
+	Binary   string `json:"binary"`
+	Function string `json:"function,omitempty"`
+	Address  string `json:"address"`
+}
+
+// Event is one line of the events file. The field names are a public
+// interface (README "Events").
+type Event struct {
+	Time                string       `json:"time"`
+	Type                string       `json:"type"`
+	Container           string       `json:"container,omitempty"`
+	Pid                 int          `json:"pid,omitempty"`
+	Tid                 int          `json:"tid,omitempty"`
+	Signal              string       `json:"signal,omitempty"`
+	FaultAddress        string       `json:"faultAddress,omitempty"`
+	RescuePoint         *RescuePoint `json:"rescuePoint,omitempty"`
+	Return              *int64       `json:"return,omitempty"`
+	RecoveryMicros      int64        `json:"recoveryMicros"`
+	PagesRestored       int          `json:"pagesRestored"`
+	ThreadsRolledBack   int          `json:"threadsRolledBack"`
+	ProcessesRolledBack int          `json:"processesRolledBack"`
+	Stack               []string     `json:"stack,omitempty"`
+	Message             string       `json:"message,omitempty"`
+}
+
+// Sink writes events. It is safe for concurrent use.
+type Sink struct {
+	mu    sync.Mutex
+	human io.Writer // stderr; nil for none
+	json  io.Writer // events file; nil for none
+	stamp func() time.Time
+}
+
+// NewSink returns a sink writing readable lines to human and JSON lines
+// to jsonOut; either may be nil.
+func NewSink(human, jsonOut io.Writer) *Sink {
+	return &Sink{human: human, json: jsonOut, stamp: time.Now}
+}
+
+// Emit writes one event, filling in its time.
+func (s *Sink) Emit(e Event) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.Time == "" {
+		e.Time = s.stamp().UTC().Format(time.RFC3339Nano)
+	}
+	if s.json != nil {
+		if b, err := json.Marshal(e); err == nil {
+			s.json.Write(append(b, '\n'))
+		}
+	}
+	if s.human != nil {
+		if line := Format(e); line != "" {
+			fmt.Fprintln(s.human, line)
+		}
+	}
+}
+
+// Format renders the readable line for an event.
+func Format(e Event) string {
+	switch e.Type {
+	case Recovered:
+		ret := "returned (void)"
+		if e.Return != nil {
+			ret = fmt.Sprintf("returned %d", *e.Return)
+		}
+		return fmt.Sprintf("assure: recovered %s in %s pid %d tid %d: %s after %dµs (%d pages, %d threads, %d processes)",
+			e.Signal, rpName(e.RescuePoint), e.Pid, e.Tid, ret, e.RecoveryMicros,
+			e.PagesRestored, e.ThreadsRolledBack, e.ProcessesRolledBack)
+	case Crash:
+		s := fmt.Sprintf("assure: crash: %s pid %d tid %d at %s: %s", e.Signal, e.Pid, e.Tid, e.FaultAddress, e.Message)
+		for _, f := range e.Stack {
+			s += "\n    " + f
+		}
+		return s
+	case Error:
+		return fmt.Sprintf("assure: error: pid %d: %s", e.Pid, e.Message)
+	case Attached, Detached:
+		return fmt.Sprintf("assure: %s pid %d%s", e.Type, e.Pid, suffix(e.Message))
+	}
+	return ""
+}
+
+func suffix(m string) string {
+	if m == "" {
+		return ""
+	}
+	return ": " + m
+}
+
+func rpName(r *RescuePoint) string {
+	if r == nil {
+		return "?"
+	}
+	name := r.Function
+	if name == "" {
+		name = r.Address
+	}
+	return fmt.Sprintf("%s (%s)", name, r.Binary)
+}

@@ -1,0 +1,169 @@
+// Package ptrace wraps the ptrace requests the supervisor uses.
+//
+// Every request for a tracee must come from the OS thread that attached
+// to it (the kernel ties a tracee to its tracer thread); callers run all
+// of these on one goroutine locked with runtime.LockOSThread, as Delve's
+// native backend does.
+package ptrace
+
+import (
+	"encoding/binary"
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Options set on every tracee: follow threads, forks and execs so that
+// nothing the program starts escapes supervision.
+const Options = unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
+	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEEXEC
+
+// Event numbers reported in the high bits of a wait status.
+const (
+	EventFork  = unix.PTRACE_EVENT_FORK
+	EventVfork = unix.PTRACE_EVENT_VFORK
+	EventClone = unix.PTRACE_EVENT_CLONE
+	EventExec  = unix.PTRACE_EVENT_EXEC
+	EventStop  = unix.PTRACE_EVENT_STOP
+)
+
+func request(req int, tid int, addr, data uintptr) error {
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), addr, data, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// Seize attaches to one thread without stopping it.
+func Seize(tid int, opts int) error {
+	if err := request(unix.PTRACE_SEIZE, tid, 0, uintptr(opts)); err != nil {
+		return fmt.Errorf("ptrace seize %d: %w", tid, err)
+	}
+	return nil
+}
+
+// Interrupt asks a seized thread to stop with PTRACE_EVENT_STOP.
+func Interrupt(tid int) error { return request(unix.PTRACE_INTERRUPT, tid, 0, 0) }
+
+// Cont resumes a stopped thread, delivering sig when it is not zero.
+func Cont(tid int, sig unix.Signal) error {
+	return request(unix.PTRACE_CONT, tid, 0, uintptr(sig))
+}
+
+// Listen resumes a thread in group-stop without ending the group-stop.
+func Listen(tid int) error { return request(unix.PTRACE_LISTEN, tid, 0, 0) }
+
+// Detach lets a stopped thread go, delivering sig when it is not zero.
+func Detach(tid int, sig unix.Signal) error {
+	return request(unix.PTRACE_DETACH, tid, 0, uintptr(sig))
+}
+
+// SingleStep runs one instruction of a stopped thread.
+func SingleStep(tid int) error { return request(unix.PTRACE_SINGLESTEP, tid, 0, 0) }
+
+// SetOptions sets ptrace options on a stopped thread.
+func SetOptions(tid, opts int) error {
+	return request(unix.PTRACE_SETOPTIONS, tid, 0, uintptr(opts))
+}
+
+// EventMsg returns the message of the last ptrace event (new tid, old tid).
+func EventMsg(tid int) (uint64, error) {
+	var msg uint64
+	err := request(unix.PTRACE_GETEVENTMSG, tid, 0, uintptr(unsafe.Pointer(&msg)))
+	return msg, err
+}
+
+// GetRegs reads the general registers.
+func GetRegs(tid int, r *unix.PtraceRegs) error { return unix.PtraceGetRegs(tid, r) }
+
+// SetRegs writes the general registers.
+func SetRegs(tid int, r *unix.PtraceRegs) error { return unix.PtraceSetRegs(tid, r) }
+
+// GetRegset reads one register set (NT_X86_XSTATE for FP/SSE/AVX state)
+// into buf and returns the part the kernel filled.
+func GetRegset(tid int, nt int, buf []byte) ([]byte, error) {
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	if err := request(unix.PTRACE_GETREGSET, tid, uintptr(nt), uintptr(unsafe.Pointer(&iov))); err != nil {
+		return nil, err
+	}
+	return buf[:iov.Len], nil
+}
+
+// SetRegset writes one register set back.
+func SetRegset(tid int, nt int, buf []byte) error {
+	if len(buf) == 0 {
+		return nil
+	}
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	return request(unix.PTRACE_SETREGSET, tid, uintptr(nt), uintptr(unsafe.Pointer(&iov)))
+}
+
+// GetSigmask reads the blocked-signal mask of a thread.
+func GetSigmask(tid int) (uint64, error) {
+	var m uint64
+	err := request(unix.PTRACE_GETSIGMASK, tid, 8, uintptr(unsafe.Pointer(&m)))
+	return m, err
+}
+
+// SetSigmask writes the blocked-signal mask of a thread.
+func SetSigmask(tid int, m uint64) error {
+	return request(unix.PTRACE_SETSIGMASK, tid, 8, uintptr(unsafe.Pointer(&m)))
+}
+
+// Siginfo is the part of siginfo_t the supervisor looks at.
+type Siginfo struct {
+	Signo unix.Signal
+	Code  int32
+	// Addr is si_addr for SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGTRAP.
+	Addr uint64
+	// Pid is si_pid for signals sent with kill/tgkill (Code <= 0).
+	Pid int32
+}
+
+// Signal codes used to tell faults from signals sent by processes.
+const (
+	SIUser   = 0
+	SIKernel = 0x80
+	SITkill  = -6
+)
+
+// GetSiginfo reads the siginfo of the signal that stopped a thread.
+func GetSiginfo(tid int) (Siginfo, error) {
+	var raw [128]byte
+	if err := request(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&raw[0]))); err != nil {
+		return Siginfo{}, err
+	}
+	le := binary.LittleEndian
+	si := Siginfo{
+		Signo: unix.Signal(le.Uint32(raw[0:])),
+		Code:  int32(le.Uint32(raw[8:])),
+	}
+	// The union starts at offset 16 on 64-bit: si_addr for faults,
+	// si_pid for kill().
+	si.Addr = le.Uint64(raw[16:])
+	si.Pid = int32(le.Uint32(raw[16:]))
+	return si, nil
+}
+
+// FromKernel reports whether the signal was raised by the kernel for a
+// fault rather than sent by a process.
+func (s Siginfo) FromKernel() bool { return s.Code > 0 }
+
+// Wait waits for a state change of any tracee (pid -1) or of one thread.
+func Wait(pid int, flags int) (int, unix.WaitStatus, error) {
+	var ws unix.WaitStatus
+	for {
+		wpid, err := unix.Wait4(pid, &ws, flags|unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		return wpid, ws, err
+	}
+}
+
+// Event returns the PTRACE_EVENT_* of a stop status, or 0.
+func Event(ws unix.WaitStatus) int { return int(ws>>16) & 0xff }

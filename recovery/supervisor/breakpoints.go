@@ -1,0 +1,310 @@
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/arch"
+	"github.com/assure-rt/assure/recovery/elfsym"
+	"github.com/assure-rt/assure/recovery/procfs"
+	"github.com/assure-rt/assure/recovery/ptrace"
+)
+
+// moduleCache keeps the ELF files of mapped modules, opened through
+// /proc/PID/map_files so that the file read is exactly the one mapped,
+// whatever the process's mount namespace or a later rename.
+type moduleCache struct {
+	files map[string]*elfsym.File // by "dev:inode"
+}
+
+func newModuleCache() *moduleCache { return &moduleCache{files: make(map[string]*elfsym.File)} }
+
+func moduleKey(m procfs.Mapping) string {
+	return fmt.Sprintf("%d:%d:%d", m.Major, m.Minor, m.Inode)
+}
+
+func (c *moduleCache) open(pid int, m procfs.Mapping) (*elfsym.File, error) {
+	key := moduleKey(m)
+	if f, ok := c.files[key]; ok {
+		if f == nil {
+			return nil, fmt.Errorf("%s: not a readable ELF file", m.Path)
+		}
+		return f, nil
+	}
+	path := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End)
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", m.Path, err)
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		return nil, err
+	}
+	f, err := elfsym.NewFile(fh, st.Size(), m.Path)
+	if err != nil {
+		c.files[key] = nil
+		return nil, err
+	}
+	c.files[key] = f
+	return f, nil
+}
+
+// findModule returns the mappings of the module a manifest names: an
+// absolute path as the process sees it (symlinks resolved in the
+// process's root, matched by device and inode), or a bare file name
+// matched against the base names of mapped files.
+func findModule(pid int, maps []procfs.Mapping, binary string) []procfs.Mapping {
+	var dev uint64
+	var ino uint64
+	if filepath.IsAbs(binary) {
+		var st unix.Stat_t
+		if err := unix.Stat(fmt.Sprintf("/proc/%d/root%s", pid, binary), &st); err == nil {
+			dev, ino = st.Dev, st.Ino
+		}
+	}
+	var out []procfs.Mapping
+	for _, m := range maps {
+		if m.Inode == 0 || m.Path == "" {
+			continue
+		}
+		var match bool
+		if filepath.IsAbs(binary) {
+			match = m.Path == binary || (ino != 0 && m.Inode == ino &&
+				m.Major == unix.Major(dev) && m.Minor == unix.Minor(dev))
+		} else {
+			match = filepath.Base(m.Path) == binary
+		}
+		if match {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// runtimeAddr turns an ELF virtual address into the address it has in
+// the process, through the file offset and the mapping that covers it.
+func runtimeAddr(f *elfsym.File, mods []procfs.Mapping, vaddr uint64) (uint64, error) {
+	off, err := f.FileOffset(vaddr)
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range mods {
+		if m.Executable() && off >= m.Offset && off < m.Offset+m.Size() {
+			return m.Start + off - m.Offset, nil
+		}
+	}
+	return 0, fmt.Errorf("address %#x of %s is not in an executable mapping", vaddr, f.Name())
+}
+
+// resolve plants breakpoints for rescue points whose module is mapped in
+// p now, and (right after exec) the breakpoints that tell when more
+// modules arrive: the program entry and the dynamic loader's
+// _dl_debug_state, which it calls around every dlopen and dlclose.
+func (s *Supervisor) resolve(p *process, atExec bool) error {
+	if p.preExec {
+		return nil
+	}
+	maps, err := procfs.Maps(p.pid)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, rp := range s.rps {
+		if _, ok := p.resolved[rp]; ok {
+			continue
+		}
+		mods := findModule(p.pid, maps, rp.Binary)
+		if len(mods) == 0 {
+			continue
+		}
+		addr, err := s.resolveOne(p, rp, mods)
+		if err != nil {
+			p.resolved[rp] = 0 // do not retry; reported once
+			errs = append(errs, err)
+			continue
+		}
+		p.resolved[rp] = addr
+		if err := s.plant(p, addr, bpRescue, rp); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if atExec {
+		s.planLoaderHooks(p, maps)
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Supervisor) resolveOne(p *process, rp *rescuePoint, mods []procfs.Mapping) (uint64, error) {
+	f, err := p.modules.open(p.pid, mods[0])
+	if err != nil {
+		return 0, fmt.Errorf("rescue point %s: %w", rp, err)
+	}
+	vaddr := rp.Address
+	if !rp.HasAddress {
+		fn, err := f.Lookup(rp.Function)
+		if err != nil {
+			return 0, fmt.Errorf("rescue point %s: %w", rp, err)
+		}
+		vaddr = fn.Addr
+	}
+	rp.vaddr = vaddr
+	addr, err := runtimeAddr(f, mods, vaddr)
+	if err != nil {
+		return 0, fmt.Errorf("rescue point %s: %w", rp, err)
+	}
+	return addr, nil
+}
+
+// planLoaderHooks plants the entry and loader breakpoints of a freshly
+// exec'd dynamically linked program.
+func (s *Supervisor) planLoaderHooks(p *process, maps []procfs.Mapping) {
+	auxv, err := procfs.Auxv(p.pid)
+	if err != nil {
+		return
+	}
+	if entry := auxv[procfs.AT_ENTRY]; entry != 0 && !p.entryDone {
+		if err := s.plant(p, entry, bpEntry, nil); err != nil {
+			s.logf("entry breakpoint in %d: %v", p.pid, err)
+		}
+	}
+	base := auxv[atBase] // load address of the dynamic loader
+	for _, m := range maps {
+		if m.Start != base || base == 0 || m.Inode == 0 {
+			continue
+		}
+		f, err := p.modules.open(p.pid, m)
+		if err != nil {
+			return
+		}
+		fn, err := f.Lookup("_dl_debug_state")
+		if err != nil {
+			return
+		}
+		mods := findModule(p.pid, maps, m.Path)
+		if addr, err := runtimeAddr(f, mods, fn.Addr); err == nil {
+			s.plant(p, addr, bpLoader, nil)
+		}
+		return
+	}
+}
+
+const atBase = 7 // AT_BASE: where the dynamic loader is mapped
+
+// plant writes a breakpoint, keeping the instruction bytes it displaces.
+func (s *Supervisor) plant(p *process, addr uint64, kind bpKind, rp *rescuePoint) error {
+	if bp, ok := p.breakpoints[addr]; ok {
+		if kind == bpRescue {
+			bp.kind, bp.rp = kind, rp
+		}
+		return nil
+	}
+	orig, err := p.readMem(addr, arch.MaxInsnLen)
+	if err != nil {
+		if orig, err = p.readMem(addr, 1); err != nil {
+			return err
+		}
+	}
+	if err := p.writeMem(addr, arch.Breakpoint); err != nil {
+		return err
+	}
+	p.breakpoints[addr] = &breakpoint{addr: addr, kind: kind, rp: rp, orig: orig}
+	return nil
+}
+
+// unplant restores the displaced byte.
+func (s *Supervisor) unplant(p *process, bp *breakpoint) error {
+	delete(p.breakpoints, bp.addr)
+	return p.writeMem(bp.addr, bp.orig[:len(arch.Breakpoint)])
+}
+
+// onEntry runs at the program's first instruction: the libraries it
+// links are mapped now.
+func (s *Supervisor) onEntry(t *thread, bp *breakpoint, regs *arch.Regs) {
+	p := t.proc
+	p.entryDone = true
+	if err := s.unplant(p, bp); err != nil {
+		s.logf("entry of %d: %v", p.pid, err)
+	}
+	if err := ptrace.SetRegs(t.tid, regs); err != nil {
+		s.logf("entry of %d: %v", p.pid, err)
+	}
+	if err := s.resolve(p, false); err != nil {
+		s.emitError(p.pid, err)
+	}
+	// The entry may itself be a rescue point.
+	if nb := p.breakpoints[bp.addr]; nb != nil && nb.kind == bpRescue {
+		s.enterRescue(t, nb, regs)
+		return
+	}
+	s.resume(t)
+}
+
+// stepOver carries out the instruction a breakpoint displaced, leaving t
+// stopped after it: emulated when possible, else single-stepped with the
+// original byte back in place (every other thread of the process is held
+// meanwhile so that none runs past the missing breakpoint).
+func (s *Supervisor) stepOver(t *thread, bp *breakpoint, regs *arch.Regs) {
+	p := t.proc
+	ok, err := arch.Emulate(bp.orig, regs, p.writeMem)
+	if err == nil && ok {
+		if err := ptrace.SetRegs(t.tid, regs); err == nil {
+			return
+		}
+	}
+	s.debugf("single-step %d at %#x", t.tid, bp.addr)
+	others := s.heldAll(p)
+	defer s.resumeOthers(others)
+	if err := ptrace.SetRegs(t.tid, regs); err != nil {
+		return
+	}
+	if err := p.writeMem(bp.addr, bp.orig[:1]); err != nil {
+		return
+	}
+	defer p.writeMem(bp.addr, arch.Breakpoint)
+	for {
+		if err := ptrace.SingleStep(t.tid); err != nil {
+			return
+		}
+		ws, err := s.waitStop(t)
+		s.debugf("single-step %d: %#x %v", t.tid, uint32(ws), err)
+		if err != nil {
+			return
+		}
+		if ptrace.Event(ws) == ptrace.EventStop {
+			continue // a pending interrupt; step again
+		}
+		if ws.StopSignal() != unix.SIGTRAP {
+			// The displaced instruction faulted or a signal came in:
+			// handle it in the main loop once the breakpoint is back.
+			s.defer_(t.tid, ws)
+			return
+		}
+		return
+	}
+}
+
+// heldAll stops the running threads of p and returns those it stopped.
+func (s *Supervisor) heldAll(p *process) []*thread {
+	var running []*thread
+	for _, t := range p.threads {
+		if t.running {
+			running = append(running, t)
+		}
+	}
+	if len(running) == 0 {
+		return nil
+	}
+	s.stopThreads([]*process{p})
+	return running
+}
+
+func (s *Supervisor) resumeOthers(ts []*thread) {
+	for _, t := range ts {
+		s.resume(t)
+	}
+}

@@ -1,0 +1,311 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/arch"
+	"github.com/assure-rt/assure/recovery/procfs"
+	"github.com/assure-rt/assure/recovery/ptrace"
+)
+
+// dispatch handles one wait status from the main loop.
+func (s *Supervisor) dispatch(tid int, ws unix.WaitStatus) {
+	t := s.threads[tid]
+	if t != nil {
+		t.queued = false
+		t.running = false
+	}
+	if ws.Exited() || ws.Signaled() {
+		s.onExit(tid, ws)
+		return
+	}
+	if !ws.Stopped() {
+		return
+	}
+	if t == nil {
+		s.onUnknownStop(tid, ws)
+		return
+	}
+	sig := ws.StopSignal()
+	switch ev := ptrace.Event(ws); ev {
+	case ptrace.EventStop:
+		switch {
+		case t.awaitInitial:
+			t.awaitInitial = false
+		case isStopSignal(sig) && !t.interrupting:
+			t.groupStop = true // job control: stay stopped, keep tracing
+		default:
+			t.interrupting = false
+			t.groupStop = false
+		}
+		s.resume(t)
+	case ptrace.EventClone, ptrace.EventFork, ptrace.EventVfork:
+		for _, c := range s.onClone(t, ev) {
+			if !c.awaitInitial {
+				s.resume(c)
+			}
+		}
+		s.resume(t)
+	case ptrace.EventExec:
+		s.onExec(t)
+	case 0:
+		s.onSignal(t, sig)
+	default:
+		s.resume(t)
+	}
+}
+
+// onSignal handles a signal-delivery-stop.
+func (s *Supervisor) onSignal(t *thread, sig unix.Signal) {
+	t.groupStop = false
+	switch {
+	case sig == unix.SIGTRAP && s.onTrap(t):
+		return
+	case sig == unix.SIGSTOP && s.stopReq.Load():
+		s.resume(t) // our wake-up call (Stop); swallowed
+		return
+	case sig == unix.SIGCHLD && s.swallowChld(t):
+		s.resume(t)
+		return
+	case isFault(sig):
+		s.onFault(t, sig)
+		return
+	}
+	t.deliver = sig
+	s.resume(t)
+}
+
+func isFault(sig unix.Signal) bool {
+	switch sig {
+	case unix.SIGSEGV, unix.SIGBUS, unix.SIGFPE, unix.SIGILL, unix.SIGABRT, unix.SIGTRAP, unix.SIGSYS:
+		return true
+	}
+	return false
+}
+
+// swallowChld drops the SIGCHLD of a child that a rollback killed: the
+// rolled-back parent never made that child.
+func (s *Supervisor) swallowChld(t *thread) bool {
+	si, err := ptrace.GetSiginfo(t.tid)
+	if err != nil {
+		return false
+	}
+	pid := int(si.Pid)
+	if t.proc.expectChld[pid] {
+		delete(t.proc.expectChld, pid)
+		return true
+	}
+	return false
+}
+
+// onExit handles the end of a thread or process.
+func (s *Supervisor) onExit(tid int, ws unix.WaitStatus) {
+	if tid == s.root {
+		s.rootWS = ws
+		s.rootDone = true
+	}
+	delete(s.orphans, tid)
+	t := s.threads[tid]
+	if t == nil {
+		if p := s.procs[tid]; p != nil {
+			s.dropProcess(p)
+		}
+		return
+	}
+	p := t.proc
+	s.removeThread(t)
+	// The leader's exit is reported once the whole group is gone.
+	if tid == p.pid || len(p.threads) == 0 && !procAlive(p.pid) {
+		s.dropProcess(p)
+	}
+}
+
+func procAlive(pid int) bool { return unix.Kill(pid, 0) == nil }
+
+// onUnknownStop handles a stop of a thread not yet known: the first stop
+// of a new task, which can arrive before its creator's clone event.
+func (s *Supervisor) onUnknownStop(tid int, ws unix.WaitStatus) {
+	st, err := procfs.ReadStatus(tid)
+	if err == nil {
+		if p := s.procs[st.Tgid]; p != nil && st.Tgid != tid {
+			t := s.addThread(p, tid)
+			s.dispatch(t.tid, ws)
+			return
+		}
+	}
+	s.orphans[tid] = ws
+}
+
+// onClone registers what a clone, fork or vfork made. The new task
+// starts in a ptrace-stop of its own, which may already have arrived.
+func (s *Supervisor) onClone(t *thread, ev int) []*thread {
+	msg, err := ptrace.EventMsg(t.tid)
+	if err != nil {
+		return nil
+	}
+	child := int(msg)
+	if s.threads[child] != nil {
+		return nil
+	}
+	p := t.proc
+	var c *thread
+	if ev == ptrace.EventClone && isTaskOf(p.pid, child) {
+		c = s.addThread(p, child)
+		c.clearTid = cloneChildTid(t)
+	} else {
+		np, err := s.newProcess(child, p.pid)
+		if err != nil {
+			s.logf("new process %d: %v", child, err)
+			return nil
+		}
+		s.inherit(np, p, ev == ptrace.EventVfork)
+		c = s.addThread(np, child)
+		c.frames = inheritedFrames(t.frames)
+	}
+	if _, ok := s.orphans[child]; ok {
+		delete(s.orphans, child)
+	} else {
+		c.awaitInitial = true
+	}
+	return []*thread{c}
+}
+
+// cloneChildTid reads the CLONE_CHILD_CLEARTID address from the clone
+// call a thread is stopped in (clone3's struct clone_args, or clone's
+// fourth argument), so that a rollback can bring the thread back.
+func cloneChildTid(t *thread) uint64 {
+	var regs arch.Regs
+	if ptrace.GetRegs(t.tid, &regs) != nil {
+		return 0
+	}
+	switch regs.Orig_rax {
+	case unix.SYS_CLONE3:
+		if flags, err := t.proc.readWord(regs.Rdi); err != nil || flags&unix.CLONE_CHILD_CLEARTID == 0 {
+			return 0
+		}
+		a, _ := t.proc.readWord(regs.Rdi + 16)
+		return a
+	case unix.SYS_CLONE:
+		if regs.Rdi&unix.CLONE_CHILD_CLEARTID != 0 {
+			return regs.R10
+		}
+	}
+	return 0
+}
+
+// isTaskOf reports whether tid is a thread of process pid. (A clone
+// without CLONE_THREAD is a new process and reports the same event.)
+func isTaskOf(pid, tid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", pid, tid))
+	return err == nil
+}
+
+// inherit gives a forked process what its parent's memory held: the
+// breakpoints, the injected page, the forking thread's active rescue
+// points (without checkpoints: the child never had one).
+func (s *Supervisor) inherit(np, p *process, vfork bool) {
+	np.sharedMM = vfork || p.sharedMM
+	np.preExec = p.preExec
+	np.entryDone = p.entryDone
+	np.scratch = p.scratch
+	np.modules = p.modules
+	for a, bp := range p.breakpoints {
+		np.breakpoints[a] = bp
+	}
+	for rp, a := range p.resolved {
+		np.resolved[rp] = a
+	}
+}
+
+func inheritedFrames(fs []frame) []frame {
+	out := make([]frame, len(fs))
+	for i, f := range fs {
+		f.ckpt = 0
+		out[i] = f
+	}
+	return out
+}
+
+// onExec resets a process whose image was replaced. The kernel reports
+// the exec with the leader's tid; the thread that called execve took it
+// over and every other thread is gone.
+func (s *Supervisor) onExec(t *thread) {
+	p := t.proc
+	for _, o := range p.threads {
+		delete(s.threads, o.tid)
+	}
+	p.threads = make(map[int]*thread)
+	if p.tracker != nil {
+		p.tracker.Close()
+		p.tracker = nil
+	}
+	p.noTrack = nil
+	p.ckpts = nil
+	p.breakpoints = make(map[uint64]*breakpoint)
+	p.resolved = make(map[*rescuePoint]uint64)
+	p.modules = newModuleCache()
+	p.scratch = 0
+	p.sharedMM = false
+	p.preExec = false
+	p.entryDone = false
+	p.brkKnown = false
+	p.mem.Close()
+	if mem, err := openMem(p.pid); err == nil {
+		p.mem = mem
+	} else {
+		s.logf("exec of %d: %v", p.pid, err)
+	}
+	nt := s.addThread(p, p.pid)
+	if err := s.resolve(p, true); err != nil {
+		s.emitError(p.pid, err)
+	}
+	s.resume(nt)
+}
+
+// onTrap handles SIGTRAP; it reports false when the trap is not ours and
+// must reach the program.
+func (s *Supervisor) onTrap(t *thread) bool {
+	si, err := ptrace.GetSiginfo(t.tid)
+	if err != nil || si.Code != ptrace.SIKernel {
+		s.debugf("trap of %d: code %d err %v", t.tid, si.Code, err)
+		return false
+	}
+	var regs arch.Regs
+	if err := ptrace.GetRegs(t.tid, &regs); err != nil {
+		return false
+	}
+	p := t.proc
+	pc := arch.TrapPC(&regs)
+	if bp := p.breakpoints[pc]; bp != nil {
+		regs.Rip = pc
+		switch bp.kind {
+		case bpRescue:
+			s.enterRescue(t, bp, &regs)
+		case bpEntry:
+			s.onEntry(t, bp, &regs)
+		case bpLoader:
+			if err := s.resolve(p, false); err != nil {
+				s.emitError(p.pid, err)
+			}
+			s.stepOver(t, bp, &regs)
+			s.resume(t)
+		}
+		return true
+	}
+	if p.scratch != 0 && pc == p.scratch+trampolineOffset {
+		s.onReturn(t, &regs)
+		return true
+	}
+	if t.staleTrap {
+		t.staleTrap = false
+		s.resume(t)
+		return true
+	}
+	s.debugf("trap of %d at %#x is not ours", t.tid, pc)
+	return false
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

@@ -1,0 +1,152 @@
+package supervisor
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/arch"
+	"github.com/assure-rt/assure/recovery/checkpoint"
+	"github.com/assure-rt/assure/recovery/ptrace"
+)
+
+// The injected page: a system call instruction followed by a breakpoint
+// (to run system calls inside the tracee), and the return trampoline, a
+// breakpoint that rescue-point calls return to instead of their caller.
+const (
+	scratchSize      = 4096
+	syscallOffset    = 0
+	trampolineOffset = 16
+)
+
+// inject runs one system call in a held thread and restores the thread's
+// registers afterwards. The thread must be in a signal-delivery or
+// interrupt stop: then the kernel honours the new registers fully.
+func (s *Supervisor) inject(t *thread, nr uint64, args ...uint64) (uint64, error) {
+	p := t.proc
+	if p.scratch == 0 {
+		return 0, fmt.Errorf("inject %d in %d: no code page", nr, t.tid)
+	}
+	return s.injectAt(t, p.scratch+syscallOffset, nr, args...)
+}
+
+func (s *Supervisor) injectAt(t *thread, pc uint64, nr uint64, args ...uint64) (uint64, error) {
+	s.debugf("inject %d in %d", nr, t.tid)
+	var saved arch.Regs
+	if err := ptrace.GetRegs(t.tid, &saved); err != nil {
+		return 0, fmt.Errorf("inject syscall %d in %d: %w", nr, t.tid, err)
+	}
+	regs := saved
+	arch.PrepareSyscall(&regs, pc, nr, args...)
+	if err := ptrace.SetRegs(t.tid, &regs); err != nil {
+		return 0, fmt.Errorf("inject syscall %d in %d: %w", nr, t.tid, err)
+	}
+	want := pc + uint64(len(arch.SyscallInsn))
+	for {
+		if err := ptrace.Cont(t.tid, 0); err != nil {
+			return 0, fmt.Errorf("inject syscall %d in %d: %w", nr, t.tid, err)
+		}
+		ws, err := s.waitStop(t)
+		if err != nil {
+			return 0, fmt.Errorf("inject syscall %d in %d: %w", nr, t.tid, err)
+		}
+		if ptrace.Event(ws) != 0 {
+			continue // an interrupt that was still pending
+		}
+		if sig := ws.StopSignal(); sig != unix.SIGTRAP {
+			// A signal arrived meanwhile: keep it for the program.
+			if !isFault(sig) {
+				t.deliver = sig
+			}
+			continue
+		}
+		if err := ptrace.GetRegs(t.tid, &regs); err != nil {
+			return 0, err
+		}
+		if regs.Rip == want {
+			break
+		}
+	}
+	res, callErr := arch.SyscallResult(&regs)
+	if err := ptrace.SetRegs(t.tid, &saved); err != nil {
+		return 0, fmt.Errorf("restore registers of %d: %w", t.tid, err)
+	}
+	return res, callErr
+}
+
+// ensureScratch maps the injected code page into p once. The very first
+// system call runs from the breakpoint's own bytes, briefly patched.
+func (s *Supervisor) ensureScratch(t *thread, at uint64) error {
+	p := t.proc
+	if p.scratch != 0 {
+		return nil
+	}
+	orig, err := p.readMem(at, len(arch.SyscallInsn))
+	if err != nil {
+		return err
+	}
+	if err := p.writeMem(at, arch.SyscallInsn); err != nil {
+		return err
+	}
+	addr, callErr := s.injectAt(t, at, unix.SYS_MMAP, 0, scratchSize,
+		unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	if err := p.writeMem(at, orig); err != nil {
+		return err
+	}
+	if callErr != nil {
+		return fmt.Errorf("map code page in %d: %w", p.pid, callErr)
+	}
+	page := make([]byte, scratchSize)
+	for i := range page {
+		page[i] = arch.Breakpoint[0]
+	}
+	copy(page[syscallOffset:], arch.SyscallInsn)
+	if err := p.writeMem(addr, page); err != nil {
+		return err
+	}
+	p.scratch = addr
+	return nil
+}
+
+// ensureTracker sets up dirty tracking for p: a userfaultfd made inside
+// the tracee (UFFD_USER_MODE_ONLY needs no privilege), copied out with
+// pidfd_getfd, then closed in the tracee so that the program never sees
+// an extra descriptor.
+func (s *Supervisor) ensureTracker(t *thread) error {
+	p := t.proc
+	if p.tracker != nil {
+		return nil
+	}
+	if p.noTrack != nil {
+		return p.noTrack
+	}
+	err := s.makeTracker(t)
+	if err != nil {
+		p.noTrack = err
+	}
+	return err
+}
+
+func (s *Supervisor) makeTracker(t *thread) error {
+	p := t.proc
+	fd, err := s.inject(t, unix.SYS_USERFAULTFD, checkpoint.UffdFlags)
+	if err != nil {
+		return fmt.Errorf("create userfaultfd in %d (allow userfaultfd in its seccomp profile): %w", p.pid, err)
+	}
+	defer s.inject(t, unix.SYS_CLOSE, fd)
+	pidfd, err := unix.PidfdOpen(p.pid, 0)
+	if err != nil {
+		return fmt.Errorf("pidfd of %d: %w", p.pid, err)
+	}
+	defer unix.Close(pidfd)
+	own, err := unix.PidfdGetfd(pidfd, int(fd), 0)
+	if err != nil {
+		return fmt.Errorf("take userfaultfd of %d: %w", p.pid, err)
+	}
+	tr, err := checkpoint.NewDirty(p.pid, own)
+	if err != nil {
+		return fmt.Errorf("dirty tracking in %d: %w", p.pid, err)
+	}
+	p.tracker = tr
+	return nil
+}

@@ -1,0 +1,199 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/checkpoint"
+	"github.com/assure-rt/assure/recovery/manifest"
+)
+
+// process is one supervised address space (a thread group).
+type process struct {
+	pid     int
+	parent  int // supervised process that forked it, or 0
+	born    uint64
+	mem     *os.File // /proc/PID/mem: FOLL_FORCE access to text for breakpoints
+	threads map[int]*thread
+	// sharedMM is set for a vfork child until it execs: it runs in its
+	// parent's memory, so it takes no checkpoints of its own.
+	sharedMM bool
+
+	breakpoints map[uint64]*breakpoint
+	// resolved maps rescue points (manifest order) to their address here
+	// once their module is mapped.
+	resolved map[*rescuePoint]uint64
+	modules  *moduleCache
+
+	scratch uint64 // address of the injected code page, 0 until made
+	tracker checkpoint.Tracker
+	noTrack error // why this process cannot be checkpointed
+	ckpts   []*procCheckpoint
+	// expectChld lists children killed by a rollback: the SIGCHLD their
+	// death sends the (rolled back) parent is swallowed.
+	expectChld map[int]bool
+	gone       bool
+	// brk caches the program break seen when the [heap] mapping ended at
+	// heapMapEnd.
+	brk, heapMapEnd uint64
+	brkKnown        bool
+	// preExec is set for the launcher before it execs the program.
+	preExec bool
+	// entryDone is set once the program entry breakpoint has fired.
+	entryDone bool
+}
+
+// thread is one supervised task.
+type thread struct {
+	tid  int
+	proc *process
+	born uint64
+
+	running bool // resumed by us and not known to be stopped since
+	// awaitInitial is set for a new thread until its first stop arrives.
+	awaitInitial bool
+	// queued is set while an event of this thread waits in the queue.
+	queued bool
+	// interrupting is set while a PTRACE_INTERRUPT is outstanding.
+	interrupting bool
+	groupStop    bool
+	// deliver is the signal passed on at the next resume.
+	deliver unix.Signal
+	// clearTid is the address the kernel clears when the thread exits
+	// (CLONE_CHILD_CLEARTID): where threading libraries keep its tid.
+	clearTid uint64
+	// staleTrap is set when a rollback left a SIGTRAP pending whose trap
+	// the rollback undid.
+	staleTrap bool
+	frames   []frame
+}
+
+// frame is one active rescue-point call of a thread.
+type frame struct {
+	rp   *rescuePoint
+	ckpt checkpoint.ID // 0: no checkpoint (taken in a child that inherited it)
+	slot uint64        // stack address holding the return address
+	ret  uint64        // the real return address
+}
+
+// rescuePoint is a manifest entry plus what resolution learned.
+type rescuePoint struct {
+	manifest.RescuePoint
+	// vaddr is the ELF address the rescue point resolved to.
+	vaddr uint64
+}
+
+type bpKind int
+
+const (
+	bpRescue bpKind = iota
+	bpEntry         // program entry: shared libraries are loaded
+	bpLoader        // _dl_debug_state: dlopen/dlclose happened
+)
+
+// breakpoint is one int3 planted in a process.
+type breakpoint struct {
+	addr  uint64
+	kind  bpKind
+	rp    *rescuePoint
+	orig  []byte // the instruction bytes it displaced (first byte replaced)
+	owner string // module path, for events
+}
+
+func (s *Supervisor) newProcess(pid, parent int) (*process, error) {
+	mem, err := openMem(pid)
+	if err != nil {
+		return nil, err
+	}
+	s.seq++
+	p := &process{
+		pid: pid, parent: parent, born: s.seq, mem: mem,
+		threads:     make(map[int]*thread),
+		breakpoints: make(map[uint64]*breakpoint),
+		resolved:    make(map[*rescuePoint]uint64),
+		modules:     newModuleCache(),
+		expectChld:  make(map[int]bool),
+	}
+	s.procs[pid] = p
+	return p, nil
+}
+
+func (s *Supervisor) addThread(p *process, tid int) *thread {
+	s.seq++
+	t := &thread{tid: tid, proc: p, born: s.seq}
+	p.threads[tid] = t
+	s.threads[tid] = t
+	return t
+}
+
+func (s *Supervisor) removeThread(t *thread) {
+	delete(s.threads, t.tid)
+	delete(t.proc.threads, t.tid)
+}
+
+// dropProcess forgets a process whose last thread is gone.
+func (s *Supervisor) dropProcess(p *process) {
+	if p.gone {
+		return
+	}
+	p.gone = true
+	for _, t := range p.threads {
+		delete(s.threads, t.tid)
+	}
+	if p.tracker != nil {
+		p.tracker.Close()
+		p.tracker = nil
+	}
+	p.mem.Close()
+	delete(s.procs, p.pid)
+}
+
+func (p *process) readMem(addr uint64, n int) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := p.mem.ReadAt(b, int64(addr)); err != nil {
+		return nil, fmt.Errorf("read %d bytes at %#x in %d: %w", n, addr, p.pid, err)
+	}
+	return b, nil
+}
+
+func (p *process) writeMem(addr uint64, b []byte) error {
+	if _, err := p.mem.WriteAt(b, int64(addr)); err != nil {
+		return fmt.Errorf("write %d bytes at %#x in %d: %w", len(b), addr, p.pid, err)
+	}
+	return nil
+}
+
+func (p *process) readWord(addr uint64) (uint64, error) {
+	b, err := p.readMem(addr, 8)
+	if err != nil {
+		return 0, err
+	}
+	return le64(b), nil
+}
+
+func (p *process) writeWord(addr, v uint64) error {
+	var b [8]byte
+	putLE64(b[:], v)
+	return p.writeMem(addr, b[:])
+}
+
+func le64(b []byte) uint64 {
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+
+func putLE64(b []byte, v uint64) {
+	for i := 0; i < 8; i++ {
+		b[i] = byte(v >> (8 * i))
+	}
+}
+
+func openMem(pid int) (*os.File, error) {
+	f, err := os.OpenFile(fmt.Sprintf("/proc/%d/mem", pid), os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open memory of %d: %w", pid, err)
+	}
+	return f, nil
+}

@@ -1,0 +1,418 @@
+package supervisor
+
+import (
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/arch"
+	"github.com/assure-rt/assure/recovery/checkpoint"
+	"github.com/assure-rt/assure/recovery/events"
+	"github.com/assure-rt/assure/recovery/manifest"
+	"github.com/assure-rt/assure/recovery/procfs"
+	"github.com/assure-rt/assure/recovery/ptrace"
+)
+
+// procCheckpoint is what a checkpoint holds for one process besides page
+// contents (the tracker's part).
+type procCheckpoint struct {
+	id      checkpoint.ID
+	seq     uint64 // creation counter: later threads/processes are newer
+	threads map[int]*threadState
+	maps    []procfs.Mapping
+	fds     []int
+	brk     uint64 // the kernel's program break (mm->brk)
+}
+
+type threadState struct {
+	clearTid uint64
+	regs     arch.Regs
+	xstate   []byte
+	sigmask  uint64
+	frames   []frame
+}
+
+// scopeOf returns the processes a checkpoint of rp taken in p covers.
+func (s *Supervisor) scopeOf(rp *rescuePoint, p *process) []*process {
+	if rp.Scope != manifest.ScopeContainer {
+		return []*process{p}
+	}
+	var out []*process
+	for _, q := range s.procs {
+		if !q.gone && !q.sharedMM && !q.preExec {
+			out = append(out, q)
+		}
+	}
+	return out
+}
+
+// enterRescue runs at the first instruction of a rescue point: checkpoint
+// everything in scope, divert the return through the trampoline, then
+// carry out the displaced instruction.
+func (s *Supervisor) enterRescue(t *thread, bp *breakpoint, regs *arch.Regs) {
+	p := t.proc
+	if err := ptrace.SetRegs(t.tid, regs); err != nil {
+		s.logf("rescue entry in %d: %v", t.tid, err)
+		return
+	}
+	if p.sharedMM || p.preExec {
+		s.stepOver(t, bp, regs)
+		s.resume(t)
+		return
+	}
+	procs := s.scopeOf(bp.rp, p)
+	s.stopThreads(procs)
+	id, err := s.checkpoint(procs, t, bp)
+	s.debugf("checkpoint %d at %#x in %d: %v", id, bp.addr, t.tid, err)
+	if err == nil {
+		err = s.divertReturn(t, bp.rp, id, regs)
+	}
+	if err != nil {
+		if !isGone(err) {
+			s.emitError(p.pid, fmt.Errorf("checkpoint at %s: %w", bp.rp, err))
+		}
+		if id != 0 {
+			s.commit(id)
+		}
+	}
+	s.stepOver(t, bp, regs)
+	s.resumeThreads(procs)
+	s.resume(t)
+}
+
+func isGone(err error) bool { return err == errThreadGone }
+
+// divertReturn replaces the return address with the trampoline so that
+// the supervisor learns when the rescue point returns.
+func (s *Supervisor) divertReturn(t *thread, rp *rescuePoint, id checkpoint.ID, regs *arch.Regs) error {
+	p := t.proc
+	ret, err := p.readWord(regs.Rsp)
+	if err != nil {
+		return err
+	}
+	if err := p.writeWord(regs.Rsp, p.scratch+trampolineOffset); err != nil {
+		return err
+	}
+	t.frames = append(t.frames, frame{rp: rp, ckpt: id, slot: regs.Rsp, ret: ret})
+	return nil
+}
+
+// checkpoint records every process in procs under one new ID. t is
+// stopped at bp, with its registers already pointing at bp.
+func (s *Supervisor) checkpoint(procs []*process, t *thread, bp *breakpoint) (checkpoint.ID, error) {
+	s.nextID++
+	id := s.nextID
+	for _, p := range procs {
+		th := t
+		if p != t.proc {
+			th = anyThread(p)
+			if th == nil {
+				continue
+			}
+		}
+		if err := s.checkpointProcess(p, th, bp.addr, id); err != nil {
+			for _, q := range procs {
+				s.discard(q, id)
+			}
+			return 0, err
+		}
+	}
+	return id, nil
+}
+
+func anyThread(p *process) *thread {
+	if t := p.threads[p.pid]; t != nil && !t.awaitInitial {
+		return t
+	}
+	for _, t := range p.threads {
+		if !t.awaitInitial {
+			return t
+		}
+	}
+	return nil
+}
+
+func (s *Supervisor) checkpointProcess(p *process, th *thread, codeAt uint64, id checkpoint.ID) error {
+	if p.scratch == 0 {
+		at := codeAt
+		if th != nil && th.proc != p {
+			at = 0
+		}
+		if at == 0 {
+			return fmt.Errorf("process %d has no code page yet", p.pid)
+		}
+		if err := s.ensureScratch(th, at); err != nil {
+			return err
+		}
+	}
+	if err := s.ensureTracker(th); err != nil {
+		return err
+	}
+	c := &procCheckpoint{id: id, seq: s.seq, threads: make(map[int]*threadState, len(p.threads))}
+	for _, t := range p.threads {
+		st, err := captureThread(t)
+		if err != nil {
+			return err
+		}
+		if t.queued || trapPending(t) {
+			untrap(p, &st.regs)
+		}
+		c.threads[t.tid] = st
+	}
+	var err error
+	if c.maps, err = procfs.Maps(p.pid); err != nil {
+		return err
+	}
+	if c.fds, err = procfs.FDs(p.pid); err != nil {
+		return err
+	}
+	if c.brk, err = s.programBreak(p, th, c.maps); err != nil {
+		return err
+	}
+	if _, err := p.tracker.Checkpoint(id, c.maps); err != nil {
+		return err
+	}
+	p.ckpts = append(p.ckpts, c)
+	return nil
+}
+
+// untrap rewinds a thread that stopped at one of our traps (a breakpoint
+// or the trampoline) whose handling is still queued, so that the saved
+// state re-executes the trap rather than resuming inside the displaced
+// instruction.
+func untrap(p *process, regs *arch.Regs) {
+	pc := arch.TrapPC(regs)
+	if p.breakpoints[pc] != nil || (p.scratch != 0 && pc == p.scratch+trampolineOffset) {
+		regs.Rip = pc
+	}
+}
+
+// trapPending reports whether t stopped right after one of our traps with
+// the SIGTRAP not yet delivered: an interrupt is reported before pending
+// signals are dequeued.
+func trapPending(t *thread) bool {
+	var regs arch.Regs
+	if ptrace.GetRegs(t.tid, &regs) != nil {
+		return false
+	}
+	p := t.proc
+	pc := arch.TrapPC(&regs)
+	if p.breakpoints[pc] == nil && (p.scratch == 0 || pc != p.scratch+trampolineOffset) {
+		return false
+	}
+	st, err := procfs.ReadStatus(t.tid)
+	return err == nil && st.SigPnd&(1<<(unix.SIGTRAP-1)) != 0
+}
+
+func captureThread(t *thread) (*threadState, error) {
+	st := &threadState{frames: append([]frame(nil), t.frames...), clearTid: t.clearTid}
+	if err := ptrace.GetRegs(t.tid, &st.regs); err != nil {
+		return nil, fmt.Errorf("registers of %d: %w", t.tid, err)
+	}
+	buf := make([]byte, arch.XstateMax)
+	x, err := ptrace.GetRegset(t.tid, arch.XstateNote, buf)
+	if err != nil {
+		return nil, fmt.Errorf("FP/vector registers of %d: %w", t.tid, err)
+	}
+	st.xstate = x
+	if st.sigmask, err = ptrace.GetSigmask(t.tid); err != nil {
+		return nil, fmt.Errorf("signal mask of %d: %w", t.tid, err)
+	}
+	return st, nil
+}
+
+// programBreak returns the kernel's program break. No /proc file shows
+// it (the [heap] mapping may end past it), so it is asked with an
+// injected brk(0) — only when the heap mapping changed since the last
+// time: the break moves with brk(2) and glibc moves it in whole pages.
+func (s *Supervisor) programBreak(p *process, th *thread, maps []procfs.Mapping) (uint64, error) {
+	end := heapMapEnd(maps)
+	if p.brkKnown && end == p.heapMapEnd {
+		return p.brk, nil
+	}
+	b, err := s.inject(th, unix.SYS_BRK, 0)
+	if err != nil {
+		return 0, fmt.Errorf("program break of %d: %w", p.pid, err)
+	}
+	p.brk, p.heapMapEnd, p.brkKnown = b, end, true
+	return b, nil
+}
+
+// heapMapEnd is the end of the last [heap] mapping, or 0.
+func heapMapEnd(maps []procfs.Mapping) uint64 {
+	var end uint64
+	for _, m := range maps {
+		if m.Path == "[heap]" {
+			end = m.End
+		}
+	}
+	return end
+}
+
+func (p *process) ckptIndex(id checkpoint.ID) int {
+	for i, c := range p.ckpts {
+		if c.id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// discard drops checkpoint id from p without rolling back.
+func (s *Supervisor) discard(p *process, id checkpoint.ID) {
+	if i := p.ckptIndex(id); i >= 0 {
+		p.ckpts = append(p.ckpts[:i], p.ckpts[i+1:]...)
+	}
+	if p.tracker != nil {
+		p.tracker.Commit(id)
+	}
+}
+
+// commit forgets checkpoint id everywhere: its rescue point returned.
+func (s *Supervisor) commit(id checkpoint.ID) {
+	for _, p := range s.procs {
+		s.discard(p, id)
+	}
+}
+
+// onReturn runs when a rescue point returns into the trampoline.
+func (s *Supervisor) onReturn(t *thread, regs *arch.Regs) {
+	// After `ret`, rsp is one word above the slot of the return address.
+	// Frames above the match were left by longjmp: they ended too.
+	i := len(t.frames) - 1
+	for i >= 0 && t.frames[i].slot+8 != regs.Rsp {
+		i--
+	}
+	if i < 0 {
+		s.emitError(t.proc.pid, fmt.Errorf("thread %d returned into the trampoline with no matching rescue point (stack %#x)", t.tid, regs.Rsp))
+		t.deliver = unix.SIGSEGV
+		s.resume(t)
+		return
+	}
+	regs.Rip = t.frames[i].ret
+	if err := ptrace.SetRegs(t.tid, regs); err != nil {
+		s.logf("return of %d: %v", t.tid, err)
+	}
+	for _, f := range t.frames[i:] {
+		if f.ckpt != 0 {
+			s.commit(f.ckpt)
+		}
+	}
+	t.frames = t.frames[:i]
+	s.resume(t)
+}
+
+// onFault decides whether a fault signal is recovered or delivered.
+func (s *Supervisor) onFault(t *thread, sig unix.Signal) {
+	p := t.proc
+	si, _ := ptrace.GetSiginfo(t.tid)
+	f := s.activeFrame(t)
+	switch {
+	case !s.cfg.Manifest.WantsSignal(sig) || !(si.FromKernel() || int(si.Pid) == p.pid):
+		// Not a fault we recover (or sent by another process): deliver.
+		if s.cfg.Manifest.WantsSignal(sig) || sig != unix.SIGTRAP {
+			s.crash(t, sig, si, "not a fault assure recovers (sent by another process)")
+		}
+	case f == nil:
+		s.crash(t, sig, si, "outside any rescue point")
+	case !s.allow(f.rp):
+		s.crash(t, sig, si, fmt.Sprintf("maxRecoveries (%d per minute) reached for %s", s.cfg.Manifest.MaxRecoveries, f.rp))
+	default:
+		if err := s.recover(t, sig, si, f); err == nil {
+			return
+		} else {
+			s.crash(t, sig, si, "rollback failed: "+err.Error())
+		}
+	}
+	t.deliver = sig
+	s.resume(t)
+}
+
+// activeFrame returns the innermost rescue-point call of t that has a
+// checkpoint to roll back to.
+func (s *Supervisor) activeFrame(t *thread) *frame {
+	for i := len(t.frames) - 1; i >= 0; i-- {
+		f := &t.frames[i]
+		if f.ckpt != 0 && t.proc.ckptIndex(f.ckpt) >= 0 {
+			return f
+		}
+	}
+	return nil
+}
+
+// allow applies maxRecoveries: recoveries per rescue point per minute.
+func (s *Supervisor) allow(rp *rescuePoint) bool {
+	max := s.cfg.Manifest.MaxRecoveries
+	now := time.Now()
+	var kept []time.Time
+	for _, ts := range s.limiter[rp] {
+		if now.Sub(ts) < time.Minute {
+			kept = append(kept, ts)
+		}
+	}
+	if len(kept) >= max {
+		s.limiter[rp] = kept
+		return false
+	}
+	s.limiter[rp] = append(kept, now)
+	return true
+}
+
+// recover rolls every process holding f's checkpoint back to it and makes
+// the rescue point return its error value in t.
+func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *frame) error {
+	start := time.Now()
+	fr := *f
+	var procs []*process
+	for _, p := range s.procs {
+		if p.ckptIndex(fr.ckpt) >= 0 {
+			procs = append(procs, p)
+		}
+	}
+	s.stopThreads(procs)
+	var pages, threads int
+	var firstErr error
+	for _, p := range procs {
+		n, th, err := s.rollbackProcess(p, fr.ckpt, t)
+		pages += n
+		threads += th
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	if firstErr == nil {
+		firstErr = s.returnError(t, fr)
+	}
+	if firstErr != nil {
+		s.resumeThreads(procs)
+		return firstErr
+	}
+	t.deliver = 0
+	elapsed := time.Since(start)
+	s.cfg.Events.Emit(events.Event{
+		Type: events.Recovered, Pid: t.proc.pid, Tid: t.tid,
+		Signal: manifest.SignalName(sig), FaultAddress: fmt.Sprintf("%#x", si.Addr),
+		RescuePoint: s.rpEvent(fr.rp), Return: fr.rp.Return,
+		RecoveryMicros: max(1, elapsed.Microseconds()), PagesRestored: pages,
+		ThreadsRolledBack: threads, ProcessesRolledBack: len(procs),
+	})
+	s.resumeThreads(procs)
+	return nil
+}
+
+// returnError makes t return from the rescue point: registers are those
+// of the entry (just restored), the return address the real one.
+func (s *Supervisor) returnError(t *thread, f frame) error {
+	var regs arch.Regs
+	if err := ptrace.GetRegs(t.tid, &regs); err != nil {
+		return err
+	}
+	arch.ReturnFromCall(&regs, f.ret, f.rp.Return)
+	regs.Orig_rax = ^uint64(0)
+	return ptrace.SetRegs(t.tid, &regs)
+}
+
+func (s *Supervisor) rpEvent(rp *rescuePoint) *events.RescuePoint {
+	return &events.RescuePoint{Binary: rp.Binary, Function: rp.Function, Address: fmt.Sprintf("%#x", rp.vaddr)}
+}

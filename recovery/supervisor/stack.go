@@ -1,0 +1,88 @@
+package supervisor
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/arch"
+	"github.com/assure-rt/assure/recovery/events"
+	"github.com/assure-rt/assure/recovery/manifest"
+	"github.com/assure-rt/assure/recovery/procfs"
+	"github.com/assure-rt/assure/recovery/ptrace"
+)
+
+// maxFrames bounds a crash stack.
+const maxFrames = 32
+
+// crash reports a fault that is delivered to the program.
+func (s *Supervisor) crash(t *thread, sig unix.Signal, si ptrace.Siginfo, why string) {
+	s.cfg.Events.Emit(events.Event{
+		Type: events.Crash, Pid: t.proc.pid, Tid: t.tid,
+		Signal: manifest.SignalName(sig), FaultAddress: fmt.Sprintf("%#x", si.Addr),
+		Stack: s.stack(t), Message: why,
+	})
+}
+
+// stack symbolizes the faulting thread's stack: the instruction pointer,
+// then the return addresses found by scanning the stack (words that point
+// just past a call instruction), as crash reporters do when frame
+// pointers and unwind tables cannot be trusted.
+func (s *Supervisor) stack(t *thread) []string {
+	p := t.proc
+	var regs arch.Regs
+	if err := ptrace.GetRegs(t.tid, &regs); err != nil {
+		return nil
+	}
+	maps, err := procfs.Maps(p.pid)
+	if err != nil {
+		return nil
+	}
+	out := []string{s.symbolize(p, maps, regs.Rip, false)}
+	raw, err := p.readMem(regs.Rsp, 16*1024)
+	if err != nil {
+		raw, _ = p.readMem(regs.Rsp, 512)
+	}
+	isCall := func(addr uint64) bool {
+		m, ok := covering(maps, addr)
+		if !ok || !m.Executable() || addr-m.Start < 7 {
+			return false
+		}
+		code, err := p.readMem(addr-7, 7)
+		return err == nil && arch.IsCallBefore(code)
+	}
+	for _, ra := range arch.CallerFrames(raw, isCall, maxFrames-1) {
+		out = append(out, s.symbolize(p, maps, ra, true))
+	}
+	return out
+}
+
+// symbolize renders "function+0xoff (binary)". For a return address the
+// call instruction (ra-1) is looked up: the call may be a function's last
+// instruction.
+func (s *Supervisor) symbolize(p *process, maps []procfs.Mapping, addr uint64, isReturn bool) string {
+	m, ok := covering(maps, addr)
+	if !ok || m.Inode == 0 {
+		return fmt.Sprintf("%#x", addr)
+	}
+	f, err := p.modules.open(p.pid, m)
+	if err != nil {
+		return fmt.Sprintf("%#x (%s)", addr, m.Path)
+	}
+	vaddr, ok := f.VaddrOfOffset(addr - m.Start + m.Offset)
+	if !ok {
+		return fmt.Sprintf("%#x (%s)", addr, m.Path)
+	}
+	look := vaddr
+	if isReturn {
+		look--
+	}
+	name, off, ok := f.Symbolize(look)
+	if !ok {
+		return fmt.Sprintf("%#x (%s)", vaddr, m.Path)
+	}
+	if isReturn {
+		off++
+	}
+	return fmt.Sprintf("%s+%#x (%s)", name, off, m.Path)
+}

@@ -1,0 +1,174 @@
+// Package supervisor is the recovery engine: it traces every thread and
+// process of a program, plants breakpoints at rescue points, checkpoints
+// at their entry and, when a fault hits before they return, rolls the
+// program back and makes the function return its error value.
+//
+// All ptrace requests run on one goroutine locked to its OS thread (the
+// kernel ties tracees to the tracer thread). Everything below runs on it;
+// only Stop may be called from elsewhere.
+package supervisor
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/checkpoint"
+	"github.com/assure-rt/assure/recovery/events"
+	"github.com/assure-rt/assure/recovery/manifest"
+	"github.com/assure-rt/assure/recovery/ptrace"
+)
+
+// Config configures a Supervisor.
+type Config struct {
+	Manifest *manifest.Manifest
+	Events   *events.Sink
+	// Log receives diagnostic lines (not events); nil discards them.
+	Log io.Writer
+}
+
+// Supervisor supervises one program: a process tree started with Run or
+// attached to with Attach.
+type Supervisor struct {
+	cfg      Config
+	procs    map[int]*process // by tgid
+	threads  map[int]*thread  // by tid
+	orphans  map[int]unix.WaitStatus
+	queue    []waitEvent
+	seq      uint64 // creation order of threads and processes
+	nextID   checkpoint.ID
+	root     int // pid whose exit status is reported
+	rootWS   unix.WaitStatus
+	rootDone bool
+	runMode  bool
+	stopReq  atomic.Bool
+	rootPid  atomic.Int64
+	stopping bool
+	limiter  map[*rescuePoint][]time.Time
+	rps      []*rescuePoint
+}
+
+type waitEvent struct {
+	tid int
+	ws  unix.WaitStatus
+}
+
+// New returns a supervisor for the manifest in cfg.
+func New(cfg Config) *Supervisor {
+	return &Supervisor{
+		cfg:     cfg,
+		procs:   make(map[int]*process),
+		threads: make(map[int]*thread),
+		orphans: make(map[int]unix.WaitStatus),
+		limiter: make(map[*rescuePoint][]time.Time),
+	}
+}
+
+func (s *Supervisor) logf(format string, args ...any) {
+	if s.cfg.Log != nil {
+		fmt.Fprintf(s.cfg.Log, "assure: "+format+"\n", args...)
+	}
+}
+
+// debugf traces the supervisor's decisions when ASSURE_DEBUG is set.
+func (s *Supervisor) debugf(format string, args ...any) {
+	if debug {
+		fmt.Fprintf(os.Stderr, "assure[debug]: "+format+"\n", args...)
+	}
+}
+
+var debug = os.Getenv("ASSURE_DEBUG") != ""
+
+func (s *Supervisor) emitError(pid int, err error) {
+	s.cfg.Events.Emit(events.Event{Type: events.Error, Pid: pid, Message: err.Error()})
+}
+
+// Stop asks the supervisor to detach: breakpoints are removed and the
+// program keeps running. Safe to call from any goroutine.
+func (s *Supervisor) Stop() {
+	if s.stopReq.Swap(true) {
+		return
+	}
+	// The tracer thread sleeps in wait4; a stop of any tracee wakes it.
+	// SIGSTOP cannot be blocked; its signal-delivery-stop is swallowed.
+	for tid := range s.snapshotTids() {
+		unix.Kill(tid, unix.SIGSTOP)
+		return
+	}
+}
+
+var tidSnapshot atomic.Pointer[map[int]struct{}]
+
+func (s *Supervisor) snapshotTids() map[int]struct{} {
+	if p := tidSnapshot.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (s *Supervisor) publishTids() {
+	m := make(map[int]struct{}, len(s.procs))
+	for pid := range s.procs {
+		m[pid] = struct{}{}
+	}
+	tidSnapshot.Store(&m)
+}
+
+// loop handles tracee events until every tracee is gone or a stop was
+// requested and done.
+func (s *Supervisor) loop() error {
+	for len(s.threads) > 0 || len(s.procs) > 0 {
+		if s.stopReq.Load() && !s.stopping {
+			s.stopping = true
+			return s.detachAll()
+		}
+		s.debugf("next: queue %d", len(s.queue))
+		tid, ws, err := s.next()
+		s.debugf("event %d %#x", tid, uint32(ws))
+		if err != nil {
+			if errors.Is(err, unix.ECHILD) {
+				return nil
+			}
+			return fmt.Errorf("wait: %w", err)
+		}
+		s.dispatch(tid, ws)
+		s.publishTids()
+	}
+	return nil
+}
+
+// next returns the next deferred event, or waits for one.
+func (s *Supervisor) next() (int, unix.WaitStatus, error) {
+	if len(s.queue) > 0 {
+		e := s.queue[0]
+		s.queue = s.queue[1:]
+		return e.tid, e.ws, nil
+	}
+	return ptrace.Wait(-1, 0)
+}
+
+// lockThread pins the calling goroutine to its OS thread for good: a
+// tracer thread must never run anything else, and must not be reused.
+func lockThread() { runtime.LockOSThread() }
+
+// ExitStatus converts a wait status into a shell-style exit code.
+func ExitStatus(ws unix.WaitStatus) int {
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus()
+	case ws.Signaled():
+		return 128 + int(ws.Signal())
+	}
+	return 1
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}

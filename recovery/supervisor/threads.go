@@ -1,0 +1,177 @@
+package supervisor
+
+import (
+	"errors"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/procfs"
+	"github.com/assure-rt/assure/recovery/ptrace"
+)
+
+func isStopSignal(sig unix.Signal) bool {
+	return sig == unix.SIGSTOP || sig == unix.SIGTSTP || sig == unix.SIGTTIN || sig == unix.SIGTTOU
+}
+
+// resume lets a held thread run again, passing on its pending signal.
+func (s *Supervisor) resume(t *thread) {
+	if t.running || t.awaitInitial || t.queued {
+		s.debugf("no resume %d: running %v initial %v queued %v", t.tid, t.running, t.awaitInitial, t.queued)
+		return
+	}
+	var err error
+	if t.groupStop {
+		err = ptrace.Listen(t.tid)
+	} else {
+		err = ptrace.Cont(t.tid, t.deliver)
+	}
+	s.debugf("resume %d sig %d group %v", t.tid, t.deliver, t.groupStop)
+	t.deliver = 0
+	t.running = true
+	if err != nil && !errors.Is(err, unix.ESRCH) {
+		s.logf("resume %d: %v", t.tid, err)
+	}
+}
+
+// stopThreads brings every thread of procs into a ptrace-stop in the
+// signal-delivery path, where register writes take full effect. Events of
+// other tracees that arrive meanwhile are queued for the main loop.
+func (s *Supervisor) stopThreads(procs []*process) {
+	in := make(map[*process]bool, len(procs))
+	for _, p := range procs {
+		in[p] = true
+	}
+	pending := make(map[int]*thread)
+	for _, p := range procs {
+		for _, t := range p.threads {
+			if t.awaitInitial {
+				pending[t.tid] = t
+				continue
+			}
+			if !t.running {
+				continue
+			}
+			s.debugf("interrupt %d", t.tid)
+			if err := ptrace.Interrupt(t.tid); err != nil {
+				continue // exiting: its exit status is on its way
+			}
+			t.interrupting = true
+			pending[t.tid] = t
+		}
+	}
+	for len(pending) > 0 {
+		tid, ws, err := ptrace.Wait(-1, 0)
+		if err != nil {
+			s.logf("wait while stopping threads: %v", err)
+			return
+		}
+		s.debugf("stop-all event %d %#x", tid, uint32(ws))
+		t := s.threads[tid]
+		if t == nil || !in[t.proc] {
+			if t == nil && ws.Stopped() && ptrace.Event(ws) == ptrace.EventStop {
+				s.orphans[tid] = ws
+				continue
+			}
+			s.defer_(tid, ws)
+			continue
+		}
+		if ws.Exited() || ws.Signaled() {
+			delete(pending, tid)
+			s.onExit(tid, ws)
+			continue
+		}
+		t.running = false
+		sig := ws.StopSignal()
+		switch ev := ptrace.Event(ws); {
+		case t.awaitInitial && ev == ptrace.EventStop:
+			t.awaitInitial = false
+			delete(pending, tid)
+		case ev == ptrace.EventStop:
+			t.interrupting = false
+			t.groupStop = isStopSignal(sig)
+			delete(pending, tid)
+		case ev == ptrace.EventClone || ev == ptrace.EventFork || ev == ptrace.EventVfork:
+			for _, c := range s.onClone(t, ev) {
+				if in[c.proc] && c.awaitInitial {
+					pending[c.tid] = c
+				}
+			}
+			// The event stop may have used up the interrupt: ask again.
+			s.resume(t)
+			ptrace.Interrupt(t.tid)
+			t.interrupting = true
+		default:
+			// A signal or an exec: handled by the main loop later. The
+			// thread stays held until then.
+			s.defer_(tid, ws)
+			delete(pending, tid)
+		}
+	}
+}
+
+// defer_ queues an event for the main loop; its thread stays held.
+func (s *Supervisor) defer_(tid int, ws unix.WaitStatus) {
+	if t := s.threads[tid]; t != nil {
+		t.queued = true
+		t.running = false
+	}
+	s.queue = append(s.queue, waitEvent{tid, ws})
+}
+
+// resumeThreads resumes every held thread of procs that has no queued
+// event.
+func (s *Supervisor) resumeThreads(procs []*process) {
+	for _, p := range procs {
+		for _, t := range p.threads {
+			s.resume(t)
+		}
+	}
+}
+
+// waitStop waits for the next stop of one thread (after a single-step or
+// an injected system call). Other tracees' events stay with the kernel.
+func (s *Supervisor) waitStop(t *thread) (unix.WaitStatus, error) {
+	_, ws, err := ptrace.Wait(t.tid, 0)
+	if err != nil {
+		return ws, err
+	}
+	if ws.Exited() || ws.Signaled() {
+		s.onExit(t.tid, ws)
+		return ws, errThreadGone
+	}
+	return ws, nil
+}
+
+var errThreadGone = errors.New("thread exited")
+
+// seizeAll attaches to every thread of pid, looping until no new thread
+// appears: threads made by already-seized threads are attached by the
+// kernel (TRACECLONE), others must be found in /proc.
+func (s *Supervisor) seizeAll(pid int, opts int) ([]int, error) {
+	seen := make(map[int]bool)
+	var order []int
+	for {
+		tids, err := procfs.Tasks(pid)
+		if err != nil {
+			return order, err
+		}
+		added := false
+		for _, tid := range tids {
+			if seen[tid] {
+				continue
+			}
+			seen[tid] = true
+			if err := ptrace.Seize(tid, opts); err != nil {
+				if errors.Is(err, unix.ESRCH) {
+					continue
+				}
+				return order, err
+			}
+			order = append(order, tid)
+			added = true
+		}
+		if !added {
+			return order, nil
+		}
+	}
+}
