@@ -95,9 +95,21 @@ func Emulate(code []byte, r *Regs, write func(addr uint64, b []byte) error) (boo
 	case x86asm.NOP:
 		r.Rip += uint64(inst.Len)
 		return true, nil
+	case x86asm.MOV:
+		return emulateMov(inst, r), nil
+	case x86asm.LEA:
+		mem, ok := inst.Args[1].(x86asm.Mem)
+		dst, ok2 := inst.Args[0].(x86asm.Reg)
+		if !ok || !ok2 || mem.Base != x86asm.RIP || mem.Index != 0 || mem.Segment != 0 {
+			return false, nil
+		}
+		next := r.Rip + uint64(inst.Len)
+		return setReg(r, dst, next+uint64(mem.Disp)) && advance(r, inst), nil
 	case x86asm.PUSH:
+		// In 64-bit mode a push of a 64-bit register pushes 8 bytes (the
+		// decoder's DataSize does not say so reliably).
 		reg, ok := inst.Args[0].(x86asm.Reg)
-		if !ok || inst.DataSize != 64 {
+		if !ok || regBits(reg) != 64 || code[0] == 0x66 {
 			return false, nil
 		}
 		val, ok := regValue(r, reg)
@@ -116,43 +128,113 @@ func Emulate(code []byte, r *Regs, write func(addr uint64, b []byte) error) (boo
 	return false, nil
 }
 
+// emulateMov handles register-to-register and immediate-to-register
+// moves, which set no flags. A 32-bit destination clears the upper half.
+func emulateMov(inst x86asm.Inst, r *Regs) bool {
+	dst, ok := inst.Args[0].(x86asm.Reg)
+	if !ok {
+		return false
+	}
+	var v uint64
+	switch src := inst.Args[1].(type) {
+	case x86asm.Reg:
+		val, ok := regValue(r, wide(src))
+		if !ok || regBits(src) != regBits(dst) {
+			return false
+		}
+		v = val
+	case x86asm.Imm:
+		v = uint64(int64(src))
+	default:
+		return false
+	}
+	switch regBits(dst) {
+	case 32:
+		v = uint64(uint32(v))
+	case 64:
+	default:
+		return false
+	}
+	return setReg(r, dst, v) && advance(r, inst)
+}
+
+func advance(r *Regs, inst x86asm.Inst) bool {
+	r.Rip += uint64(inst.Len)
+	return true
+}
+
+// regBits returns the width of a general register operand (32 or 64).
+func regBits(reg x86asm.Reg) int {
+	switch {
+	case reg >= x86asm.EAX && reg <= x86asm.R15L:
+		return 32
+	case reg >= x86asm.RAX && reg <= x86asm.R15:
+		return 64
+	}
+	return 0
+}
+
+// wide maps a 32-bit register to its 64-bit register.
+func wide(reg x86asm.Reg) x86asm.Reg {
+	if regBits(reg) == 32 {
+		return reg - x86asm.EAX + x86asm.RAX
+	}
+	return reg
+}
+
+func setReg(r *Regs, reg x86asm.Reg, v uint64) bool {
+	p := regPtr(r, wide(reg))
+	if p == nil {
+		return false
+	}
+	*p = v
+	return true
+}
+
+func regPtr(r *Regs, reg x86asm.Reg) *uint64 {
+	switch reg {
+	case x86asm.RAX:
+		return &r.Rax
+	case x86asm.RBX:
+		return &r.Rbx
+	case x86asm.RCX:
+		return &r.Rcx
+	case x86asm.RDX:
+		return &r.Rdx
+	case x86asm.RSI:
+		return &r.Rsi
+	case x86asm.RDI:
+		return &r.Rdi
+	case x86asm.RBP:
+		return &r.Rbp
+	case x86asm.RSP:
+		return &r.Rsp
+	case x86asm.R8:
+		return &r.R8
+	case x86asm.R9:
+		return &r.R9
+	case x86asm.R10:
+		return &r.R10
+	case x86asm.R11:
+		return &r.R11
+	case x86asm.R12:
+		return &r.R12
+	case x86asm.R13:
+		return &r.R13
+	case x86asm.R14:
+		return &r.R14
+	case x86asm.R15:
+		return &r.R15
+	}
+	return nil
+}
+
 // MaxInsnLen is the longest x86 instruction.
 const MaxInsnLen = 15
 
 func regValue(r *Regs, reg x86asm.Reg) (uint64, bool) {
-	switch reg {
-	case x86asm.RAX:
-		return r.Rax, true
-	case x86asm.RBX:
-		return r.Rbx, true
-	case x86asm.RCX:
-		return r.Rcx, true
-	case x86asm.RDX:
-		return r.Rdx, true
-	case x86asm.RSI:
-		return r.Rsi, true
-	case x86asm.RDI:
-		return r.Rdi, true
-	case x86asm.RBP:
-		return r.Rbp, true
-	case x86asm.RSP:
-		return r.Rsp, true
-	case x86asm.R8:
-		return r.R8, true
-	case x86asm.R9:
-		return r.R9, true
-	case x86asm.R10:
-		return r.R10, true
-	case x86asm.R11:
-		return r.R11, true
-	case x86asm.R12:
-		return r.R12, true
-	case x86asm.R13:
-		return r.R13, true
-	case x86asm.R14:
-		return r.R14, true
-	case x86asm.R15:
-		return r.R15, true
+	if p := regPtr(r, reg); p != nil {
+		return *p, true
 	}
 	return 0, false
 }

@@ -28,6 +28,7 @@ type Dirty struct {
 	uffd    int
 	pagemap int
 	mem     *os.File
+	maps    *procfs.MapsQuerier
 	scan    scanner
 
 	// shadow maps a page address to its contents at the newest
@@ -74,8 +75,15 @@ func NewDirty(pid, uffd int) (*Dirty, error) {
 		unix.Close(pm)
 		return nil, fmt.Errorf("open memory of %d: %w", pid, err)
 	}
+	mq, err := procfs.NewMapsQuerier(pid)
+	if err != nil {
+		unix.Close(uffd)
+		unix.Close(pm)
+		mem.Close()
+		return nil, fmt.Errorf("open maps of %d: %w", pid, err)
+	}
 	return &Dirty{
-		pid: pid, uffd: uffd, pagemap: pm, mem: mem,
+		pid: pid, uffd: uffd, pagemap: pm, mem: mem, maps: mq,
 		scan:   scanner{fd: pm},
 		shadow: make(map[uint64][]byte),
 		stale:  make(map[uint64]struct{}),
@@ -86,6 +94,7 @@ func NewDirty(pid, uffd int) (*Dirty, error) {
 // range; the kernel drops the write-protect state with it.
 func (d *Dirty) Close() error {
 	d.mem.Close()
+	d.maps.Close()
 	unix.Close(d.pagemap)
 	return unix.Close(d.uffd)
 }
@@ -178,12 +187,9 @@ func (d *Dirty) sync(maps []procfs.Mapping) error {
 	}
 	changed := !sameLayout(d.writable, writable)
 	d.writable = writable
-	var fresh []span
-	err := d.scan.unprotectable(func(start, end uint64) {
-		fresh = append(fresh, span{start, end})
-	})
+	fresh, err := d.unarmed(writable)
 	if err != nil {
-		return fmt.Errorf("scan unarmed mappings of %d: %w", d.pid, err)
+		return err
 	}
 	d.always = d.always[:0]
 	for _, m := range writable {
@@ -229,6 +235,24 @@ func (d *Dirty) arm(m procfs.Mapping) error {
 	return nil
 }
 
+// unarmed returns the parts of the given mappings where write-protect is
+// not armed, scanning adjacent mappings together.
+func (d *Dirty) unarmed(ms []procfs.Mapping) ([]span, error) {
+	var fresh []span
+	add := func(start, end uint64) { fresh = append(fresh, span{start, end}) }
+	for i := 0; i < len(ms); {
+		j := i + 1
+		for j < len(ms) && ms[j].Start == ms[j-1].End {
+			j++
+		}
+		if err := d.scan.unprotectable(ms[i].Start, ms[j-1].End, add); err != nil {
+			return nil, fmt.Errorf("scan unarmed mappings of %d: %w", d.pid, err)
+		}
+		i = j
+	}
+	return fresh, nil
+}
+
 // prune drops shadow pages that are no longer in any writable mapping.
 func (d *Dirty) prune() {
 	for p := range d.shadow {
@@ -244,7 +268,7 @@ func (d *Dirty) Rollback(id ID) (Stats, error) {
 	if j < 0 {
 		return Stats{}, fmt.Errorf("rollback of %d: checkpoint %d is not active", d.pid, id)
 	}
-	maps, err := procfs.Maps(d.pid)
+	maps, err := d.maps.Maps()
 	if err != nil {
 		return Stats{}, fmt.Errorf("rollback of %d: %w", d.pid, err)
 	}
@@ -296,11 +320,9 @@ func (d *Dirty) Rollback(id ID) (Stats, error) {
 // unmapped them, or shrank the heap). It arms them and returns their
 // pages, whose contents all come from the shadow.
 func (d *Dirty) rearm() ([]uint64, error) {
-	var fresh []span
-	if err := d.scan.unprotectable(func(start, end uint64) {
-		fresh = append(fresh, span{start, end})
-	}); err != nil {
-		return nil, fmt.Errorf("scan unarmed mappings of %d: %w", d.pid, err)
+	fresh, err := d.unarmed(d.writable)
+	if err != nil {
+		return nil, err
 	}
 	var pages []uint64
 	for _, m := range d.writable {

@@ -136,4 +136,3 @@ func overlaps(spans []span, start, end uint64) bool {
 	}
 	return false
 }
-

@@ -106,19 +106,19 @@ type scanner struct {
 // rejects ranges past it.
 const addressSpaceEnd = 1<<47 - 4096
 
-// scan calls fn for each run of pages matching the query; with protect,
-// the pages reported written are write-protected again in the same walk.
-func (s *scanner) scan(flags, inverted, mask, ret uint64, fn func(start, end uint64)) error {
+// scan calls fn for each run of pages in [start, end) matching the
+// query; with pmScanWPMatching, the pages reported written are
+// write-protected again in the same walk.
+func (s *scanner) scan(start, end, flags, inverted, mask, ret uint64, fn func(start, end uint64)) error {
 	if s.vec == nil {
 		s.vec = make([]pageRegion, 512)
 	}
-	start := uint64(0)
-	for start < addressSpaceEnd {
+	for start < end {
 		arg := pmScanArg{
 			Size:             uint64(unsafe.Sizeof(pmScanArg{})),
 			Flags:            flags,
 			Start:            start,
-			End:              addressSpaceEnd,
+			End:              end,
 			Vec:              uint64(uintptr(unsafe.Pointer(&s.vec[0]))),
 			VecLen:           uint64(len(s.vec)),
 			CategoryInverted: inverted,
@@ -132,7 +132,7 @@ func (s *scanner) scan(flags, inverted, mask, ret uint64, fn func(start, end uin
 		for _, r := range s.vec[:n] {
 			fn(r.Start, r.End)
 		}
-		if arg.WalkEnd <= start || arg.WalkEnd >= addressSpaceEnd {
+		if arg.WalkEnd <= start || arg.WalkEnd >= end {
 			return nil
 		}
 		start = arg.WalkEnd
@@ -143,11 +143,13 @@ func (s *scanner) scan(flags, inverted, mask, ret uint64, fn func(start, end uin
 // written reports the pages written since the last call and protects
 // them again, atomically per page.
 func (s *scanner) written(fn func(start, end uint64)) error {
-	return s.scan(pmScanWPMatching, 0, pageIsWritten, pageIsWritten, fn)
+	return s.scan(0, addressSpaceEnd, pmScanWPMatching, 0, pageIsWritten, pageIsWritten, fn)
 }
 
-// unprotectable reports the ranges in which write-protect is not armed:
-// memory mapped since the last registration (or never registrable).
-func (s *scanner) unprotectable(fn func(start, end uint64)) error {
-	return s.scan(0, pageIsWPAllowed, pageIsWPAllowed, pageIsWPAllowed, fn)
+// unprotectable reports the ranges of [start, end) in which
+// write-protect is not armed: memory mapped since the last registration
+// (or never registrable). Armed mappings are skipped whole, so a scan
+// limited to writable mappings costs next to nothing when all are armed.
+func (s *scanner) unprotectable(start, end uint64, fn func(start, end uint64)) error {
+	return s.scan(start, end, 0, pageIsWPAllowed, pageIsWPAllowed, pageIsWPAllowed, fn)
 }

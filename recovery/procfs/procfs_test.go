@@ -63,3 +63,78 @@ func TestSelf(t *testing.T) {
 		t.Fatalf("StartBrk(self) = %#x, %v", b, err)
 	}
 }
+
+func TestQueryMatchesText(t *testing.T) {
+	pid := os.Getpid()
+	q, err := NewMapsQuerier(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	fast, err := q.Maps()
+	if err != nil {
+		t.Skipf("PROCMAP_QUERY unavailable: %v", err)
+	}
+	text, err := Maps(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The text lists [vsyscall] above user space; the query stops below it.
+	var want []Mapping
+	for _, m := range text {
+		if m.Path != "[vsyscall]" {
+			m.Path = ""
+			want = append(want, m)
+		}
+	}
+	// Our own goroutines may map memory between the two reads; compare the
+	// mappings that both see at the same place.
+	index := make(map[uint64]Mapping)
+	for _, m := range fast {
+		index[m.Start] = m
+	}
+	same := 0
+	for _, m := range want {
+		if f, ok := index[m.Start]; ok {
+			if f != m {
+				t.Errorf("mapping at %#x: query %+v, text %+v", m.Start, f, m)
+			}
+			same++
+		}
+	}
+	if same < len(want)*9/10 {
+		t.Errorf("only %d of %d mappings found by the query", same, len(want))
+	}
+}
+
+func TestFDLister(t *testing.T) {
+	l, err := NewFDLister(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	before, err := l.FDs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open("/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newFD := int(f.Fd())
+	after, err := l.FDs()
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before)+1 {
+		t.Fatalf("fds before %v after %v: want one more", before, after)
+	}
+	found := false
+	for _, fd := range after {
+		found = found || fd == newFD
+	}
+	if !found {
+		t.Errorf("fd %d of /dev/null not listed in %v", newFD, after)
+	}
+}

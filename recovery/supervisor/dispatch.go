@@ -243,6 +243,8 @@ func (s *Supervisor) onExec(t *thread) {
 		p.tracker = nil
 	}
 	p.noTrack = nil
+	p.views.close()
+	p.views = nil
 	p.ckpts = nil
 	p.breakpoints = make(map[uint64]*breakpoint)
 	p.resolved = make(map[*rescuePoint]uint64)

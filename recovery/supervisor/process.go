@@ -8,6 +8,7 @@ import (
 
 	"github.com/assure-rt/assure/recovery/checkpoint"
 	"github.com/assure-rt/assure/recovery/manifest"
+	"github.com/assure-rt/assure/recovery/procfs"
 )
 
 // process is one supervised address space (a thread group).
@@ -28,6 +29,9 @@ type process struct {
 	modules  *moduleCache
 
 	scratch uint64 // address of the injected code page, 0 until made
+	// views opened at the first checkpoint after exec: maps by
+	// PROCMAP_QUERY, the fd directory, and where the heap starts.
+	views   *views
 	tracker checkpoint.Tracker
 	noTrack error // why this process cannot be checkpointed
 	ckpts   []*procCheckpoint
@@ -67,7 +71,7 @@ type thread struct {
 	// staleTrap is set when a rollback left a SIGTRAP pending whose trap
 	// the rollback undid.
 	staleTrap bool
-	frames   []frame
+	frames    []frame
 }
 
 // frame is one active rescue-point call of a thread.
@@ -146,6 +150,8 @@ func (s *Supervisor) dropProcess(p *process) {
 		p.tracker.Close()
 		p.tracker = nil
 	}
+	p.views.close()
+	p.views = nil
 	p.mem.Close()
 	delete(s.procs, p.pid)
 }
@@ -187,6 +193,40 @@ func le64(b []byte) uint64 {
 func putLE64(b []byte, v uint64) {
 	for i := 0; i < 8; i++ {
 		b[i] = byte(v >> (8 * i))
+	}
+}
+
+// views are the descriptors a checkpoint reads the process through,
+// kept open because opening /proc files costs as much as reading them.
+type views struct {
+	maps     *procfs.MapsQuerier
+	fds      *procfs.FDLister
+	startBrk uint64
+}
+
+func openViews(pid int) (*views, error) {
+	mq, err := procfs.NewMapsQuerier(pid)
+	if err != nil {
+		return nil, err
+	}
+	fl, err := procfs.NewFDLister(pid)
+	if err != nil {
+		mq.Close()
+		return nil, err
+	}
+	sb, err := procfs.StartBrk(pid)
+	if err != nil {
+		mq.Close()
+		fl.Close()
+		return nil, err
+	}
+	return &views{maps: mq, fds: fl, startBrk: sb}, nil
+}
+
+func (v *views) close() {
+	if v != nil {
+		v.maps.Close()
+		v.fds.Close()
 	}
 }
 

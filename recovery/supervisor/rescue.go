@@ -160,11 +160,18 @@ func (s *Supervisor) checkpointProcess(p *process, th *thread, codeAt uint64, id
 		}
 		c.threads[t.tid] = st
 	}
+	if p.views == nil {
+		v, err := openViews(p.pid)
+		if err != nil {
+			return err
+		}
+		p.views = v
+	}
 	var err error
-	if c.maps, err = procfs.Maps(p.pid); err != nil {
+	if c.maps, err = p.views.maps.Maps(); err != nil {
 		return err
 	}
-	if c.fds, err = procfs.FDs(p.pid); err != nil {
+	if c.fds, err = p.views.fds.FDs(); err != nil {
 		return err
 	}
 	if c.brk, err = s.programBreak(p, th, c.maps); err != nil {
@@ -227,7 +234,7 @@ func captureThread(t *thread) (*threadState, error) {
 // injected brk(0) — only when the heap mapping changed since the last
 // time: the break moves with brk(2) and glibc moves it in whole pages.
 func (s *Supervisor) programBreak(p *process, th *thread, maps []procfs.Mapping) (uint64, error) {
-	end := heapMapEnd(maps)
+	end := heapMapEnd(maps, p.views.startBrk)
 	if p.brkKnown && end == p.heapMapEnd {
 		return p.brk, nil
 	}
@@ -239,11 +246,15 @@ func (s *Supervisor) programBreak(p *process, th *thread, maps []procfs.Mapping)
 	return b, nil
 }
 
-// heapMapEnd is the end of the last [heap] mapping, or 0.
-func heapMapEnd(maps []procfs.Mapping) uint64 {
+// heapMapEnd is the end of the heap: the run of adjacent anonymous
+// mappings that starts at start_brk (0 when there is none).
+func heapMapEnd(maps []procfs.Mapping, startBrk uint64) uint64 {
 	var end uint64
 	for _, m := range maps {
-		if m.Path == "[heap]" {
+		switch {
+		case m.Start == startBrk && m.Anonymous():
+			end = m.End
+		case end != 0 && m.Start == end && m.Anonymous():
 			end = m.End
 		}
 	}

@@ -209,7 +209,7 @@ func (s *Supervisor) endNewThreads(p *process, c *procCheckpoint) {
 
 // closeNewFDs closes the descriptors opened since the checkpoint.
 func (s *Supervisor) closeNewFDs(p *process, th *thread, c *procCheckpoint) error {
-	now, err := procfs.FDs(p.pid)
+	now, err := p.views.fds.FDs()
 	if err != nil {
 		return err
 	}
@@ -232,7 +232,7 @@ func (s *Supervisor) closeNewFDs(p *process, th *thread, c *procCheckpoint) erro
 // writable mappings removed since are mapped again (the tracker refills
 // them from the shadow).
 func (s *Supervisor) restoreLayout(p *process, th *thread, c *procCheckpoint) error {
-	now, err := procfs.Maps(p.pid)
+	now, err := p.views.maps.Maps()
 	if err != nil {
 		return err
 	}
@@ -244,12 +244,13 @@ func (s *Supervisor) restoreLayout(p *process, th *thread, c *procCheckpoint) er
 		if got, err := s.inject(th, unix.SYS_BRK, c.brk); err != nil || got != c.brk {
 			return fmt.Errorf("restore program break of %d to %#x (at %#x): %v", p.pid, c.brk, got, err)
 		}
-		if now, err = procfs.Maps(p.pid); err != nil {
+		if now, err = p.views.maps.Maps(); err != nil {
 			return err
 		}
 	}
 	p.brkKnown = false
-	for _, d := range diffLayout(c.maps, now, p.scratch) {
+	heap := span{p.views.startBrk, pageAlign(max(cur, c.brk))}
+	for _, d := range diffLayout(c.maps, now, p.scratch, heap) {
 		var err error
 		switch d.kind {
 		case layoutAdded:
@@ -302,10 +303,14 @@ type layoutChange struct {
 	old        procfs.Mapping
 }
 
+type span struct{ start, end uint64 }
+
+func pageAlign(a uint64) uint64 { return (a + 4095) &^ 4095 }
+
 // diffLayout compares two address-space layouts segment by segment and
-// returns the changes that take now back to old. The [heap] (moved with
-// brk), [vsyscall] and the supervisor's own page are left alone.
-func diffLayout(old, now []procfs.Mapping, scratch uint64) []layoutChange {
+// returns the changes that take now back to old. The heap (moved with
+// brk) and the supervisor's own page are left alone.
+func diffLayout(old, now []procfs.Mapping, scratch uint64, heap span) []layoutChange {
 	var cuts []uint64
 	for _, m := range old {
 		cuts = append(cuts, m.Start, m.End)
@@ -317,14 +322,11 @@ func diffLayout(old, now []procfs.Mapping, scratch uint64) []layoutChange {
 	var out []layoutChange
 	for i := 0; i+1 < len(cuts); i++ {
 		a, b := cuts[i], cuts[i+1]
-		if a == b || a >= 1<<47 || (scratch != 0 && a == scratch) {
+		if a == b || a >= 1<<47 || (scratch != 0 && a == scratch) || (a >= heap.start && a < heap.end) {
 			continue
 		}
 		o, inOld := covering(old, a)
 		n, inNow := covering(now, a)
-		if (inOld && special(o)) || (inNow && special(n)) {
-			continue
-		}
 		var ch layoutChange
 		switch {
 		case inNow && !inOld:
@@ -343,10 +345,6 @@ func diffLayout(old, now []procfs.Mapping, scratch uint64) []layoutChange {
 		out = append(out, ch)
 	}
 	return out
-}
-
-func special(m procfs.Mapping) bool {
-	return m.Path == "[heap]" || m.Path == "[vsyscall]" || m.Path == "[vvar]" || m.Path == "[vdso]" || m.Path == "[vvar_vclock]"
 }
 
 func covering(maps []procfs.Mapping, addr uint64) (procfs.Mapping, bool) {
