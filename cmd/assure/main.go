@@ -23,6 +23,8 @@ func main() {
 		Description: "assure checkpoints a program at the entry of declared rescue points and, " +
 			"when a fault hits inside one, rolls the program back and makes the function return its error value.",
 		HideHelpCommand: true,
+		// Errors are printed once, below, with the "assure:" prefix.
+		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			runCommand(),
 			attachCommand(),

@@ -117,9 +117,25 @@ type resolution struct {
 }
 
 func validateManifest(stdout, stderr io.Writer, file, root string) error {
+	m, rows, err := resolveManifest(stderr, file, root)
+	if err != nil {
+		return err
+	}
+	if err := writeResolutions(stdout, rows); err != nil {
+		return cli.Exit(fmt.Sprintf("manifest validate: %v", err), 1)
+	}
+	fmt.Fprintln(stdout, summary(file, m, rows))
+	return nil
+}
+
+// resolveManifest loads a manifest and resolves every rescue point against
+// its binary under root. Warnings go to stderr; the error, a cli exit
+// error, names the entries that failed. run and attach use it too, so that
+// a misspelt function fails before the program starts.
+func resolveManifest(stderr io.Writer, file, root string) (*manifest.Manifest, []resolution, error) {
 	m, err := manifest.Load(file)
 	if err != nil {
-		return cli.Exit(err.Error(), 1)
+		return nil, nil, cli.Exit(err.Error(), 1)
 	}
 	r := &resolver{root: root, files: map[string]*binaryFile{}}
 	var (
@@ -149,19 +165,14 @@ func validateManifest(stdout, stderr io.Writer, file, root string) error {
 	}
 	switch len(errs) {
 	case 0:
+		return m, rows, nil
 	case 1:
-		return cli.Exit(errs[0].Error(), 1)
-	default:
-		for _, e := range errs {
-			fmt.Fprintf(stderr, "assure: %v\n", e)
-		}
-		return cli.Exit(fmt.Sprintf("manifest %s: %d of %d rescue points failed to resolve", file, len(errs), len(m.RescuePoints)), 1)
+		return nil, nil, cli.Exit(errs[0].Error(), 1)
 	}
-	if err := writeResolutions(stdout, rows); err != nil {
-		return cli.Exit(fmt.Sprintf("manifest validate: %v", err), 1)
+	for _, e := range errs {
+		fmt.Fprintf(stderr, "assure: %v\n", e)
 	}
-	fmt.Fprintln(stdout, summary(file, m, rows))
-	return nil
+	return nil, nil, cli.Exit(fmt.Sprintf("manifest %s: %d of %d rescue points failed to resolve", file, len(errs), len(m.RescuePoints)), 1)
 }
 
 func fieldName(rp manifest.RescuePoint) string {

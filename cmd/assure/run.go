@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/assure-rt/assure/recovery/events"
-	"github.com/assure-rt/assure/recovery/manifest"
 	"github.com/assure-rt/assure/recovery/supervisor"
 )
 
@@ -30,7 +29,7 @@ func runCommand() *cli.Command {
 			if c.NArg() < 1 {
 				return cli.Exit("run: no program given (assure run --manifest FILE -- PROGRAM [ARGS...])", 2)
 			}
-			sup, closeEvents, err := newSupervisor(c)
+			sup, closeEvents, err := newSupervisor(c, "/")
 			if err != nil {
 				return err
 			}
@@ -65,7 +64,11 @@ func attachCommand() *cli.Command {
 			if err != nil || pid <= 0 {
 				return cli.Exit(fmt.Sprintf("attach: %q is not a process id", c.Args().First()), 2)
 			}
-			sup, closeEvents, err := newSupervisor(c)
+			if err := unix.Kill(pid, 0); err != nil {
+				return cli.Exit(fmt.Sprintf("attach: process %d: %v", pid, err), 1)
+			}
+			// Paths in the manifest are as the process sees them.
+			sup, closeEvents, err := newSupervisor(c, fmt.Sprintf("/proc/%d/root", pid))
 			if err != nil {
 				return err
 			}
@@ -84,15 +87,12 @@ func attachCommand() *cli.Command {
 	}
 }
 
-// newSupervisor loads the manifest, checks what can be checked before the
-// program starts, and opens the events file.
-func newSupervisor(c *cli.Context) (*supervisor.Supervisor, func(), error) {
-	m, err := manifest.Load(c.String("manifest"))
+// newSupervisor loads the manifest, resolves its rescue points under root
+// before the program starts, and opens the events file.
+func newSupervisor(c *cli.Context, root string) (*supervisor.Supervisor, func(), error) {
+	m, _, err := resolveManifest(os.Stderr, c.String("manifest"), root)
 	if err != nil {
-		return nil, nil, cli.Exit(err.Error(), 1)
-	}
-	if err := checkBinaries(m); err != nil {
-		return nil, nil, cli.Exit(err.Error(), 1)
+		return nil, nil, err
 	}
 	var jsonOut io.Writer
 	closeFn := func() {}

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -51,9 +52,12 @@ const (
 	maxLoadSegments = 1024
 )
 
-// Errors returned by Lookup, for errors.Is.
+// ErrNotELF is returned (wrapped) by Open and NewFile for a file without
+// the ELF magic number.
+var ErrNotELF = errors.New("not an ELF file")
+
+// Errors returned (wrapped) by Lookup, for errors.Is.
 var (
-	ErrNotELF      = errors.New("not an ELF file")
 	ErrNotFound    = errors.New("function not found")
 	ErrNotFunction = errors.New("symbol is not a function")
 	ErrUndefined   = errors.New("function is imported, not defined")
@@ -61,16 +65,18 @@ var (
 	ErrIndirect    = errors.New("function is an indirect function (STT_GNU_IFUNC)")
 )
 
-// File holds the function symbols and load segments of an ELF file.
+// File holds the function symbols and load segments of an ELF file. Its
+// methods are safe for concurrent use.
 type File struct {
 	name   string
-	class  elf.Class
-	order  binary.ByteOrder
 	typ    elf.Type
 	interp string
 	loads  []segment
 	funcs  []Func   // sorted by Addr, one per address
-	syms   []symbol // named symbols of both tables, sorted by base name
+	syms   []symbol // named symbols of both tables, in table order
+
+	indexOnce sync.Once
+	index     map[string][]int32 // base name -> positions in syms
 }
 
 // segment is a PT_LOAD program header.
@@ -122,7 +128,7 @@ func NewFile(r io.ReaderAt, size int64, name string) (f *File, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: malformed ELF file: %w", name, err)
 	}
-	f = &File{name: name, class: ef.Class, order: ef.ByteOrder, typ: ef.Type}
+	f = &File{name: name, typ: ef.Type}
 	if err := f.load(ef, sr, size); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -213,10 +219,9 @@ func precheck(r io.ReaderAt, size int64) error {
 		bo = binary.BigEndian
 	}
 	var (
-		shoff            uint64
-		shentsize, shstr uint64
-		flagsAt          uint64 // offset of sh_flags in a section header
-		flagsLen         int
+		shoff, shentsize, shstr uint64
+		flagsAt, linkAt         uint64 // offsets of sh_flags and sh_link in a section header
+		flagsLen                int
 	)
 	switch elf.Class(ident[elf.EI_CLASS]) {
 	case elf.ELFCLASS64:
@@ -225,22 +230,30 @@ func precheck(r io.ReaderAt, size int64) error {
 			return errors.New("truncated ELF header")
 		}
 		shoff, shentsize, shstr = bo.Uint64(h[40:]), uint64(bo.Uint16(h[58:])), uint64(bo.Uint16(h[62:]))
-		flagsAt, flagsLen = 8, 8
+		flagsAt, linkAt, flagsLen = 8, 40, 8
 	case elf.ELFCLASS32:
 		var h [52]byte
 		if _, err := r.ReadAt(h[:], 0); err != nil {
 			return errors.New("truncated ELF header")
 		}
 		shoff, shentsize, shstr = uint64(bo.Uint32(h[32:])), uint64(bo.Uint16(h[46:])), uint64(bo.Uint16(h[50:]))
-		flagsAt, flagsLen = 8, 4
+		flagsAt, linkAt, flagsLen = 8, 24, 4
 	default:
 		return nil // debug/elf reports the bad class
 	}
-	if shoff == 0 || shstr == 0 || shstr == uint64(elf.SHN_XINDEX) || shentsize < flagsAt+uint64(flagsLen) {
-		return nil // no table, or an extended index debug/elf validates itself
+	if shoff == 0 || shstr == 0 || shentsize < linkAt+4 || shoff > uint64(size) {
+		return nil // no table, or one debug/elf rejects
+	}
+	if shstr == uint64(elf.SHN_XINDEX) {
+		// The real index is in sh_link of section 0.
+		var l [4]byte
+		if _, err := r.ReadAt(l[:], int64(shoff+linkAt)); err != nil {
+			return nil
+		}
+		shstr = uint64(bo.Uint32(l[:]))
 	}
 	at := shoff + shstr*shentsize + flagsAt
-	if at < shoff || at+uint64(flagsLen) > uint64(size) {
+	if shstr > uint64(size) || at < shoff || at+uint64(flagsLen) > uint64(size) {
 		return nil // out of bounds: debug/elf reports it
 	}
 	b := make([]byte, flagsLen)

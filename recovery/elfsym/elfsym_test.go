@@ -238,6 +238,8 @@ func TestMalformed(t *testing.T) {
 		{"strtab past EOF", patch(good.data, shdr(good, ".strtab", shSize), uint64(1<<40)), "string table: extent"},
 		{"compressed symtab", patch(good.data, shdr(good, ".symtab", shFlags), uint64(elf.SHF_COMPRESSED)), "compressed"},
 		{"compressed shstrtab", patch(good.data, shdr(good, ".shstrtab", shFlags), uint64(elf.SHF_COMPRESSED)), "compressed section name table"},
+		{"compressed shstrtab via SHN_XINDEX", patch(patch(patch(good.data, shdr(good, ".shstrtab", shFlags), uint64(elf.SHF_COMPRESSED)),
+			62, uint16(elf.SHN_XINDEX)), good.shoff+shLink, uint32(7)), "compressed section name table"},
 		{"PT_LOAD past EOF", patch(good.data, 64+8, uint64(1<<40)), "program header 0 (PT_LOAD): extent"},
 		{"filesz > memsz", patch(good.data, 64+40, uint64(1)), "invalid PT_LOAD extent"},
 		{"eh_frame past EOF", patch(stripped.data, shdr(stripped, ".eh_frame", shSize), uint64(1<<40)), ".eh_frame: extent"},
@@ -448,17 +450,30 @@ func TestHostileStringTable(t *testing.T) {
 		t.Errorf("unterminated names became functions: %d", len(f.Funcs()))
 	}
 
-	// The same offsets with a NUL at the end name n distinct suffixes.
-	str[len(str)-1] = 0
+	// The same offsets with a NUL at the end name n distinct suffixes, of
+	// which those up to maxSymbolName bytes long are kept.
+	str = append(bytes.Repeat([]byte{'a'}, n+99), 0)
+	secs[2].data = str
 	b = buildELF(elf.ET_EXEC, secs, []testProg{{typ: elf.PT_LOAD, flags: elf.PF_R | elf.PF_X, sections: []string{".text"}}}, false)
+	start = time.Now()
 	f, err = NewFile(bytes.NewReader(b.data), int64(len(b.data)), "hostile")
 	if err != nil {
 		t.Fatal(err)
 	}
-	// n names at one address: one function, and a bounded error for a
-	// name shared by many.
-	if fs := f.Funcs(); len(fs) != 1 || fs[0].Name != strings.Repeat("a", len(str)-1-n) {
+	// All at one address: one function, with the shortest name (at the
+	// highest offset, n).
+	if fs := f.Funcs(); len(fs) != 1 || fs[0].Name != strings.Repeat("a", 99) {
 		t.Errorf("Funcs() = %d entries", len(fs))
+	}
+	long := strings.Repeat("a", maxSymbolName)
+	if fn, err := f.Lookup(long); err != nil || fn.Addr != 0x1000 {
+		t.Errorf("Lookup(%d bytes) = %v", len(long), err)
+	}
+	if _, err := f.Lookup(long + "a"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Lookup(%d bytes) = %v", len(long)+1, err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("NewFile and Lookup took %v", el)
 	}
 }
 

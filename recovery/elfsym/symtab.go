@@ -55,7 +55,6 @@ func (f *File) loadSymbols(ef *elf.File, r io.ReaderAt, size int64) error {
 		}
 		f.syms = append(f.syms, syms...)
 	}
-	sort.SliceStable(f.syms, func(i, j int) bool { return f.syms[i].base < f.syms[j].base })
 	return nil
 }
 
@@ -127,6 +126,12 @@ func readSymtab(ef *elf.File, sec *elf.Section, r io.ReaderAt, size int64, src S
 	return nameSymbols(syms, nameOffs, strtab), nil
 }
 
+// maxSymbolName bounds the length of a symbol name. Longer names are
+// dropped: a manifest cannot name them (its limit is 1024 bytes), and
+// without the bound a hostile table of many long overlapping names would
+// make every comparison and hash of names expensive.
+const maxSymbolName = 4096
+
 // nameSymbols sets each symbol's name, the NUL-terminated string at its
 // offset in strtab, and drops those without one. Finding each end with a
 // scan from its offset would cost O(symbols × table size) on a hostile
@@ -148,7 +153,7 @@ func nameSymbols(syms []symbol, nameOffs []uint32, strtab string) []symbol {
 				nul = len(strtab)
 			}
 		}
-		if nul < len(strtab) {
+		if nul < len(strtab) && nul-off <= maxSymbolName {
 			syms[i].name = strtab[off:nul]
 			syms[i].base, _, _ = strings.Cut(syms[i].name, "@")
 		}
@@ -249,22 +254,22 @@ func symbolFuncs(syms []symbol) []Func {
 			cand = append(cand, s)
 		}
 	}
-	sort.Slice(cand, func(i, j int) bool {
-		a, b := cand[i], cand[j]
-		if a.value != b.value {
-			return a.value < b.value
-		}
-		return better(a, b)
-	})
+	// Sort by address only, then pick each address's best name in one
+	// pass: comparing names inside the sort would cost a name comparison
+	// per step on hostile tables with many aliases.
+	sort.Slice(cand, func(i, j int) bool { return cand[i].value < cand[j].value })
 	var out []Func
 	for i := 0; i < len(cand); {
-		best := cand[i]
-		size := best.size
+		best, size := cand[i], uint64(0)
 		j := i
 		for ; j < len(cand) && cand[j].value == best.value; j++ {
-			if size == 0 {
-				size = cand[j].size
+			if better(cand[j], best) {
+				best = cand[j]
 			}
+			size = max(size, cand[j].size)
+		}
+		if best.size != 0 {
+			size = best.size
 		}
 		out = append(out, Func{Name: best.base, Addr: best.value, Size: size, Source: best.src})
 		i = j
@@ -403,9 +408,9 @@ func ambiguity(name, file string, funcs []*symbol) error {
 // matching returns the symbols name refers to (see Lookup).
 func (f *File) matching(name string) []*symbol {
 	base, _, versioned := strings.Cut(name, "@")
-	lo := sort.Search(len(f.syms), func(i int) bool { return f.syms[i].base >= base })
+	f.indexOnce.Do(f.buildIndex)
 	var out []*symbol
-	for i := lo; i < len(f.syms) && f.syms[i].base == base; i++ {
+	for _, i := range f.index[base] {
 		s := &f.syms[i]
 		switch {
 		case versioned:
@@ -426,6 +431,17 @@ func (f *File) matching(name string) []*symbol {
 		out = append(out, s)
 	}
 	return out
+}
+
+// buildIndex maps base names to symbols, on the first Lookup: listing
+// the functions of a file (the common case) does not need it. A map keeps
+// the cost linear in the total length of the names, which sorting them
+// would not be for hostile tables.
+func (f *File) buildIndex() {
+	f.index = make(map[string][]int32)
+	for i := range f.syms {
+		f.index[f.syms[i].base] = append(f.index[f.syms[i].base], int32(i))
+	}
 }
 
 // lookupError is a Lookup failure: a complete message for the user, and

@@ -15,6 +15,7 @@
  *   M len [addr]         mmap anonymous private memory (MAP_FIXED at addr)
  *   O path len p|s       mmap a file read/write, private or shared
  *   U addr len           munmap
+ *   D addr len advice    madvise (4: MADV_DONTNEED, 9: MADV_REMOVE, 14: MADV_HUGEPAGE)
  *   R addr len           print the FNV-1a 64 hash of the bytes
  *   S                    nothing, only the acknowledgement
  *   X                    exit(0)
@@ -160,6 +161,9 @@ static void command(void)
 		put(reply);
 		return;
 	}
+	case 'D':
+		put(madvise((void *)(uintptr_t)a, (size_t)b, (int)c) ? "err madvise\n" : "ok\n");
+		return;
 	case 'U':
 		put(munmap((void *)(uintptr_t)a, (size_t)b) ? "err munmap\n" : "ok\n");
 		return;
