@@ -248,6 +248,14 @@ const (
 	ERESTART_RESTARTBLOCK = 516
 )
 
+// RestartSyscall makes a thread stopped just after a system call returned
+// run the same call again: back over the 2-byte syscall instruction, with
+// the call number back in rax.
+func RestartSyscall(r *Regs) {
+	r.Rax = r.Orig_rax
+	r.Rip -= 2
+}
+
 // InSyscall reports whether a stopped thread was interrupted inside a
 // system call (orig_rax holds its number).
 func InSyscall(r *Regs) bool { return int64(r.Orig_rax) >= 0 }

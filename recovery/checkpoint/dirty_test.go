@@ -48,7 +48,7 @@ func TestRollbackRestoresEveryKindOfMemory(t *testing.T) {
 	w(tg.anon+3*pg, 0x22, 2*pg)
 	w(tg.shared+pg+10, 0x33, 100)
 	w(tg.file+2*pg, 0x44, pg)        // a page the program never touched
-	w(tg.file+1, 0x45, 10)           // its private copy
+	w(tg.file+1, 0x45, 10)           // page 0: written before (a private copy)
 	w(tg.file+pg+1, 0x46, 1)         // a page it read but did not write
 	w(tg.unpop+5*pg, 0x55, 1)        // never populated
 	w(tg.unpop+9*pg+4000, 0x56, 200) // two unpopulated pages
@@ -798,4 +798,86 @@ func TestSharedMemoryWrittenByAnotherProcess(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BUG: a page written and then made read-only (mprotect) before the next
+// checkpoint loses track of its contents. That checkpoint's scan reports
+// the page written and write-protects it again, but collect() drops it
+// because it is not in a writable mapping, so it is neither copied into
+// the shadow nor logged for undo; the layout change then makes prune()
+// delete its shadow page. Once the page is writable again (a JIT flipping
+// W^X, or the supervisor resetting protections for a rollback) the
+// engine believes it unchanged:
+//   - Commits: the next rollback that finds the page written restores it
+//     from a shadow that no longer has it (zeros);
+//   - Nested: a rollback to the older checkpoint does not restore it.
+//
+// The prune alone is enough: a page made read-only at one checkpoint and
+// writable again by the next reads back as zeros at a later rollback
+// (ProtectionToggledOnly).
+func TestWrittenThenReadOnly(t *testing.T) {
+	const protRead, protRW = 1, 3
+	t.Run("Commits", func(t *testing.T) {
+		tg := startTarget(t)
+		p := tg.anon + 4*pg
+		tg.checkpoint(1)
+		tg.d.Commit(1)
+		tg.write(p, 0xF1, 10)
+		tg.do("K %#x %d %d", p, pg, protRead)
+		tg.checkpoint(2)
+		tg.d.Commit(2)
+		tg.do("K %#x %d %d", p, pg, protRW)
+		s3, _ := tg.checkpoint(3)
+		tg.write(p+5, 0xF2, 10)
+		tg.stop()
+		if _, err := tg.d.Rollback(3); err != nil {
+			t.Fatal(err)
+		}
+		d := tg.diff(s3)
+		tg.cont()
+		isBug(t, len(d) > 0, "write to a page, mprotect(PROT_READ), Checkpoint(2), mprotect(PROT_READ|PROT_WRITE), Checkpoint(3), "+
+			"write, Rollback(3): %d pages differ from checkpoint 3, e.g. %s", len(d), strings.Join(d[:min(3, len(d))], "; "))
+		tg.checkAlive(s3)
+	})
+	t.Run("ProtectionToggledOnly", func(t *testing.T) {
+		// Not even a write before: a page made read-only at one
+		// checkpoint and writable again by the next has lost its shadow.
+		tg := startTarget(t)
+		p := tg.anon + 4*pg
+		tg.checkpoint(1)
+		tg.d.Commit(1)
+		tg.do("K %#x %d %d", p, pg, protRead)
+		tg.checkpoint(2)
+		tg.d.Commit(2)
+		tg.do("K %#x %d %d", p, pg, protRW)
+		s3, _ := tg.checkpoint(3)
+		tg.write(p+5, 0xF2, 10)
+		tg.stop()
+		if _, err := tg.d.Rollback(3); err != nil {
+			t.Fatal(err)
+		}
+		d := tg.diff(s3)
+		tg.cont()
+		isBug(t, len(d) > 0, "mprotect(PROT_READ) of a page, Checkpoint(2), mprotect(PROT_READ|PROT_WRITE), Checkpoint(3), "+
+			"write, Rollback(3): %d pages differ from checkpoint 3, e.g. %s", len(d), strings.Join(d[:min(3, len(d))], "; "))
+		tg.checkAlive(s3)
+	})
+	t.Run("Nested", func(t *testing.T) {
+		tg := startTarget(t)
+		p := tg.anon + 4*pg
+		s1, _ := tg.checkpoint(1)
+		tg.write(p, 0xF1, 10)
+		tg.do("K %#x %d %d", p, pg, protRead)
+		tg.checkpoint(2)
+		tg.do("K %#x %d %d", p, pg, protRW) // as the supervisor resets protections
+		tg.stop()
+		if _, err := tg.d.Rollback(1); err != nil {
+			t.Fatal(err)
+		}
+		d := tg.diff(s1)
+		tg.cont()
+		isBug(t, len(d) > 0, "write to a page, mprotect(PROT_READ), Checkpoint(2), mprotect(PROT_READ|PROT_WRITE), Rollback(1): "+
+			"%d pages differ from checkpoint 1, e.g. %s", len(d), strings.Join(d[:min(3, len(d))], "; "))
+		tg.checkAlive(s1)
+	})
 }

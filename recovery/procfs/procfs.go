@@ -159,6 +159,8 @@ type Status struct {
 	TracerPid int
 	SigCgt    uint64 // signals with a handler installed
 	SigPnd    uint64 // signals pending for this thread
+	ShdPnd    uint64 // signals pending for the process
+	SigBlk    uint64 // signals blocked by this thread
 	State     byte
 }
 
@@ -184,6 +186,10 @@ func ReadStatus(pid int) (Status, error) {
 			st.PPid, _ = strconv.Atoi(v)
 		case "TracerPid":
 			st.TracerPid, _ = strconv.Atoi(v)
+		case "ShdPnd":
+			st.ShdPnd, _ = strconv.ParseUint(v, 16, 64)
+		case "SigBlk":
+			st.SigBlk, _ = strconv.ParseUint(v, 16, 64)
 		case "SigPnd":
 			st.SigPnd, _ = strconv.ParseUint(v, 16, 64)
 		case "SigCgt":

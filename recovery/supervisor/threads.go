@@ -5,6 +5,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/assure-rt/assure/recovery/arch"
 	"github.com/assure-rt/assure/recovery/procfs"
 	"github.com/assure-rt/assure/recovery/ptrace"
 )
@@ -89,6 +90,9 @@ func (s *Supervisor) stopThreads(procs []*process) {
 		case ev == ptrace.EventStop:
 			t.interrupting = false
 			t.groupStop = isStopSignal(sig)
+			if !t.groupStop {
+				s.undoEINTR(t)
+			}
 			delete(pending, tid)
 		case ev == ptrace.EventClone || ev == ptrace.EventFork || ev == ptrace.EventVfork:
 			for _, c := range s.onClone(t, ev) {
@@ -106,6 +110,30 @@ func (s *Supervisor) stopThreads(procs []*process) {
 			s.defer_(tid, ws)
 			delete(pending, tid)
 		}
+	}
+}
+
+// undoEINTR hides our interrupt from calls the kernel never restarts: an
+// epoll wait that the interrupt cut short with EINTR is set to run again,
+// as if the thread had never stopped. Not when a signal is pending: then
+// the program is owed that EINTR.
+func (s *Supervisor) undoEINTR(t *thread) {
+	var regs arch.Regs
+	if ptrace.GetRegs(t.tid, &regs) != nil || int64(regs.Rax) != -int64(unix.EINTR) {
+		return
+	}
+	switch regs.Orig_rax {
+	case unix.SYS_EPOLL_WAIT, unix.SYS_EPOLL_PWAIT, unix.SYS_EPOLL_PWAIT2:
+	default:
+		return
+	}
+	st, err := procfs.ReadStatus(t.tid)
+	if err != nil || (st.SigPnd|st.ShdPnd)&^st.SigBlk != 0 {
+		return
+	}
+	arch.RestartSyscall(&regs)
+	if err := ptrace.SetRegs(t.tid, &regs); err == nil {
+		s.debugf("restart epoll wait of %d", t.tid)
 	}
 }
 

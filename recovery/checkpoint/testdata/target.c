@@ -15,6 +15,7 @@
  *   M len [addr]         mmap anonymous private memory (MAP_FIXED at addr)
  *   O path len p|s       mmap a file read/write, private or shared
  *   U addr len           munmap
+ *   K addr len prot      mprotect (prot as in mman.h: 1 read, 3 read/write)
  *   D addr len advice    madvise (4: MADV_DONTNEED, 9: MADV_REMOVE, 14: MADV_HUGEPAGE)
  *   R addr len           print the FNV-1a 64 hash of the bytes
  *   S                    nothing, only the acknowledgement
@@ -161,6 +162,9 @@ static void command(void)
 		put(reply);
 		return;
 	}
+	case 'K':
+		put(mprotect((void *)(uintptr_t)a, (size_t)b, (int)c) ? "err mprotect\n" : "ok\n");
+		return;
 	case 'D':
 		put(madvise((void *)(uintptr_t)a, (size_t)b, (int)c) ? "err madvise\n" : "ok\n");
 		return;
