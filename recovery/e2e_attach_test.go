@@ -55,7 +55,7 @@ type attProc struct {
 // startProc starts argv in its own process group. With pipes, stdin and
 // stdout are pipes the test drives; otherwise stdin is /dev/null and
 // stdout goes to the stderr file too.
-func startProc(t *testing.T, name string, pipes bool, env []string, argv ...string) *attProc {
+func startProc(t *testing.T, name string, pipes bool, argv ...string) *attProc {
 	t.Helper()
 	p := &attProc{t: t, name: name, exited: make(chan struct{})}
 	p.errf = filepath.Join(t.TempDir(), name+".stderr")
@@ -66,7 +66,6 @@ func startProc(t *testing.T, name string, pipes bool, env []string, argv ...stri
 	defer errFile.Close()
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Dir = t.TempDir()
-	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p.cmd.Stderr = errFile
 	var inR, outR, outW *os.File
@@ -229,7 +228,7 @@ type attServer struct {
 
 func startServer(t *testing.T, workers int) *attServer {
 	t.Helper()
-	p := startProc(t, "server", true, nil, bin("server"), "serve", strconv.Itoa(workers))
+	p := startProc(t, "server", true, bin("server"), "serve", strconv.Itoa(workers))
 	s := &attServer{attProc: p, extra: func() string { return "" }}
 	if l := s.readLine("start", s.extra); l != "ready" {
 		t.Fatalf("server said %q, want \"ready\"%s", l, s.describe())
@@ -309,7 +308,7 @@ func attachEvents(path string) ([]event, error) {
 // returns it; the test fails at the deadline.
 func waitEvent(t *testing.T, path string, d time.Duration, what string, match func(event) bool, info func() string) event {
 	t.Helper()
-	ctx, cancel := contextWithTimeout(d)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -332,10 +331,6 @@ func waitEvent(t *testing.T, path string, d time.Duration, what string, match fu
 	}
 }
 
-func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), d)
-}
-
 // startAttach starts `assure attach` on pid in the background.
 func startAttach(t *testing.T, manifestJSON string, pid int) (p *attProc, eventsFile string) {
 	t.Helper()
@@ -348,7 +343,7 @@ func startAttach(t *testing.T, manifestJSON string, pid int) (p *attProc, events
 		t.Fatal(err)
 	}
 	eventsFile = filepath.Join(dir, "events.jsonl")
-	p = startProc(t, "assure", false, nil, assureBin, "attach", "--manifest", mf, "--events", eventsFile, strconv.Itoa(pid))
+	p = startProc(t, "assure", false, assureBin, "attach", "--manifest", mf, "--events", eventsFile, strconv.Itoa(pid))
 	return p, eventsFile
 }
 
@@ -743,7 +738,7 @@ func TestE2EAttachErrors(t *testing.T) {
 		if err := os.WriteFile(mf, []byte(manifestJSON), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := contextWithTimeout(attExitTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), attExitTimeout)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, assureBin, "attach", "--manifest", mf, "--events", filepath.Join(dir, "events.jsonl"), pid)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -849,7 +844,7 @@ func TestE2ERunForwardsSignals(t *testing.T) {
 			if err := os.WriteFile(mf, []byte(m), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			as := startProc(t, "assure", true, nil, assureBin, "run", "--manifest", mf, "--", bin("server"), tc.mode)
+			as := startProc(t, "assure", true, assureBin, "run", "--manifest", mf, "--", bin("server"), tc.mode)
 			if l := as.readLine("readiness", func() string { return "" }); l != "ready" {
 				t.Fatalf("program said %q, want \"ready\"%s", l, as.describe())
 			}

@@ -11,6 +11,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == supervisor.WakeArg {
+		return // a supervisor's wake-up call: its exit is the message
+	}
 	if len(os.Args) > 1 && os.Args[1] == supervisor.ExecHelperArg {
 		// Re-executed as the launcher of a supervised program.
 		err := supervisor.ExecHelper(os.Args[2:])

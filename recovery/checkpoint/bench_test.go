@@ -57,7 +57,7 @@ func BenchmarkCheckpoint(b *testing.B) {
 				ckptPages += st.Pages
 				touch(byte(i + 1))
 				t0 = time.Now()
-				st, err = tg.d.Rollback(id)
+				st, err = tg.d.Rollback(id, false)
 				el = time.Since(t0)
 				rb += el
 				rbMin = min(rbMin, el)

@@ -30,8 +30,13 @@ type Tracker interface {
 	// memory under id. maps is /proc/PID/maps read at the same stop.
 	Checkpoint(id ID, maps []procfs.Mapping) (Stats, error)
 	// Rollback writes back the contents recorded under id. The caller
-	// has already restored the mapping layout of the checkpoint.
-	Rollback(id ID) (Stats, error)
+	// has already restored the mapping layout of the checkpoint. Memory
+	// shared with other processes is restored where this process wrote
+	// it; with coordinated (every process sharing it rolls back to the
+	// same checkpoint, "container" scope) it is restored whole, which also
+	// undoes the writes of processes created since and ended by the
+	// rollback.
+	Rollback(id ID, coordinated bool) (Stats, error)
 	// Commit forgets checkpoint id: its rescue point returned.
 	Commit(id ID)
 	// Active reports whether id is an active checkpoint here.

@@ -44,17 +44,28 @@ type Dirty struct {
 	// and rollback: shared mappings (other processes write them without
 	// touching our page tables) and mappings that cannot be registered.
 	always []span
-	// writable are the writable mappings at the newest checkpoint.
+	// writable are the writable mappings at the newest checkpoint (what
+	// gets write-protect armed); mapped are all mappings. A page armed
+	// while writable stays tracked after an mprotect to read-only.
 	writable []procfs.Mapping
+	mapped   []procfs.Mapping
+	// undo is the log of the checkpoint being taken, while shadow pages
+	// are dropped or replaced (nil at depth 0: nothing to undo to).
+	undo map[uint64][]byte
 }
 
 type span struct{ start, end uint64 }
+
+var debugRegister = os.Getenv("ASSURE_DEBUG") != ""
 
 type level struct {
 	id ID
 	// undo holds, for pages this checkpoint overwrote in the shadow, the
 	// contents they had at the previous checkpoint (nil: zero page).
 	undo map[uint64][]byte
+	// ownShared are the shared pages in undo that this process wrote
+	// (the rest were copied because shared memory is copied whole).
+	ownShared map[uint64]bool
 }
 
 // NewDirty takes ownership of uffd, a userfaultfd of process pid (made in
@@ -113,35 +124,94 @@ func (d *Dirty) index(id ID) int {
 
 // Checkpoint implements Tracker.
 func (d *Dirty) Checkpoint(id ID, maps []procfs.Mapping) (Stats, error) {
+	d.undo = nil
+	if len(d.levels) > 0 {
+		d.undo = make(map[uint64][]byte)
+	}
+	defer func() { d.undo = nil }()
 	if err := d.sync(maps); err != nil {
 		return Stats{}, err
 	}
-	dirty, err := d.collect(true)
+	own, err := d.collect()
 	if err != nil {
 		return Stats{}, err
 	}
-	var undo map[uint64][]byte
-	if len(d.levels) > 0 {
-		undo = make(map[uint64][]byte, len(dirty))
-		for _, p := range dirty {
-			undo[p] = d.shadow[p]
+	var ownShared map[uint64]bool
+	for _, p := range own {
+		d.logUndo(p)
+		if d.undo != nil && d.isShared(p) {
+			if ownShared == nil {
+				ownShared = make(map[uint64]bool)
+			}
+			ownShared[p] = true
 		}
 	}
-	// With an undo log holding the old buffers, fill new ones.
-	if err := d.readPages(dirty, undo != nil); err != nil {
+	// Shared mappings are copied whole: other processes write them
+	// without this process's page tables seeing it. ownShared tells which
+	// of them this process wrote, so that a rollback of this process alone
+	// never undoes another process's writes.
+	// With an undo log holding the old buffers, fill new ones. Pages of a
+	// file mapping past the end of the file cannot be read (the program
+	// gets SIGBUS there too) and are left out.
+	if err := d.readInto(own, d.undo != nil, true); err != nil {
 		return Stats{}, err
 	}
+	extra := d.sharedOnly(own)
+	for _, p := range extra {
+		d.logUndo(p)
+	}
+	// Shared file pages past the end of the file cannot be read (the
+	// program gets SIGBUS there too): they are left out.
+	if err := d.readInto(extra, d.undo != nil, true); err != nil {
+		return Stats{}, err
+	}
+	pages := append(own, extra...)
 	clear(d.stale)
-	d.levels = append(d.levels, &level{id: id, undo: undo})
-	return Stats{Pages: len(dirty)}, nil
+	d.levels = append(d.levels, &level{id: id, undo: d.undo, ownShared: ownShared})
+	return Stats{Pages: len(pages)}, nil
 }
 
-// collect returns the sorted pages that may differ from the shadow: those
-// written since the last scan, the stale ones, and the always-copied
-// ranges (shared ones only when withShared: at a rollback only this
-// process's own writes to shared memory are undone, and those show in the
-// scan).
-func (d *Dirty) collect(withShared bool) ([]uint64, error) {
+// logUndo records the shadow contents of page p in the log of the
+// checkpoint being taken, once, before they are replaced or dropped.
+func (d *Dirty) logUndo(p uint64) {
+	if d.undo == nil {
+		return
+	}
+	if _, ok := d.undo[p]; !ok {
+		d.undo[p] = d.shadow[p]
+	}
+}
+
+// forget drops the shadow of page p (logged first when nested).
+func (d *Dirty) forget(p uint64) {
+	d.logUndo(p)
+	delete(d.shadow, p)
+}
+
+// sharedOnly returns the pages of the always-copied ranges not in own.
+func (d *Dirty) sharedOnly(own []uint64) []uint64 {
+	if len(d.always) == 0 {
+		return nil
+	}
+	set := make(map[uint64]struct{}, len(own))
+	for _, p := range own {
+		set[p] = struct{}{}
+	}
+	var out []uint64
+	for _, sp := range d.always {
+		for p := sp.start; p < sp.end; p += PageSize {
+			if _, ok := set[p]; !ok && d.isMapped(p) {
+				out = append(out, p)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}
+
+// collect returns the sorted pages this process changed since the shadow
+// was taken: those written since the last scan, and the stale ones.
+func (d *Dirty) collect() ([]uint64, error) {
 	set := make(map[uint64]struct{}, len(d.stale)+16)
 	for p := range d.stale {
 		set[p] = struct{}{}
@@ -154,16 +224,9 @@ func (d *Dirty) collect(withShared bool) ([]uint64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("scan written pages of %d: %w", d.pid, err)
 	}
-	if withShared {
-		for _, s := range d.always {
-			for p := s.start; p < s.end; p += PageSize {
-				set[p] = struct{}{}
-			}
-		}
-	}
 	out := make([]uint64, 0, len(set))
 	for p := range set {
-		if d.isWritable(p) {
+		if d.isMapped(p) {
 			out = append(out, p)
 		}
 	}
@@ -171,22 +234,17 @@ func (d *Dirty) collect(withShared bool) ([]uint64, error) {
 	return out, nil
 }
 
-func (d *Dirty) isWritable(p uint64) bool {
-	i := sort.Search(len(d.writable), func(i int) bool { return d.writable[i].End > p })
-	return i < len(d.writable) && d.writable[i].Start <= p
+func (d *Dirty) isMapped(p uint64) bool {
+	i := sort.Search(len(d.mapped), func(i int) bool { return d.mapped[i].End > p })
+	return i < len(d.mapped) && d.mapped[i].Start <= p
 }
 
 // sync arms write-protect on writable mappings that are not armed yet
 // (mapped since the previous checkpoint) and records them in the shadow.
 func (d *Dirty) sync(maps []procfs.Mapping) error {
-	var writable []procfs.Mapping
-	for _, m := range maps {
-		if m.Writable() && m.End <= addressSpaceEnd {
-			writable = append(writable, m)
-		}
-	}
-	changed := !sameLayout(d.writable, writable)
-	d.writable = writable
+	changed := !sameLayout(d.mapped, maps)
+	d.restrictTo(maps)
+	writable := d.writable
 	fresh, err := d.unarmed(writable)
 	if err != nil {
 		return err
@@ -215,11 +273,14 @@ func (d *Dirty) sync(maps []procfs.Mapping) error {
 // pages have contents before they are touched, so those are copied whole.
 func (d *Dirty) arm(m procfs.Mapping) error {
 	for p := m.Start; p < m.End; p += PageSize {
-		delete(d.shadow, p)
+		d.forget(p)
 	}
 	if err := registerWP(d.uffd, m.Start, m.End); err != nil {
 		// Not registrable (device memory, some special mappings): copy it
 		// whole at every checkpoint instead.
+		if debugRegister {
+			fmt.Fprintf(os.Stderr, "register %#x-%#x %s: %v\n", m.Start, m.End, m.Perms, err)
+		}
 		if !m.Shared() {
 			d.always = append(d.always, span{m.Start, m.End})
 		}
@@ -230,7 +291,9 @@ func (d *Dirty) arm(m procfs.Mapping) error {
 		for p := m.Start; p < m.End; p += PageSize {
 			pages = append(pages, p)
 		}
-		return d.readPages(pages, true)
+		// Pages past the end of a mapped file cannot be read (SIGBUS
+		// for the program too): they are left out.
+		return d.readPagesLenient(pages)
 	}
 	return nil
 }
@@ -253,17 +316,17 @@ func (d *Dirty) unarmed(ms []procfs.Mapping) ([]span, error) {
 	return fresh, nil
 }
 
-// prune drops shadow pages that are no longer in any writable mapping.
+// prune drops shadow pages that are no longer mapped.
 func (d *Dirty) prune() {
 	for p := range d.shadow {
-		if !d.isWritable(p) {
-			delete(d.shadow, p)
+		if !d.isMapped(p) {
+			d.forget(p)
 		}
 	}
 }
 
 // Rollback implements Tracker.
-func (d *Dirty) Rollback(id ID) (Stats, error) {
+func (d *Dirty) Rollback(id ID, coordinated bool) (Stats, error) {
 	j := d.index(id)
 	if j < 0 {
 		return Stats{}, fmt.Errorf("rollback of %d: checkpoint %d is not active", d.pid, id)
@@ -273,7 +336,7 @@ func (d *Dirty) Rollback(id ID) (Stats, error) {
 		return Stats{}, fmt.Errorf("rollback of %d: %w", d.pid, err)
 	}
 	d.restrictTo(maps)
-	dirty, err := d.collect(false)
+	dirty, err := d.collect()
 	if err != nil {
 		return Stats{}, err
 	}
@@ -288,17 +351,35 @@ func (d *Dirty) Rollback(id ID) (Stats, error) {
 	for _, p := range append(dirty, remapped...) {
 		want[p] = d.shadow[p]
 	}
-	for k := len(d.levels) - 1; k > j; k-- {
-		for p, c := range d.levels[k].undo {
-			want[p] = c
-			d.shadow[p] = c
-		}
-	}
 	for _, s := range d.always {
 		for p := s.start; p < s.end; p += PageSize {
-			if _, ok := want[p]; !ok && !d.isShared(p) {
+			if _, ok := want[p]; !ok && d.isMapped(p) && (coordinated || !d.isShared(p)) {
 				want[p] = d.shadow[p]
 			}
+		}
+	}
+	// Shared pages another process wrote between the checkpoints are that
+	// process's business unless everyone rolls back.
+	mine := func(p uint64) bool {
+		if coordinated || !d.isShared(p) {
+			return true
+		}
+		if _, ok := want[p]; ok {
+			return true
+		}
+		for k := len(d.levels) - 1; k > j; k-- {
+			if d.levels[k].ownShared[p] {
+				return true
+			}
+		}
+		return false
+	}
+	for k := len(d.levels) - 1; k > j; k-- {
+		for p, c := range d.levels[k].undo {
+			if mine(p) {
+				want[p] = c
+			}
+			d.shadow[p] = c
 		}
 	}
 	if err := d.writePages(want); err != nil {
@@ -347,13 +428,17 @@ func (d *Dirty) isShared(p uint64) bool {
 // restrictTo forgets writable mappings that are gone (the caller unmapped
 // what the rescue point mapped) so that no write goes to unmapped memory.
 func (d *Dirty) restrictTo(maps []procfs.Mapping) {
-	var w []procfs.Mapping
+	var w, all []procfs.Mapping
 	for _, m := range maps {
-		if m.Writable() && m.End <= addressSpaceEnd {
+		if m.End > addressSpaceEnd {
+			continue
+		}
+		all = append(all, m)
+		if m.Writable() {
 			w = append(w, m)
 		}
 	}
-	d.writable = w
+	d.writable, d.mapped = w, all
 }
 
 // Commit implements Tracker.
@@ -367,10 +452,16 @@ func (d *Dirty) Commit(id ID) {
 		// checkpoint before j. Pages j logged carry the older contents.
 		next := d.levels[j+1]
 		if j == 0 {
-			next.undo = nil
+			next.undo, next.ownShared = nil, nil
 		} else {
 			for p, c := range d.levels[j].undo {
 				next.undo[p] = c
+			}
+			for p := range d.levels[j].ownShared {
+				if next.ownShared == nil {
+					next.ownShared = make(map[uint64]bool)
+				}
+				next.ownShared[p] = true
 			}
 		}
 		d.levels = append(d.levels[:j], d.levels[j+1:]...)

@@ -168,8 +168,9 @@ func TestStatsCountPagesWritten(t *testing.T) {
 		tg.writeMem(p+100, []byte{0xE3})
 	}
 	// Checkpoint 4 copied every shared page (they are copied whole at
-	// each checkpoint), so its undo log holds them all and a rollback to 3
-	// writes them all back.
+	// each checkpoint), but its undo log holds only the pages this process
+	// wrote: a rollback to 3 writes back exactly the pages written since 3,
+	// never another process's writes to shared memory.
 	restore := set(nil)
 	for p := range before {
 		restore[p] = true
@@ -177,11 +178,8 @@ func TestStatsCountPagesWritten(t *testing.T) {
 	for p := range after {
 		restore[p] = true
 	}
-	for i := uint64(0); i < sharedPages; i++ {
-		restore[tg.shared+i*pg] = true
-	}
 	if st := tg.rollbackStopped(3, s3); st.Pages != len(restore) {
-		t.Errorf("Rollback over two levels: Stats.Pages = %d, want %d (the pages written since 3, and the shared pages)", st.Pages, len(restore))
+		t.Errorf("Rollback over two levels: Stats.Pages = %d, want %d (the pages written since 3)", st.Pages, len(restore))
 	}
 	tg.cont()
 	tg.checkAlive(s3)
@@ -467,7 +465,7 @@ func TestUnknownCheckpoint(t *testing.T) {
 	tg := startTarget(t)
 	tg.stop()
 	defer tg.cont()
-	if _, err := tg.d.Rollback(7); err == nil {
+	if _, err := tg.d.Rollback(7, false); err == nil {
 		t.Error("Rollback of a checkpoint never taken succeeded")
 	}
 	tg.d.Commit(7) // no-op
@@ -480,7 +478,7 @@ func TestUnknownCheckpoint(t *testing.T) {
 		t.Error("Commit(2) removed checkpoint 1")
 	}
 	tg.rollbackStopped(1, s1)
-	if _, err := tg.d.Rollback(1); err == nil {
+	if _, err := tg.d.Rollback(1, false); err == nil {
 		t.Error("a second Rollback(1) succeeded: the first one ended checkpoint 1")
 	}
 }
@@ -502,7 +500,7 @@ func TestCloseAfterExit(t *testing.T) {
 		t.Fatal("target did not exit")
 	}
 	tg.exited = true
-	if _, err := tg.d.Rollback(1); err == nil {
+	if _, err := tg.d.Rollback(1, false); err == nil {
 		t.Error("Rollback of an exited process succeeded")
 	}
 	d := tg.d
@@ -512,7 +510,7 @@ func TestCloseAfterExit(t *testing.T) {
 	}
 }
 
-// BUG: nested checkpoints lose the contents of memory unmapped between
+// Once a bug: nested checkpoints lost the contents of memory unmapped between
 // them. The supervisor maps it again for a rollback and relies on the
 // tracker to refill it "from the shadow" (supervisor/rollback.go
 // restoreLayout), but the newer checkpoint's sync pruned those shadow
@@ -524,7 +522,7 @@ func TestNestedRollbackRefillsUnmappedMemory(t *testing.T) {
 	tg.checkpoint(2)
 	tg.mmap(anonPages*pg, tg.anon) // as the supervisor's restoreLayout would
 	tg.stop()
-	if _, err := tg.d.Rollback(1); err != nil {
+	if _, err := tg.d.Rollback(1, false); err != nil {
 		t.Fatal(err)
 	}
 	lost := 0
@@ -534,14 +532,14 @@ func TestNestedRollbackRefillsUnmappedMemory(t *testing.T) {
 		}
 	}
 	tg.cont()
-	isBug(t, lost > 0, "Rollback(1) after munmap of a populated region between Checkpoint(1) and Checkpoint(2), "+
+	mustNot(t, lost > 0, "Rollback(1) after munmap of a populated region between Checkpoint(1) and Checkpoint(2), "+
 		"region mapped again before the rollback: %d of %d pages read as zero instead of their contents at checkpoint 1 "+
 		"(Checkpoint(2)'s sync/prune deletes the shadow pages of the unmapped region without recording them in level 2's undo log)",
 		lost, anonPages)
 	tg.checkAlive(s1)
 }
 
-// BUG: the same loss when the program unmaps a region and maps memory at
+// Once a bug: the same loss when the program unmaps a region and maps memory at
 // the same place again between two nested checkpoints (a free() and a
 // malloc() of a large block): the layout is the same as at checkpoint 1,
 // so the supervisor changes nothing, and the tracker's arm() at
@@ -555,12 +553,12 @@ func TestNestedRollbackAcrossRemap(t *testing.T) {
 	tg.checkpoint(2)
 	tg.write(tg.anon+3*pg, 0x92, 10)
 	tg.stop()
-	if _, err := tg.d.Rollback(1); err != nil {
+	if _, err := tg.d.Rollback(1, false); err != nil {
 		t.Fatal(err)
 	}
 	d := tg.diff(s1)
 	tg.cont()
-	isBug(t, len(d) > 0, "Rollback(1) after munmap+mmap of the same range between Checkpoint(1) and Checkpoint(2): "+
+	mustNot(t, len(d) > 0, "Rollback(1) after munmap+mmap of the same range between Checkpoint(1) and Checkpoint(2): "+
 		"%d pages differ from checkpoint 1, e.g. %s", len(d), strings.Join(d[:min(3, len(d))], "; "))
 	tg.checkAlive(s1)
 }
@@ -574,7 +572,7 @@ func TestNestedRollbackAcrossRemap(t *testing.T) {
 // (mask and return mask PAGE_IS_WRITTEN only) takes the kernel's fast
 // path, which counts an empty pte as written; WholePageTable checks the
 // case where the kernel (CONFIG_PT_RECLAIM) may free the emptied page
-// table. BUG: a private file page is missed: the zap leaves a uffd-wp
+// table. Known limit: a private file page is missed: the zap leaves a uffd-wp
 // marker, which reads as not written, so the page keeps the file's
 // contents instead of the private copy it had at the checkpoint.
 func TestRollbackAfterDontneed(t *testing.T) {
@@ -605,14 +603,14 @@ func TestRollbackAfterDontneed(t *testing.T) {
 			if len(tg.diff(s1)) == 0 {
 				t.Fatal("madvise changed nothing: the test is broken")
 			}
-			st, err := tg.d.Rollback(1)
+			st, err := tg.d.Rollback(1, false)
 			if err != nil {
 				t.Fatal(err)
 			}
 			d := tg.diff(s1)
 			tg.cont()
 			if c.bug != "" {
-				isBug(t, len(d) > 0, "Rollback(1) does not undo madvise(%#x, %d, MADV_DONTNEED) made after Checkpoint(1): %s; "+
+				knownLimit(t, len(d) > 0, "Rollback(1) does not undo madvise(%#x, %d, MADV_DONTNEED) made after Checkpoint(1): %s; "+
 					"%d pages differ (rollback restored %d pages), e.g. %s",
 					addr, n, c.bug, len(d), st.Pages, strings.Join(d[:min(3, len(d))], "; "))
 			} else if len(d) > 0 {
@@ -624,7 +622,7 @@ func TestRollbackAfterDontneed(t *testing.T) {
 }
 
 // MADV_REMOVE on shared anonymous memory frees the pages in the shared
-// object: they read as zero afterwards. BUG: the rollback does not bring
+// object: they read as zero afterwards. Known limit: the rollback does not bring
 // them back: the zap of a shmem pte leaves a uffd-wp marker, which the
 // scan reads as not written, and a rollback to the newest checkpoint
 // restores only shared pages the scan reports.
@@ -636,17 +634,17 @@ func TestRollbackAfterRemoveShared(t *testing.T) {
 	if len(tg.diff(s1)) == 0 {
 		t.Fatal("madvise changed nothing: the test is broken")
 	}
-	if _, err := tg.d.Rollback(1); err != nil {
+	if _, err := tg.d.Rollback(1, false); err != nil {
 		t.Fatal(err)
 	}
 	d := tg.diff(s1)
 	tg.cont()
-	isBug(t, len(d) > 0, "Rollback(1) does not undo madvise(MADV_REMOVE) of a MAP_SHARED|MAP_ANONYMOUS page made after Checkpoint(1): %d pages differ, e.g. %s",
+	knownLimit(t, len(d) > 0, "Rollback(1) does not undo madvise(MADV_REMOVE) of a MAP_SHARED|MAP_ANONYMOUS page made after Checkpoint(1): %d pages differ, e.g. %s",
 		len(d), strings.Join(d[:min(3, len(d))], "; "))
 	tg.checkAlive(s1)
 }
 
-// BUG: a writable file mapping that extends past the end of its file
+// Once a bug: a writable file mapping that extends past the end of its file
 // (pages there raise SIGBUS; the program never touches them) makes every
 // Checkpoint fail: arm() reads the whole mapping, and neither
 // process_vm_readv nor /proc/PID/mem can read those pages.
@@ -669,7 +667,7 @@ func TestFileMappingPastEOF(t *testing.T) {
 			s1 := tg.snapshot(maps)
 			_, err := tg.d.Checkpoint(1, maps)
 			tg.cont()
-			isBug(t, err != nil, "Checkpoint of a process with a %s PROT_WRITE file mapping of 4 pages over a 100-byte file fails: %v", name, err)
+			mustNot(t, err != nil, "Checkpoint of a process with a %s PROT_WRITE file mapping of 4 pages over a 100-byte file fails: %v", name, err)
 			tg.write(m+20, 0x5C, 10)
 			tg.rollback(1, s1)
 		})
@@ -736,7 +734,7 @@ func anonHugeKB(t *testing.T, pid int, addr uint64) int {
 // its writes must stand. Here the test process is the other writer, with
 // its own MAP_SHARED mapping of the file the target maps shared.
 //
-// BUG: that holds for a rollback to the newest checkpoint, not across a
+// Once a bug: that held only for a rollback to the newest checkpoint, not across a
 // nested one: every checkpoint copies shared mappings whole, so the undo
 // log of checkpoint 2 holds the shared pages as of checkpoint 1, and
 // Rollback(1) writes them all back, reverting the other process's writes
@@ -776,7 +774,7 @@ func TestSharedMemoryWrittenByAnotherProcess(t *testing.T) {
 			tg.write(theirs+2*pg, 0x24, 1) // page 2: only the target
 
 			tg.stop()
-			if _, err := tg.d.Rollback(1); err != nil {
+			if _, err := tg.d.Rollback(1, false); err != nil {
 				t.Fatal(err)
 			}
 			got := tg.readMem(theirs, 4*pg)
@@ -789,7 +787,7 @@ func TestSharedMemoryWrittenByAnotherProcess(t *testing.T) {
 			}
 			// Page 1 holds writes of both: page granularity undoes both.
 			if nested {
-				isBug(t, got[0] != 0x21, "Rollback(1) across nested Checkpoint(2) reverted a write another process made "+
+				mustNot(t, got[0] != 0x21, "Rollback(1) across nested Checkpoint(2) reverted a write another process made "+
 					"to shared memory (page 0 byte 0 is %#x, the other process wrote 0x21; the target never wrote the page), "+
 					"while a rollback to the newest checkpoint keeps such writes", got[0])
 			}
@@ -800,7 +798,7 @@ func TestSharedMemoryWrittenByAnotherProcess(t *testing.T) {
 	}
 }
 
-// BUG: a page written and then made read-only (mprotect) before the next
+// Once a bug: a page written and then made read-only (mprotect) before the next
 // checkpoint loses track of its contents. That checkpoint's scan reports
 // the page written and write-protects it again, but collect() drops it
 // because it is not in a writable mapping, so it is neither copied into
@@ -830,12 +828,12 @@ func TestWrittenThenReadOnly(t *testing.T) {
 		s3, _ := tg.checkpoint(3)
 		tg.write(p+5, 0xF2, 10)
 		tg.stop()
-		if _, err := tg.d.Rollback(3); err != nil {
+		if _, err := tg.d.Rollback(3, false); err != nil {
 			t.Fatal(err)
 		}
 		d := tg.diff(s3)
 		tg.cont()
-		isBug(t, len(d) > 0, "write to a page, mprotect(PROT_READ), Checkpoint(2), mprotect(PROT_READ|PROT_WRITE), Checkpoint(3), "+
+		mustNot(t, len(d) > 0, "write to a page, mprotect(PROT_READ), Checkpoint(2), mprotect(PROT_READ|PROT_WRITE), Checkpoint(3), "+
 			"write, Rollback(3): %d pages differ from checkpoint 3, e.g. %s", len(d), strings.Join(d[:min(3, len(d))], "; "))
 		tg.checkAlive(s3)
 	})
@@ -853,12 +851,12 @@ func TestWrittenThenReadOnly(t *testing.T) {
 		s3, _ := tg.checkpoint(3)
 		tg.write(p+5, 0xF2, 10)
 		tg.stop()
-		if _, err := tg.d.Rollback(3); err != nil {
+		if _, err := tg.d.Rollback(3, false); err != nil {
 			t.Fatal(err)
 		}
 		d := tg.diff(s3)
 		tg.cont()
-		isBug(t, len(d) > 0, "mprotect(PROT_READ) of a page, Checkpoint(2), mprotect(PROT_READ|PROT_WRITE), Checkpoint(3), "+
+		mustNot(t, len(d) > 0, "mprotect(PROT_READ) of a page, Checkpoint(2), mprotect(PROT_READ|PROT_WRITE), Checkpoint(3), "+
 			"write, Rollback(3): %d pages differ from checkpoint 3, e.g. %s", len(d), strings.Join(d[:min(3, len(d))], "; "))
 		tg.checkAlive(s3)
 	})
@@ -871,12 +869,12 @@ func TestWrittenThenReadOnly(t *testing.T) {
 		tg.checkpoint(2)
 		tg.do("K %#x %d %d", p, pg, protRW) // as the supervisor resets protections
 		tg.stop()
-		if _, err := tg.d.Rollback(1); err != nil {
+		if _, err := tg.d.Rollback(1, false); err != nil {
 			t.Fatal(err)
 		}
 		d := tg.diff(s1)
 		tg.cont()
-		isBug(t, len(d) > 0, "write to a page, mprotect(PROT_READ), Checkpoint(2), mprotect(PROT_READ|PROT_WRITE), Rollback(1): "+
+		mustNot(t, len(d) > 0, "write to a page, mprotect(PROT_READ), Checkpoint(2), mprotect(PROT_READ|PROT_WRITE), Rollback(1): "+
 			"%d pages differ from checkpoint 1, e.g. %s", len(d), strings.Join(d[:min(3, len(d))], "; "))
 		tg.checkAlive(s1)
 	})

@@ -18,6 +18,16 @@ var zeroPage = make([]byte, PageSize)
 // fresh, new buffers are used even where the shadow has one, because an
 // undo log still refers to the old buffer.
 func (d *Dirty) readPages(pages []uint64, fresh bool) error {
+	return d.readInto(pages, fresh, false)
+}
+
+// readPagesLenient is readPages for a whole new mapping: pages that cannot
+// be read (past the end of the file) are left out of the shadow.
+func (d *Dirty) readPagesLenient(pages []uint64) error {
+	return d.readInto(pages, true, true)
+}
+
+func (d *Dirty) readInto(pages []uint64, fresh, lenient bool) error {
 	if len(pages) == 0 {
 		return nil
 	}
@@ -33,10 +43,15 @@ func (d *Dirty) readPages(pages []uint64, fresh bool) error {
 		}
 		bufs[i], slab = slab[:PageSize:PageSize], slab[PageSize:]
 	}
-	if err := d.transfer(pages, bufs, false); err != nil {
+	failed, err := d.transfer(pages, bufs, false, lenient)
+	if err != nil {
 		return err
 	}
 	for i, p := range pages {
+		if failed[p] {
+			d.forget(p)
+			continue
+		}
 		d.shadow[p] = bufs[i]
 	}
 	return nil
@@ -47,7 +62,7 @@ func (d *Dirty) readPages(pages []uint64, fresh bool) error {
 func (d *Dirty) writePages(want map[uint64][]byte) error {
 	pages := make([]uint64, 0, len(want))
 	for p := range want {
-		if d.isWritable(p) {
+		if d.isMapped(p) {
 			pages = append(pages, p)
 		}
 	}
@@ -58,14 +73,27 @@ func (d *Dirty) writePages(want map[uint64][]byte) error {
 			bufs[i] = zeroPage
 		}
 	}
-	return d.transfer(pages, bufs, true)
+	// A page with no contents recorded that cannot be written either lies
+	// past the end of a mapped file: nothing to restore there.
+	failed, err := d.transfer(pages, bufs, true, true)
+	if err != nil {
+		return err
+	}
+	for p := range failed {
+		if want[p] != nil {
+			return fmt.Errorf("write page %#x of %d: not writable", p, d.pid)
+		}
+	}
+	return nil
 }
 
 // transfer moves whole pages between the tracee and bufs in batches with
 // process_vm_readv/writev, one remote iovec per run of adjacent pages.
 // Pages those calls cannot reach (protection changed under us) go through
-// /proc/PID/mem, which the kernel lets a tracer write regardless.
-func (d *Dirty) transfer(pages []uint64, bufs [][]byte, write bool) error {
+// /proc/PID/mem, which the kernel lets a tracer write regardless. With
+// lenient, pages that still fail are returned instead of an error.
+func (d *Dirty) transfer(pages []uint64, bufs [][]byte, write, lenient bool) (map[uint64]bool, error) {
+	var failed map[uint64]bool
 	for i := 0; i < len(pages); {
 		local := make([]unix.Iovec, 0, iovMax)
 		var remote []unix.RemoteIovec
@@ -88,16 +116,24 @@ func (d *Dirty) transfer(pages []uint64, bufs [][]byte, write bool) error {
 			n, err = unix.ProcessVMReadv(d.pid, local, remote, 0)
 		}
 		if err != nil || n != (j-i)*PageSize {
-			if err := d.slowTransfer(pages[i:j], bufs[i:j], write); err != nil {
-				return err
+			bad, err := d.slowTransfer(pages[i:j], bufs[i:j], write, lenient)
+			if err != nil {
+				return nil, err
+			}
+			for _, p := range bad {
+				if failed == nil {
+					failed = make(map[uint64]bool)
+				}
+				failed[p] = true
 			}
 		}
 		i = j
 	}
-	return nil
+	return failed, nil
 }
 
-func (d *Dirty) slowTransfer(pages []uint64, bufs [][]byte, write bool) error {
+func (d *Dirty) slowTransfer(pages []uint64, bufs [][]byte, write, lenient bool) ([]uint64, error) {
+	var bad []uint64
 	for i, p := range pages {
 		var err error
 		if write {
@@ -106,14 +142,18 @@ func (d *Dirty) slowTransfer(pages []uint64, bufs [][]byte, write bool) error {
 			_, err = d.mem.ReadAt(bufs[i], int64(p))
 		}
 		if err != nil {
+			if lenient {
+				bad = append(bad, p)
+				continue
+			}
 			op := "read"
 			if write {
 				op = "write"
 			}
-			return fmt.Errorf("%s page %#x of %d: %w", op, p, d.pid, err)
+			return nil, fmt.Errorf("%s page %#x of %d: %w", op, p, d.pid, err)
 		}
 	}
-	return nil
+	return bad, nil
 }
 
 func sameLayout(a, b []procfs.Mapping) bool {

@@ -299,7 +299,7 @@ func (s *Supervisor) heldAll(p *process) []*thread {
 	if len(running) == 0 {
 		return nil
 	}
-	s.stopThreads([]*process{p})
+	s.stopThreads([]*process{p}, false)
 	return running
 }
 

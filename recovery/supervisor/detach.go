@@ -39,21 +39,41 @@ func (s *Supervisor) cleanProcess(p *process) {
 		}
 		t.frames = nil
 	}
+	if p.scratch != 0 && !p.sharedMM {
+		s.unmapScratch(p)
+	}
 	for _, bp := range p.breakpoints {
 		s.unplant(p, bp)
-	}
-	if p.scratch != 0 && !p.sharedMM {
-		if th := anyThread(p); th != nil && !s.inScratch(p) {
-			if _, err := s.inject(th, unix.SYS_MUNMAP, p.scratch, scratchSize); err == nil {
-				p.scratch = 0
-			}
-		}
 	}
 	if p.tracker != nil {
 		p.tracker.Close()
 		p.tracker = nil
 	}
 	p.ckpts = nil
+}
+
+// unmapScratch removes the injected page. The munmap cannot run from the
+// page it removes, so it runs from a breakpoint's bytes, briefly patched
+// (every thread is held), as the page's own creation did.
+func (s *Supervisor) unmapScratch(p *process) {
+	th := anyThread(p)
+	if th == nil || s.inScratch(p) {
+		return
+	}
+	for _, bp := range p.breakpoints {
+		orig, err := p.readMem(bp.addr, len(arch.SyscallInsn))
+		if err != nil || p.writeMem(bp.addr, arch.SyscallInsn) != nil {
+			continue
+		}
+		_, err = s.injectAt(th, bp.addr, unix.SYS_MUNMAP, p.scratch, scratchSize)
+		p.writeMem(bp.addr, orig)
+		if err == nil {
+			p.scratch = 0
+		} else {
+			s.logf("detach from %d: unmap code page: %v", p.pid, err)
+		}
+		return
+	}
 }
 
 // inScratch reports whether any thread of p executes in the injected page.

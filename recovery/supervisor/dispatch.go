@@ -64,9 +64,6 @@ func (s *Supervisor) onSignal(t *thread, sig unix.Signal) {
 	switch {
 	case sig == unix.SIGTRAP && s.onTrap(t):
 		return
-	case sig == unix.SIGSTOP && s.stopReq.Load():
-		s.resume(t) // our wake-up call (Stop); swallowed
-		return
 	case sig == unix.SIGCHLD && s.swallowChld(t):
 		s.resume(t)
 		return
@@ -306,7 +303,7 @@ func (s *Supervisor) onTrap(t *thread) bool {
 		s.resume(t)
 		return true
 	}
-	s.debugf("trap of %d at %#x is not ours", t.tid, pc)
+	s.debugf("trap of %d at %#x is not ours (code page %#x, %d frames)", t.tid, pc, p.scratch, len(t.frames))
 	return false
 }
 

@@ -54,10 +54,14 @@ func (s *Supervisor) injectAt(t *thread, pc uint64, nr uint64, args ...uint64) (
 			continue // an interrupt that was still pending
 		}
 		if sig := ws.StopSignal(); sig != unix.SIGTRAP {
-			// A signal arrived meanwhile: keep it for the program.
-			if !isFault(sig) {
-				t.deliver = sig
+			if isFault(sig) {
+				// The injected code faulted (its page is gone?): give up
+				// rather than retry forever.
+				ptrace.SetRegs(t.tid, &saved)
+				return 0, fmt.Errorf("inject syscall %d in %d: %v at %#x", nr, t.tid, sig, pc)
 			}
+			// A signal arrived meanwhile: keep it for the program.
+			t.deliver = sig
 			continue
 		}
 		if err := ptrace.GetRegs(t.tid, &regs); err != nil {
@@ -65,6 +69,16 @@ func (s *Supervisor) injectAt(t *thread, pc uint64, nr uint64, args ...uint64) (
 		}
 		if regs.Rip == want {
 			break
+		}
+		// A SIGTRAP that was pending when we took the thread over (it
+		// stopped for our interrupt just after a trap): if the trap was
+		// ours, rewind so the thread takes it again once it runs on;
+		// otherwise it is the program's and is delivered later.
+		p := t.proc
+		if pc := arch.TrapPC(&saved); p.breakpoints[pc] != nil || (p.scratch != 0 && pc == p.scratch+trampolineOffset) {
+			saved.Rip = pc
+		} else {
+			t.deliver = unix.SIGTRAP
 		}
 	}
 	res, callErr := arch.SyscallResult(&regs)
@@ -105,6 +119,7 @@ func (s *Supervisor) ensureScratch(t *thread, at uint64) error {
 		return err
 	}
 	p.scratch = addr
+	s.debugf("code page of %d at %#x", p.pid, addr)
 	return nil
 }
 

@@ -91,7 +91,7 @@ func (s *Supervisor) Attach(pid int) error {
 	}
 	p := s.procs[pid]
 	// Hold every thread while breakpoints go in.
-	s.stopThreads([]*process{p})
+	s.stopThreads([]*process{p}, false)
 	err := s.resolve(p, true)
 	p.entryDone = true
 	s.resumeThreads([]*process{p})
@@ -120,7 +120,6 @@ func (s *Supervisor) adopt(pid int, opts int, launcher bool) error {
 		t := s.addThread(p, tid)
 		t.running = true
 	}
-	s.publishTids()
 	return nil
 }
 
@@ -139,7 +138,7 @@ func (s *Supervisor) detachAll() error {
 	for _, p := range s.procs {
 		all = append(all, p)
 	}
-	s.stopThreads(all)
+	all = s.stopThreads(all, true)
 	s.settleQueue()
 	for _, p := range all {
 		s.cleanProcess(p)

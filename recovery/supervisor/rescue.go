@@ -17,12 +17,14 @@ import (
 // procCheckpoint is what a checkpoint holds for one process besides page
 // contents (the tracker's part).
 type procCheckpoint struct {
-	id      checkpoint.ID
-	seq     uint64 // creation counter: later threads/processes are newer
-	threads map[int]*threadState
-	maps    []procfs.Mapping
-	fds     []int
-	brk     uint64 // the kernel's program break (mm->brk)
+	id checkpoint.ID
+	// coordinated: taken for "container" scope, in every process at once.
+	coordinated bool
+	seq         uint64 // creation counter: later threads/processes are newer
+	threads     map[int]*threadState
+	maps        []procfs.Mapping
+	fds         []int
+	brk         uint64 // the kernel's program break (mm->brk)
 }
 
 type threadState struct {
@@ -61,8 +63,7 @@ func (s *Supervisor) enterRescue(t *thread, bp *breakpoint, regs *arch.Regs) {
 		s.resume(t)
 		return
 	}
-	procs := s.scopeOf(bp.rp, p)
-	s.stopThreads(procs)
+	procs := s.stopThreads(s.scopeOf(bp.rp, p), bp.rp.Scope == manifest.ScopeContainer)
 	id, err := s.checkpoint(procs, t, bp)
 	s.debugf("checkpoint %d at %#x in %d: %v", id, bp.addr, t.tid, err)
 	if err == nil {
@@ -111,7 +112,7 @@ func (s *Supervisor) checkpoint(procs []*process, t *thread, bp *breakpoint) (ch
 				continue
 			}
 		}
-		if err := s.checkpointProcess(p, th, bp.addr, id); err != nil {
+		if err := s.checkpointProcess(p, th, bp.addr, id, bp.rp.Scope == manifest.ScopeContainer); err != nil {
 			for _, q := range procs {
 				s.discard(q, id)
 			}
@@ -133,7 +134,7 @@ func anyThread(p *process) *thread {
 	return nil
 }
 
-func (s *Supervisor) checkpointProcess(p *process, th *thread, codeAt uint64, id checkpoint.ID) error {
+func (s *Supervisor) checkpointProcess(p *process, th *thread, codeAt uint64, id checkpoint.ID, coordinated bool) error {
 	if p.scratch == 0 {
 		at := codeAt
 		if th != nil && th.proc != p {
@@ -149,7 +150,7 @@ func (s *Supervisor) checkpointProcess(p *process, th *thread, codeAt uint64, id
 	if err := s.ensureTracker(th); err != nil {
 		return err
 	}
-	c := &procCheckpoint{id: id, seq: s.seq, threads: make(map[int]*threadState, len(p.threads))}
+	c := &procCheckpoint{id: id, coordinated: coordinated, seq: s.seq, threads: make(map[int]*threadState, len(p.threads))}
 	for _, t := range p.threads {
 		st, err := captureThread(t)
 		if err != nil {
@@ -282,6 +283,7 @@ func (s *Supervisor) discard(p *process, id checkpoint.ID) {
 
 // commit forgets checkpoint id everywhere: its rescue point returned.
 func (s *Supervisor) commit(id checkpoint.ID) {
+	s.debugf("commit %d", id)
 	for _, p := range s.procs {
 		s.discard(p, id)
 	}
@@ -381,7 +383,14 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 			procs = append(procs, p)
 		}
 	}
-	s.stopThreads(procs)
+	coordinated := false
+	for _, p := range procs {
+		coordinated = coordinated || p.ckpts[p.ckptIndex(fr.ckpt)].coordinated
+	}
+	// Processes forked meanwhile are stopped too; they are newer than the
+	// checkpoint and end with the rollback (killNewProcesses).
+	stopped := s.stopThreads(procs, coordinated)
+	s.debugf("rollback to %d in %d processes", fr.ckpt, len(procs))
 	var pages, threads int
 	var firstErr error
 	for _, p := range procs {
@@ -396,7 +405,7 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 		firstErr = s.returnError(t, fr)
 	}
 	if firstErr != nil {
-		s.resumeThreads(procs)
+		s.resumeThreads(stopped)
 		return firstErr
 	}
 	t.deliver = 0
@@ -408,7 +417,7 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 		RecoveryMicros: max(1, elapsed.Microseconds()), PagesRestored: pages,
 		ThreadsRolledBack: threads, ProcessesRolledBack: len(procs),
 	})
-	s.resumeThreads(procs)
+	s.resumeThreads(stopped)
 	return nil
 }
 

@@ -40,7 +40,7 @@ func (s *Supervisor) rollbackProcess(p *process, id checkpoint.ID, faulting *thr
 	if err := s.closeNewFDs(p, th, c); err != nil {
 		return 0, 0, err
 	}
-	st, err := p.tracker.Rollback(id)
+	st, err := p.tracker.Rollback(id, c.coordinated)
 	if err != nil {
 		return 0, 0, err
 	}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -95,30 +96,19 @@ func (s *Supervisor) Stop() {
 	if s.stopReq.Swap(true) {
 		return
 	}
-	// The tracer thread sleeps in wait4; a stop of any tracee wakes it.
-	// SIGSTOP cannot be blocked; its signal-delivery-stop is swallowed.
-	for tid := range s.snapshotTids() {
-		unix.Kill(tid, unix.SIGSTOP)
-		return
+	// The tracer thread sleeps in wait4(-1), which also returns when a
+	// child of ours exits: start one that exits at once. (A signal to the
+	// program would wake it too, but could outlive the detach.)
+	if self, err := os.Executable(); err == nil {
+		if pid, err := syscall.ForkExec(self, []string{self, WakeArg}, &syscall.ProcAttr{}); err == nil {
+			s.debugf("wake-up child %d", pid)
+		}
 	}
 }
 
-var tidSnapshot atomic.Pointer[map[int]struct{}]
-
-func (s *Supervisor) snapshotTids() map[int]struct{} {
-	if p := tidSnapshot.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-func (s *Supervisor) publishTids() {
-	m := make(map[int]struct{}, len(s.procs))
-	for pid := range s.procs {
-		m[pid] = struct{}{}
-	}
-	tidSnapshot.Store(&m)
-}
+// WakeArg is the hidden first argument of the child Stop starts; main
+// exits at once when it sees it.
+const WakeArg = "__assure_wake"
 
 // loop handles tracee events until every tracee is gone or a stop was
 // requested and done.
@@ -138,7 +128,6 @@ func (s *Supervisor) loop() error {
 			return fmt.Errorf("wait: %w", err)
 		}
 		s.dispatch(tid, ws)
-		s.publishTids()
 	}
 	return nil
 }

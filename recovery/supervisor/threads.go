@@ -36,8 +36,10 @@ func (s *Supervisor) resume(t *thread) {
 
 // stopThreads brings every thread of procs into a ptrace-stop in the
 // signal-delivery path, where register writes take full effect. Events of
-// other tracees that arrive meanwhile are queued for the main loop.
-func (s *Supervisor) stopThreads(procs []*process) {
+// other tracees that arrive meanwhile are queued for the main loop. With
+// follow, processes that procs fork meanwhile are stopped too and added
+// to the list returned ("container" scope covers them).
+func (s *Supervisor) stopThreads(procs []*process, follow bool) []*process {
 	in := make(map[*process]bool, len(procs))
 	for _, p := range procs {
 		in[p] = true
@@ -45,26 +47,14 @@ func (s *Supervisor) stopThreads(procs []*process) {
 	pending := make(map[int]*thread)
 	for _, p := range procs {
 		for _, t := range p.threads {
-			if t.awaitInitial {
-				pending[t.tid] = t
-				continue
-			}
-			if !t.running {
-				continue
-			}
-			s.debugf("interrupt %d", t.tid)
-			if err := ptrace.Interrupt(t.tid); err != nil {
-				continue // exiting: its exit status is on its way
-			}
-			t.interrupting = true
-			pending[t.tid] = t
+			s.interrupt(t, pending)
 		}
 	}
 	for len(pending) > 0 {
 		tid, ws, err := ptrace.Wait(-1, 0)
 		if err != nil {
 			s.logf("wait while stopping threads: %v", err)
-			return
+			return procs
 		}
 		s.debugf("stop-all event %d %#x", tid, uint32(ws))
 		t := s.threads[tid]
@@ -96,8 +86,12 @@ func (s *Supervisor) stopThreads(procs []*process) {
 			delete(pending, tid)
 		case ev == ptrace.EventClone || ev == ptrace.EventFork || ev == ptrace.EventVfork:
 			for _, c := range s.onClone(t, ev) {
-				if in[c.proc] && c.awaitInitial {
-					pending[c.tid] = c
+				if follow && !in[c.proc] && c.proc != t.proc {
+					in[c.proc] = true
+					procs = append(procs, c.proc)
+				}
+				if in[c.proc] {
+					s.interrupt(c, pending)
 				}
 			}
 			// The event stop may have used up the interrupt: ask again.
@@ -110,6 +104,25 @@ func (s *Supervisor) stopThreads(procs []*process) {
 			s.defer_(tid, ws)
 			delete(pending, tid)
 		}
+	}
+	return procs
+}
+
+// interrupt asks a running thread to stop and adds it to pending; a new
+// thread whose first stop has not arrived is waited for too. Threads
+// already held (a queued event included) are left alone.
+func (s *Supervisor) interrupt(t *thread, pending map[int]*thread) {
+	switch {
+	case t.queued:
+	case t.awaitInitial:
+		pending[t.tid] = t
+	case t.running:
+		s.debugf("interrupt %d", t.tid)
+		if err := ptrace.Interrupt(t.tid); err != nil {
+			return // exiting: its exit status is on its way
+		}
+		t.interrupting = true
+		pending[t.tid] = t
 	}
 }
 
