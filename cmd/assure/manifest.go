@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/assure-rt/assure/recovery/elfsym"
+	"github.com/assure-rt/assure/recovery/fileinfo"
 	"github.com/assure-rt/assure/recovery/manifest"
 )
 
@@ -321,7 +322,7 @@ func (r *resolver) openUncached(inRoot string) (*elfsym.File, error) {
 		return nil, fmt.Errorf("stat %s%s: %w", inRoot, r.underRoot(), unwrapPath(err))
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s%s is not a regular file (%s)", inRoot, r.underRoot(), fileType(st.Mode()))
+		return nil, fmt.Errorf("%s%s is not a regular file (%s)", inRoot, r.underRoot(), fileinfo.Kind(st.Mode()))
 	}
 	// Named by its in-image path: that is what the manifest says and what
 	// the user can act on.
@@ -343,22 +344,4 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
-}
-
-// fileType names the type of a file that is not a regular file.
-func fileType(m fs.FileMode) string {
-	switch t := m.Type(); {
-	case t&fs.ModeDir != 0:
-		return "directory"
-	case t&fs.ModeNamedPipe != 0:
-		return "named pipe"
-	case t&fs.ModeSocket != 0:
-		return "socket"
-	case t&fs.ModeDevice != 0:
-		return "device"
-	case t&fs.ModeSymlink != 0:
-		return "symbolic link"
-	default:
-		return "special file"
-	}
 }

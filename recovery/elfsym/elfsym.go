@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"slices"
 	"sort"
@@ -22,6 +21,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/fileinfo"
 )
 
 // Source says where a function came from.
@@ -100,7 +101,7 @@ func Open(path string) (*File, error) {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fileType(st.Mode()))
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fileinfo.Kind(st.Mode()))
 	}
 	return NewFile(fd, st.Size(), path)
 }
@@ -423,22 +424,4 @@ func funcName(fn Func) string {
 		return fmt.Sprintf("0x%x", fn.Addr)
 	}
 	return fn.Name
-}
-
-// fileType names the type of a file that is not a regular file.
-func fileType(m fs.FileMode) string {
-	switch t := m.Type(); {
-	case t&fs.ModeDir != 0:
-		return "directory"
-	case t&fs.ModeNamedPipe != 0:
-		return "named pipe"
-	case t&fs.ModeSocket != 0:
-		return "socket"
-	case t&fs.ModeDevice != 0:
-		return "device"
-	case t&fs.ModeSymlink != 0:
-		return "symbolic link"
-	default:
-		return "special file"
-	}
 }

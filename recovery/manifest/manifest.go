@@ -32,6 +32,8 @@ import (
 	"unicode"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/fileinfo"
 )
 
 // Version is the only manifest format version this package reads.
@@ -153,7 +155,7 @@ func readFile(path string) ([]byte, error) {
 		return nil, pathErr(err)
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("not a regular file (%s)", fileType(st.Mode()))
+		return nil, fmt.Errorf("not a regular file (%s)", fileinfo.Kind(st.Mode()))
 	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
@@ -585,22 +587,4 @@ func (m *Manifest) JSON() ([]byte, error) {
 		return nil, fmt.Errorf("encode manifest: %w", err)
 	}
 	return data, nil
-}
-
-// fileType names the type of a file that is not a regular file.
-func fileType(m fs.FileMode) string {
-	switch t := m.Type(); {
-	case t&fs.ModeDir != 0:
-		return "directory"
-	case t&fs.ModeNamedPipe != 0:
-		return "named pipe"
-	case t&fs.ModeSocket != 0:
-		return "socket"
-	case t&fs.ModeDevice != 0:
-		return "device"
-	case t&fs.ModeSymlink != 0:
-		return "symbolic link"
-	default:
-		return "special file"
-	}
 }
