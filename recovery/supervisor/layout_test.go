@@ -1,0 +1,68 @@
+package supervisor
+
+import (
+	"testing"
+
+	"github.com/assure-rt/assure/recovery/procfs"
+)
+
+func m(start, end uint64, perms string) procfs.Mapping {
+	return procfs.Mapping{Start: start, End: end, Perms: perms}
+}
+
+func TestDiffLayout(t *testing.T) {
+	old := []procfs.Mapping{
+		m(0x1000, 0x3000, "r-xp"), // text
+		m(0x10000, 0x14000, "rw-p"),
+		m(0x20000, 0x22000, "rw-p"), // removed inside the rescue point
+		m(0x30000, 0x40000, "rw-p"), // heap, moved with brk
+		m(0x50000, 0x51000, "r-xp"), // the supervisor's page
+	}
+	now := []procfs.Mapping{
+		m(0x1000, 0x3000, "r-xp"),
+		m(0x10000, 0x12000, "rw-p"),
+		m(0x12000, 0x14000, "r--p"), // mprotect'ed
+		m(0x30000, 0x48000, "rw-p"), // heap grew
+		m(0x50000, 0x51000, "r-xp"),
+		m(0x60000, 0x68000, "rw-p"), // mapped inside the rescue point
+	}
+	got := diffLayout(old, now, 0x50000, span{0x30000, 0x48000})
+	want := []layoutChange{
+		{kind: layoutProt, start: 0x12000, end: 0x14000, old: old[1]},
+		{kind: layoutRemoved, start: 0x20000, end: 0x22000, old: old[2]},
+		{kind: layoutAdded, start: 0x60000, end: 0x68000},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %d changes %+v, want %+v", len(got), got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("change %d: got %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if p := protOf(old[1]); p != 3 {
+		t.Errorf("protOf(rw-p) = %d, want PROT_READ|PROT_WRITE", p)
+	}
+}
+
+func TestDiffLayoutUnchanged(t *testing.T) {
+	maps := []procfs.Mapping{m(0x1000, 0x2000, "r-xp"), m(0x2000, 0x5000, "rw-p")}
+	if got := diffLayout(maps, maps, 0, span{}); len(got) != 0 {
+		t.Errorf("identical layouts: %+v", got)
+	}
+}
+
+func TestHeapMapEnd(t *testing.T) {
+	maps := []procfs.Mapping{
+		m(0x1000, 0x2000, "r-xp"),
+		m(0x4000, 0x6000, "rw-p"), // heap from start_brk
+		m(0x6000, 0x9000, "rw-p"), // grown, not merged (different flags)
+		m(0x20000, 0x21000, "rw-p"),
+	}
+	if got := heapMapEnd(maps, 0x4000); got != 0x9000 {
+		t.Errorf("heapMapEnd = %#x, want 0x9000", got)
+	}
+	if got := heapMapEnd(maps, 0x3000); got != 0 {
+		t.Errorf("no heap: heapMapEnd = %#x, want 0", got)
+	}
+}
