@@ -33,6 +33,7 @@ func main() {
 			attachCommand(),
 			manifestCommand(),
 			symbolsCommand(),
+			superviseCommand(),
 		},
 	}
 	if err := app.Run(os.Args); err != nil {

@@ -15,7 +15,6 @@ import (
 	"os"
 	"runtime"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -52,6 +51,11 @@ type Supervisor struct {
 	rootPid  atomic.Int64
 	stopping bool
 	limiter  map[*rescuePoint][]time.Time
+	// serving: Serve mode (processes arrive with Adopt).
+	serving  bool
+	serveCfg ServeConfig
+	adopts   chan adoptRequest
+	stopCh   chan struct{}
 	rps      []*rescuePoint
 }
 
@@ -68,6 +72,8 @@ func New(cfg Config) *Supervisor {
 		threads: make(map[int]*thread),
 		orphans: make(map[int]unix.WaitStatus),
 		limiter: make(map[*rescuePoint][]time.Time),
+		adopts:  make(chan adoptRequest, 16),
+		stopCh:  make(chan struct{}, 1),
 	}
 }
 
@@ -96,14 +102,7 @@ func (s *Supervisor) Stop() {
 	if s.stopReq.Swap(true) {
 		return
 	}
-	// The tracer thread sleeps in wait4(-1), which also returns when a
-	// child of ours exits: start one that exits at once. (A signal to the
-	// program would wake it too, but could outlive the detach.)
-	if self, err := os.Executable(); err == nil {
-		if pid, err := syscall.ForkExec(self, []string{self, WakeArg}, &syscall.ProcAttr{}); err == nil {
-			s.debugf("wake-up child %d", pid)
-		}
-	}
+	s.wake()
 }
 
 // WakeArg is the hidden first argument of the child Stop starts; main

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/control"
+	"github.com/assure-rt/assure/recovery/supervisor"
+)
+
+// superviseCommand is the supervisor process a container shim starts: it
+// serves the control protocol on a socket and supervises the processes
+// the shim hands it. Hidden: users run `assure run` or `attach`.
+func superviseCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "supervise",
+		Hidden:    true,
+		Usage:     "serve a container's supervisor on a control socket (used by the shim)",
+		ArgsUsage: " ",
+		Flags: []cli.Flag{
+			manifestFlag, eventsFlag,
+			&cli.StringFlag{Name: "socket", Usage: "control socket to create", Required: true},
+			&cli.StringFlag{Name: "root", Usage: "root filesystem the manifest's paths are resolved in", Value: "/"},
+			&cli.StringFlag{Name: "cgroup", Usage: "refuse processes outside this cgroup (v2 path)"},
+		},
+		Action: func(c *cli.Context) error {
+			sup, closeEvents, err := newSupervisor(c, c.String("root"))
+			if err != nil {
+				return err
+			}
+			defer closeEvents()
+			path := c.String("socket")
+			os.Remove(path)
+			l, err := net.Listen("unix", path)
+			if err != nil {
+				return cli.Exit(fmt.Sprintf("supervise: %v", err), 1)
+			}
+			os.Chmod(path, 0o600)
+			defer os.Remove(path)
+			sigs := make(chan os.Signal, 2)
+			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM)
+			go func() {
+				<-sigs
+				sup.Stop()
+			}()
+			served := make(chan error, 1)
+			go func() { served <- sup.Serve(supervisor.ServeConfig{Cgroup: c.String("cgroup")}) }()
+			go func() {
+				control.Serve(l, sup)
+			}()
+			if err := <-served; err != nil {
+				return cli.Exit(fmt.Sprintf("supervise: %v", err), 1)
+			}
+			l.Close()
+			return nil
+		},
+	}
+}
