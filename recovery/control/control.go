@@ -84,8 +84,9 @@ func serveConn(conn net.Conn, h Handler) bool {
 					resp = Response{Error: err.Error()}
 				}
 			case "stop":
-				h.Stop()
+				// Answer first: once detached the supervisor exits.
 				enc.Encode(resp)
+				h.Stop()
 				return true
 			default:
 				resp = Response{Error: fmt.Sprintf("unknown op %q", req.Op)}

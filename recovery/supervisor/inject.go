@@ -54,14 +54,23 @@ func (s *Supervisor) injectAt(t *thread, pc uint64, nr uint64, args ...uint64) (
 			continue // an interrupt that was still pending
 		}
 		if sig := ws.StopSignal(); sig != unix.SIGTRAP {
-			if isFault(sig) {
-				// The injected code faulted (its page is gone?): give up
-				// rather than retry forever.
+			si, _ := ptrace.GetSiginfo(t.tid)
+			switch {
+			case isFault(sig) && si.FromKernel() && si.Addr >= pc && si.Addr < pc+uint64(len(arch.SyscallInsn)):
+				// The injected code itself faulted (its page is gone?):
+				// give up rather than retry forever.
 				ptrace.SetRegs(t.tid, &saved)
 				return 0, fmt.Errorf("inject syscall %d in %d: %v at %#x", nr, t.tid, sig, pc)
+			case isFault(sig) && si.FromKernel():
+				// A fault of the program's own that was pending when we
+				// took the thread over (an interrupt is reported before
+				// pending signals are dequeued). Its instruction runs again
+				// from the saved registers and faults again, unless a
+				// rollback undoes it: drop this one.
+			default:
+				// A signal sent meanwhile: keep it for the program.
+				t.deliver = sig
 			}
-			// A signal arrived meanwhile: keep it for the program.
-			t.deliver = sig
 			continue
 		}
 		if err := ptrace.GetRegs(t.tid, &regs); err != nil {

@@ -322,7 +322,7 @@ func diffLayout(old, now []procfs.Mapping, scratch uint64, heap span) []layoutCh
 	var out []layoutChange
 	for i := 0; i+1 < len(cuts); i++ {
 		a, b := cuts[i], cuts[i+1]
-		if a == b || a >= 1<<47 || (scratch != 0 && a == scratch) || (a >= heap.start && a < heap.end) {
+		if a == b || a >= 1<<47 || (scratch != 0 && a < scratch+scratchSize && b > scratch) || (a >= heap.start && a < heap.end) {
 			continue
 		}
 		o, inOld := covering(old, a)
