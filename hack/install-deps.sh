@@ -2,7 +2,9 @@
 # Install what assure's build, tests, demo and benchmarks need on Debian 12.
 #
 #   hack/install-deps.sh               gcc, make, libc6-dev, binutils; checks Go
-#   hack/install-deps.sh --containerd  the same, plus containerd and runc
+#   hack/install-deps.sh --containerd  the same, plus containerd, runc and
+#                                      busybox-static (a static /bin/busybox
+#                                      for test images)
 #
 # Idempotent: installs only what is missing, and runs `apt-get update` only
 # when something must be installed. Needs root only in that case. Works
@@ -14,7 +16,7 @@ for arg in "$@"; do
 	case "$arg" in
 	--containerd) want_containerd=1 ;;
 	-h | --help)
-		sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -34,9 +36,10 @@ die() {
 pkgs=(gcc make libc6-dev binutils)
 declare -A cmd_of=([gcc]=gcc [make]=make [libc6-dev]="" [binutils]=nm)
 if [ "$want_containerd" = 1 ]; then
-	pkgs+=(containerd runc)
+	pkgs+=(containerd runc busybox-static)
 	cmd_of[containerd]=containerd
 	cmd_of[runc]=runc
+	cmd_of[busybox-static]=busybox
 fi
 
 installed() {
@@ -93,5 +96,5 @@ fi
 log "go: $gov ($(command -v go))"
 
 if [ "$want_containerd" = 1 ]; then
-	log "containerd: $(containerd --version 2>/dev/null | head -n1); runc: $(runc --version 2>/dev/null | head -n1)"
+	log "containerd: $(containerd --version 2>/dev/null | head -n1); runc: $(runc --version 2>/dev/null | head -n1); busybox: $(busybox 2>/dev/null | head -n1)"
 fi

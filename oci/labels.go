@@ -1,0 +1,172 @@
+package oci
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode"
+
+	"github.com/assure-rt/assure/recovery/manifest"
+)
+
+// Image label keys, which are also the OCI annotation keys that override
+// them on a container's runtime spec.
+const (
+	// LabelManifest holds a manifest inline (JSON).
+	LabelManifest = "dev.assure.manifest"
+	// LabelManifestFile names a manifest file inside the image's root
+	// filesystem, by its absolute path in the container.
+	LabelManifestFile = "dev.assure.manifest.file"
+)
+
+// Found is a manifest and where it came from.
+type Found struct {
+	Manifest *manifest.Manifest
+	// Source says where the manifest came from, for logs:
+	// "label dev.assure.manifest" or
+	// "annotation dev.assure.manifest.file (/etc/assure.json)".
+	Source string
+
+	prefix string // "label dev.assure.manifest.file", for errors
+	file   string // the manifest file's path in the container, or ""
+}
+
+// FindManifest finds the manifest of a container from its image's labels
+// and its runtime spec's annotations, reading a manifest file from the
+// root filesystem at rootfs (which is only used for the file key).
+//
+// If either key is an annotation, the annotations are used and the labels
+// ignored entirely: annotations are how a Kubernetes pod annotation
+// reaches the runtime, and an annotation must be able to replace an
+// image's manifest whatever form the image gives it. Within the source
+// used, setting both keys is an error. With neither key in either source,
+// FindManifest returns (nil, nil): the container has no manifest and runs
+// as under plain runc.
+//
+// Errors name the label or annotation and the problem:
+//
+//	label dev.assure.manifest: manifest: invalid JSON at line 1, column 2 (offset 1): invalid character 'x' looking for beginning of object key string
+//	annotation dev.assure.manifest.file: /etc/../../../etc/shadow: escapes the container root filesystem (".." above /)
+//	label dev.assure.manifest.file: manifest /etc/assure.json: rescuePoints[0] (handle in /srv/app): field "scope": must be "process" or "container", got "global"
+//
+// Manifest problems are *manifest.Error values and path problems
+// *PathError values, wrapped.
+func FindManifest(labels, annotations map[string]string, rootfs string) (*Found, error) {
+	kind, values := "label", labels
+	if _, ok := annotations[LabelManifest]; ok {
+		kind, values = "annotation", annotations
+	} else if _, ok := annotations[LabelManifestFile]; ok {
+		kind, values = "annotation", annotations
+	}
+	inline, hasInline := values[LabelManifest]
+	file, hasFile := values[LabelManifestFile]
+	switch {
+	case hasInline && hasFile:
+		return nil, fmt.Errorf("%s %s and %s %s are both set: use one or the other",
+			kind, LabelManifest, kind, LabelManifestFile)
+	case hasInline:
+		return parseInline(kind+" "+LabelManifest, inline)
+	case hasFile:
+		return loadFile(kind+" "+LabelManifestFile, file, rootfs)
+	}
+	return nil, nil
+}
+
+func parseInline(source, value string) (*Found, error) {
+	// Checked before converting: a huge label is not copied.
+	if len(value) > manifest.MaxSize {
+		return nil, fmt.Errorf("%s: manifest is %d bytes, larger than the limit of %d", source, len(value), manifest.MaxSize)
+	}
+	if strings.TrimSpace(value) == "" {
+		return nil, fmt.Errorf("%s: is empty: set it to a manifest, or remove it", source)
+	}
+	m, err := manifest.Parse([]byte(value))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	return &Found{Manifest: m, Source: source, prefix: source}, nil
+}
+
+func loadFile(source, p, rootfs string) (*Found, error) {
+	if err := checkFileValue(p); err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	m, err := readManifest(rootfs, p)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
+	return &Found{Manifest: m, Source: source + " (" + p + ")", prefix: source, file: p}, nil
+}
+
+// checkFileValue checks the value of a file key before it is looked up.
+// Control characters are legal in a Linux path but would let an image
+// forge lines in logs, and are refused, so that the path can be printed as
+// it is afterwards.
+func checkFileValue(p string) error {
+	switch {
+	case p == "":
+		return errors.New("is empty: it must name a manifest file inside the image, such as /etc/assure.json")
+	case len(p) > maxPathLen:
+		return fmt.Errorf("path is %d bytes long (limit %d)", len(p), maxPathLen)
+	case strings.IndexFunc(p, unicode.IsControl) >= 0 || strings.IndexByte(p, 0) >= 0:
+		return fmt.Errorf("path %s contains control characters", printable(p))
+	case !strings.HasPrefix(p, "/"):
+		return fmt.Errorf("must be an absolute path inside the image, got %s", printable(p))
+	}
+	return nil
+}
+
+// readManifest reads and parses the manifest file at p inside the root
+// filesystem rootfs: confined to rootfs, a regular file only, at most
+// manifest.MaxSize bytes.
+func readManifest(rootfs, p string) (*manifest.Manifest, error) {
+	r, err := openRoot(rootfs)
+	if err != nil {
+		return nil, &PathError{Path: p, Err: err}
+	}
+	defer r.Close()
+	f, _, err := r.open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, manifest.MaxSize+1))
+	if err != nil {
+		return nil, &PathError{Path: p, Err: fmt.Errorf("read: %w", errno(err))}
+	}
+	if len(data) > manifest.MaxSize {
+		return nil, &PathError{Path: p, Err: fmt.Errorf("larger than the limit of %d bytes", manifest.MaxSize)}
+	}
+	m, err := manifest.Parse(data)
+	if err != nil {
+		var me *manifest.Error
+		if errors.As(err, &me) {
+			me.File = p
+			return nil, me
+		}
+		return nil, &manifest.Error{File: p, Index: -1, Elem: -1, Err: err}
+	}
+	return m, nil
+}
+
+// CheckBinaries runs CheckBinaries on the manifest found, with errors
+// that also say where the manifest came from:
+//
+//	label dev.assure.manifest: manifest: rescuePoints[2] (handle in /usr/bin/server): field "binary": /usr/bin/server does not exist in the image
+//	annotation dev.assure.manifest.file: manifest /etc/assure.json: rescuePoints[0] (...): field "binary": ...
+func (f *Found) CheckBinaries(rootfs string) error {
+	err := CheckBinaries(f.Manifest, rootfs)
+	if err == nil {
+		return nil
+	}
+	var me *manifest.Error
+	if f.file != "" && errors.As(err, &me) {
+		me.File = f.file
+	}
+	prefix := f.prefix
+	if prefix == "" {
+		prefix = f.Source
+	}
+	return fmt.Errorf("%s: %w", prefix, err)
+}
