@@ -17,7 +17,7 @@ deps:
 
 build:
 	$(GO) build -o bin/assure ./cmd/assure
-#	$(GO) build -o bin/containerd-shim-assure-v1 ./cmd/containerd-shim-assure-v1
+	$(GO) build -o bin/containerd-shim-assure-v1 ./cmd/containerd-shim-assure-v1
 
 # The tests trace processes, inject syscalls into them and read their
 # /proc/PID/pagemap: they need root.

@@ -53,12 +53,7 @@ type Found struct {
 // Manifest problems are *manifest.Error values and path problems
 // *PathError values, wrapped.
 func FindManifest(labels, annotations map[string]string, rootfs string) (*Found, error) {
-	kind, values := "label", labels
-	if _, ok := annotations[LabelManifest]; ok {
-		kind, values = "annotation", annotations
-	} else if _, ok := annotations[LabelManifestFile]; ok {
-		kind, values = "annotation", annotations
-	}
+	kind, values := source(labels, annotations)
 	inline, hasInline := values[LabelManifest]
 	file, hasFile := values[LabelManifestFile]
 	switch {
@@ -71,6 +66,26 @@ func FindManifest(labels, annotations map[string]string, rootfs string) (*Found,
 		return loadFile(kind+" "+LabelManifestFile, file, rootfs)
 	}
 	return nil, nil
+}
+
+// source picks where the manifest comes from: annotations override labels.
+func source(labels, annotations map[string]string) (string, map[string]string) {
+	if _, ok := annotations[LabelManifest]; ok {
+		return "annotation", annotations
+	}
+	if _, ok := annotations[LabelManifestFile]; ok {
+		return "annotation", annotations
+	}
+	return "label", labels
+}
+
+// NeedsRootfs reports whether the manifest is a file in the image (the
+// source FindManifest would use names one), so that it can be read only
+// once the root filesystem is mounted.
+func NeedsRootfs(labels, annotations map[string]string) bool {
+	_, values := source(labels, annotations)
+	_, hasFile := values[LabelManifestFile]
+	return hasFile
 }
 
 func parseInline(source, value string) (*Found, error) {

@@ -1,0 +1,247 @@
+// Package integration tests the containerd shim against a real, private
+// containerd (hack/containerd.sh) and the distribution's runc, driving it
+// with the ctr command as a user would.
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/assure-rt/assure/hack/image"
+)
+
+const (
+	runtime   = "io.containerd.assure.v1"
+	namespace = "assure-test"
+)
+
+var env struct {
+	root    string // module root
+	dir     string // private containerd's directory
+	address string
+	work    string // compiled programs, image tarballs
+	skip    string
+}
+
+func TestMain(m *testing.M) {
+	code, err := setup()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		os.Exit(1)
+	}
+	if code >= 0 {
+		os.Exit(code)
+	}
+	code = m.Run()
+	teardown()
+	os.Exit(code)
+}
+
+// setup builds the binaries, starts containerd and imports the images. It
+// returns a code to exit with right away (0: skipped), or -1 to run.
+func setup() (int, error) {
+	if os.Geteuid() != 0 {
+		fmt.Println("integration: skipped: needs root (containerd, runc, ptrace)")
+		return 0, nil
+	}
+	for _, c := range []string{"containerd", "ctr", "runc", "gcc", "busybox"} {
+		if _, err := exec.LookPath(c); err != nil {
+			fmt.Printf("integration: skipped: %s not installed (hack/install-deps.sh --containerd)\n", c)
+			return 0, nil
+		}
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		return 1, err
+	}
+	env.root = root
+	for bin, pkg := range map[string]string{"assure": "./cmd/assure", "containerd-shim-assure-v1": "./cmd/containerd-shim-assure-v1"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(root, "bin", bin), pkg)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 1, fmt.Errorf("build %s: %v\n%s", bin, err, out)
+		}
+	}
+	if env.work, err = os.MkdirTemp("", "assure-integration-"); err != nil {
+		return 1, err
+	}
+	progs := filepath.Join(root, "recovery", "testdata", "progs")
+	cc := exec.Command("gcc", "-O2", "-g", "-pthread", "-I", progs, "-o", filepath.Join(env.work, "bugs"), filepath.Join(progs, "bugs.c"))
+	if out, err := cc.CombinedOutput(); err != nil {
+		return 1, fmt.Errorf("compile bugs.c: %v\n%s", err, out)
+	}
+	if env.dir, err = os.MkdirTemp("/tmp", "assure-ctd-"); err != nil {
+		return 1, err
+	}
+	env.address = filepath.Join(env.dir, "containerd.sock")
+	if out, err := exec.Command("bash", filepath.Join(root, "hack", "containerd.sh"), "start", env.dir).CombinedOutput(); err != nil {
+		return 1, fmt.Errorf("start containerd: %v\n%s", err, out)
+	}
+	if err := importImages(); err != nil {
+		teardown()
+		return 1, err
+	}
+	return -1, nil
+}
+
+func teardown() {
+	if env.dir != "" {
+		if out, err := exec.Command("bash", filepath.Join(env.root, "hack", "containerd.sh"), "stop", env.dir).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: stop containerd: %v\n%s", err, out)
+		}
+	}
+	os.RemoveAll(env.work)
+}
+
+const goodManifest = `{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"handle_request","return":-1}]}`
+
+func importImages() error {
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		return err
+	}
+	bugs := filepath.Join(env.work, "bugs")
+	images := []image.Spec{
+		{Name: "assure.test/busybox:1", Files: []image.File{{Src: busybox, Dst: "/bin/busybox"}}, Dirs: []string{"/tmp"}},
+		{Name: "assure.test/bugs:label", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true,
+			Labels: map[string]string{"dev.assure.manifest": goodManifest}},
+		{Name: "assure.test/bugs:file", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}, {Src: writeFile("m.json", goodManifest), Dst: "/etc/assure.json"}},
+			WithLibs: true, Labels: map[string]string{"dev.assure.manifest.file": "/etc/assure.json"}},
+		{Name: "assure.test/bugs:none", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true},
+		{Name: "assure.test/bugs:badfunc", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true,
+			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"no_such_function","return":-1}]}`}},
+		{Name: "assure.test/bugs:badjson", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true,
+			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[`}},
+		{Name: "assure.test/bugs:escape", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true, Dirs: []string{"/etc"},
+			Labels: map[string]string{"dev.assure.manifest.file": "/etc/../../../../etc/passwd"}},
+	}
+	for _, spec := range images {
+		tar := filepath.Join(env.work, strings.NewReplacer("/", "_", ":", "_").Replace(spec.Name)+".tar")
+		if err := image.Build(spec, tar); err != nil {
+			return err
+		}
+		if err := image.Import(env.address, namespace, tar); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeFile(name, content string) string {
+	p := filepath.Join(env.work, name)
+	os.WriteFile(p, []byte(content), 0o644)
+	return p
+}
+
+// ctr runs the ctr command against the private containerd, with a deadline.
+func ctr(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command("ctr", append([]string{"--address", env.address, "--namespace", namespace, "--timeout", "60s"}, args...)...)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return buf.String(), err
+	case <-time.After(90 * time.Second):
+		cmd.Process.Kill()
+		return buf.String(), fmt.Errorf("ctr %s: no answer in 90s", strings.Join(args, " "))
+	}
+}
+
+// run runs IMAGE as container ID under the assure runtime and removes it.
+func run(t *testing.T, img, id string, argv ...string) (string, error) {
+	t.Helper()
+	return ctr(t, append([]string{"run", "--rm", "--runtime", runtime, img, id}, argv...)...)
+}
+
+func noTask(t *testing.T, id string) {
+	t.Helper()
+	out, err := ctr(t, "tasks", "ls")
+	if err != nil {
+		t.Fatalf("ctr tasks ls: %v\n%s", err, out)
+	}
+	if strings.Contains(out, id) {
+		t.Errorf("task %s left behind:\n%s", id, out)
+	}
+	out, _ = ctr(t, "containers", "ls", "-q")
+	if strings.Contains(out, id) {
+		ctr(t, "containers", "rm", id)
+	}
+}
+
+// TestNoManifestRunsAsRunc: an image that declares no rescue points runs
+// exactly as under runc.
+func TestNoManifestRunsAsRunc(t *testing.T) {
+	out, err := run(t, "assure.test/busybox:1", "plain", "/bin/busybox", "echo", "hello")
+	if err != nil || strings.TrimSpace(out) != "hello" {
+		t.Fatalf("ctr run: %v, output %q; want hello", err, out)
+	}
+	out, err = run(t, "assure.test/bugs:none", "plain-crash", "/app/bugs", "null", "100", "25")
+	if err == nil {
+		t.Fatalf("without a manifest the program must crash as under runc; it exited 0:\n%s", out)
+	}
+	noTask(t, "plain-crash")
+}
+
+// reference is the output of a run whose handler rejects bad requests
+// before touching anything: what the recovered run must print exactly.
+func reference(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(env.work, "bugs"), "none", "100", "25").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(out)
+}
+
+// TestManifestFromLabel: the label's rescue point recovers every null
+// dereference inside the container, with the state exactly right.
+func TestManifestFromLabel(t *testing.T) {
+	for _, tag := range []string{"label", "file"} {
+		t.Run(tag, func(t *testing.T) {
+			out, err := run(t, "assure.test/bugs:"+tag, "recover-"+tag, "/app/bugs", "null", "100", "25")
+			if err != nil {
+				t.Fatalf("ctr run: %v\n%s", err, out)
+			}
+			if want := reference(t); out != want {
+				t.Errorf("output:\n%s\nwant:\n%s", out, want)
+			}
+			noTask(t, "recover-"+tag)
+		})
+	}
+}
+
+// TestBadManifestsFailCreate: task creation fails with an error ctr prints,
+// naming the label and the problem, and nothing is left behind.
+func TestBadManifestsFailCreate(t *testing.T) {
+	for tag, want := range map[string][]string{
+		"badfunc": {"dev.assure.manifest", "no_such_function"},
+		"badjson": {"dev.assure.manifest", "JSON"},
+		"escape":  {"dev.assure.manifest.file", "escapes the container root filesystem"},
+	} {
+		t.Run(tag, func(t *testing.T) {
+			id := "bad-" + tag
+			out, err := run(t, "assure.test/bugs:"+tag, id, "/app/bugs", "null", "100", "25")
+			if err == nil {
+				t.Fatalf("ctr run succeeded; want a failed creation:\n%s", out)
+			}
+			for _, w := range want {
+				if !strings.Contains(out, w) {
+					t.Errorf("ctr's error %q does not mention %q", strings.TrimSpace(out), w)
+				}
+			}
+			noTask(t, id)
+		})
+	}
+}

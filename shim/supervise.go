@@ -1,0 +1,241 @@
+package shim
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/log"
+	"github.com/containerd/containerd/namespaces"
+	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/oci"
+	"github.com/assure-rt/assure/recovery/control"
+)
+
+// supervised is a container whose tasks run under a supervisor.
+type supervised struct {
+	cmd    *exec.Cmd
+	client *control.Client
+	exited <-chan struct{}
+}
+
+type state struct {
+	mu         sync.Mutex
+	containers map[string]*supervised
+}
+
+// labels returns the container's labels and its image's config labels
+// (the container's win): the shim asks containerd itself, so that users
+// only pick the runtime.
+func (s *service) labels(ctx context.Context, id string) (map[string]string, error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	client, err := containerd.New(s.address, containerd.WithDefaultNamespace(ns), containerd.WithTimeout(10*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w", s.address, err)
+	}
+	defer client.Close()
+	ctx = namespaces.WithNamespace(ctx, ns)
+	c, err := client.LoadContainer(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("container %s: %w", id, err)
+	}
+	out := map[string]string{}
+	if img, err := c.Image(ctx); err == nil {
+		if spec, err := img.Spec(ctx); err == nil {
+			for k, v := range spec.Config.Labels {
+				out[k] = v
+			}
+		}
+	}
+	cl, err := c.Labels(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("labels of container %s: %w", id, err)
+	}
+	for k, v := range cl {
+		out[k] = v
+	}
+	return out, nil
+}
+
+// Create creates the task as runc's shim does; when the image declares
+// rescue points, the container's seccomp profile first lets the
+// supervisor's injected system calls through, and the init process is
+// handed to a supervisor before `runc start` lets it run.
+func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*taskAPI.CreateTaskResponse, error) {
+	spec, err := oci.SpecFromBundle(r.Bundle)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	labels, err := s.labels(ctx, r.ID)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("assure: no image labels; only annotations can declare rescue points")
+	}
+	// Labels that name a file are read once the root filesystem is
+	// mounted (by runc's Create); an inline manifest is checked now.
+	rootfs := filepath.Join(r.Bundle, "rootfs")
+	fromFile := oci.NeedsRootfs(labels, spec.Annotations)
+	var found *oci.Found
+	if !fromFile {
+		if found, err = oci.FindManifest(labels, spec.Annotations, rootfs); err != nil {
+			return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+		}
+		if found == nil {
+			log.G(ctx).Infof("assure: container %s declares no rescue points: running as plain runc, no supervisor", r.ID)
+			return s.TaskService.Create(ctx, r)
+		}
+	}
+	if added := oci.AllowInjectedSyscalls(spec); len(added) > 0 {
+		log.G(ctx).Infof("assure: seccomp profile of %s now allows %v (injected by the supervisor)", r.ID, added)
+		if err := oci.WriteSpec(r.Bundle, spec); err != nil {
+			return nil, errdefs.ToGRPC(err)
+		}
+	}
+	resp, err := s.TaskService.Create(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	if fromFile {
+		found, err = oci.FindManifest(labels, spec.Annotations, rootfs)
+	}
+	if err == nil {
+		err = found.CheckBinaries(rootfs)
+	}
+	if err == nil {
+		err = s.startSupervisor(ctx, r, found, int(resp.Pid))
+	}
+	if err != nil {
+		s.undoCreate(ctx, r.ID)
+		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+	}
+	return resp, nil
+}
+
+// undoCreate removes a task whose supervision could not be set up: its
+// init is still waiting on the exec fifo and never ran the program.
+func (s *service) undoCreate(ctx context.Context, id string) {
+	s.TaskService.Kill(ctx, &taskAPI.KillRequest{ID: id, Signal: uint32(unix.SIGKILL), All: true})
+	s.TaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: id})
+}
+
+// startSupervisor starts `assure supervise` for the container and hands
+// it the init process, still waiting on its exec fifo.
+func (s *service) startSupervisor(ctx context.Context, r *taskAPI.CreateTaskRequest, found *oci.Found, pid int) error {
+	bin, err := assureBinary()
+	if err != nil {
+		return err
+	}
+	mf := filepath.Join(r.Bundle, "assure-manifest.json")
+	data, err := found.Manifest.JSON()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(mf, data, 0o600); err != nil {
+		return err
+	}
+	sock := filepath.Join(r.Bundle, "assure.sock")
+	cmd := exec.Command(bin, "supervise", "--manifest", mf, "--events", filepath.Join(r.Bundle, "assure-events.jsonl"),
+		"--socket", sock, "--root", filepath.Join(r.Bundle, "rootfs"))
+	logPath := filepath.Join(r.Bundle, "assure-supervisor.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	// A file, not a pipe: the supervisor must not depend on the shim
+	// reading its output.
+	cmd.Stdout, cmd.Stderr = logf, logf
+	defer logf.Close()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start supervisor %s: %w", bin, err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	c, err := dialSupervisor(sock, exited)
+	if err == nil {
+		err = c.Adopt(pid, true)
+	}
+	if err != nil {
+		cmd.Process.Kill()
+		<-exited
+		// The supervisor checks the manifest against the image's binaries
+		// (a function that does not exist, say) and says why it stopped.
+		out, _ := os.ReadFile(logPath)
+		if msg := strings.TrimSpace(strings.TrimPrefix(string(out), "assure: ")); msg != "" {
+			return fmt.Errorf("%s: %s", found.Source, msg)
+		}
+		return fmt.Errorf("supervise init %d of %s: %w", pid, r.ID, err)
+	}
+	log.G(ctx).Infof("assure: container %s: supervisor %d supervises init %d (rescue points from %s)", r.ID, cmd.Process.Pid, pid, found.Source)
+	s.st.mu.Lock()
+	s.st.containers[r.ID] = &supervised{cmd: cmd, client: c, exited: exited}
+	s.st.mu.Unlock()
+	return nil
+}
+
+// dialSupervisor connects to a starting supervisor, giving up as soon as
+// it exits.
+func dialSupervisor(sock string, exited <-chan struct{}) (*control.Client, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := control.Dial(sock, 0)
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-exited:
+			return nil, fmt.Errorf("supervisor exited: %w", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return nil, err
+		}
+		time.Sleep(5 * time.Millisecond) // waiting for the socket, with a deadline
+	}
+}
+
+// assureBinary finds the assure command next to the shim, else on PATH.
+func assureBinary() (string, error) {
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "assure")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("assure")
+	if err != nil {
+		return "", fmt.Errorf("the assure command is neither next to the shim nor on PATH: %w", err)
+	}
+	return p, nil
+}
+
+// Delete stops the container's supervisor with the task.
+func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	resp, err := s.TaskService.Delete(ctx, r)
+	if r.ExecID == "" {
+		s.st.mu.Lock()
+		sv := s.st.containers[r.ID]
+		delete(s.st.containers, r.ID)
+		s.st.mu.Unlock()
+		if sv != nil {
+			sv.client.Stop()
+			sv.client.Close()
+			select {
+			case <-sv.exited:
+			case <-time.After(5 * time.Second):
+				sv.cmd.Process.Kill()
+			}
+		}
+	}
+	return resp, err
+}
