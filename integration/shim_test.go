@@ -109,7 +109,7 @@ func importImages() error {
 	bugs := filepath.Join(env.work, "bugs")
 	images := []image.Spec{
 		{Name: "assure.test/busybox:1", Files: []image.File{{Src: busybox, Dst: "/bin/busybox"}}, Dirs: []string{"/tmp"}},
-		{Name: "assure.test/bugs:label", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true,
+		{Name: "assure.test/bugs:label", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}, {Src: busybox, Dst: "/bin/busybox"}}, WithLibs: true,
 			Labels: map[string]string{"dev.assure.manifest": goodManifest}},
 		{Name: "assure.test/bugs:file", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}, {Src: writeFile("m.json", goodManifest), Dst: "/etc/assure.json"}},
 			WithLibs: true, Labels: map[string]string{"dev.assure.manifest.file": "/etc/assure.json"}},
@@ -244,4 +244,114 @@ func TestBadManifestsFailCreate(t *testing.T) {
 			noTask(t, id)
 		})
 	}
+}
+
+// TestExecIsSupervised: a process started with `ctr task exec` in a
+// supervised container is supervised: it is traced, and its faults in a
+// rescue point are recovered with the state exactly right.
+func TestExecIsSupervised(t *testing.T) {
+	id := "exec-target"
+	// The init waits on its stdin, which stays open: a long-running task.
+	initCmd := exec.Command("ctr", "--address", env.address, "--namespace", namespace,
+		"run", "--rm", "--runtime", runtime, "assure.test/bugs:label", id, "/bin/busybox", "sh", "-c", "read x")
+	initIn, err := initCmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := initCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		initIn.Close()
+		initCmd.Wait()
+		noTask(t, id)
+	}()
+	waitFor(t, 30*time.Second, "the container's init to run", func() bool {
+		out, err := ctr(t, "tasks", "ls")
+		return err == nil && strings.Contains(out, id) && strings.Contains(out, "RUNNING")
+	})
+	// The exec'd shell waits for a line before it execs the program, so
+	// that the test can see it traced first.
+	ex := exec.Command("ctr", "--address", env.address, "--namespace", namespace,
+		"task", "exec", "--exec-id", "e1", id, "/bin/busybox", "sh", "-c", "read x; exec /app/bugs null 100 25")
+	exIn, err := ex.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	ex.Stdout, ex.Stderr = &out, &out
+	if err := ex.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the exec'd process to be traced", func() bool {
+		for _, pid := range taskPids(t, id) {
+			if tracer(pid) != 0 && strings.Contains(cmdline(pid), "read x; exec") {
+				return true
+			}
+		}
+		return false
+	})
+	exIn.Write([]byte("go\n"))
+	exIn.Close()
+	done := make(chan error, 1)
+	go func() { done <- ex.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exec: %v\n%s", err, out.String())
+		}
+	case <-time.After(60 * time.Second):
+		ex.Process.Kill()
+		t.Fatalf("exec did not finish\n%s", out.String())
+	}
+	if want := reference(t); out.String() != want {
+		t.Errorf("exec output:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
+// waitFor polls a condition until a deadline.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, with a deadline
+	}
+}
+
+// taskPids lists the host pids of a task's processes (ctr task ps).
+func taskPids(t *testing.T, id string) []int {
+	out, err := ctr(t, "tasks", "ps", id)
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, line := range strings.Split(out, "\n") {
+		var pid int
+		if _, err := fmt.Sscanf(strings.TrimSpace(line), "%d", &pid); err == nil && pid > 0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func tracer(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		var n int
+		if _, err := fmt.Sscanf(line, "TracerPid:\t%d", &n); err == nil {
+			return n
+		}
+	}
+	return 0
+}
+
+func cmdline(pid int) string {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.ReplaceAll(string(data), "\x00", " ")
 }

@@ -239,3 +239,26 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 	return resp, err
 }
+
+// Start starts a task as runc's shim does. A process started with
+// `ctr task exec` in a supervised container is handed to its supervisor
+// right after it starts (runc starts exec'd processes at once, so its very
+// first instructions can run unsupervised).
+func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	resp, err := s.TaskService.Start(ctx, r)
+	if err != nil || r.ExecID == "" {
+		return resp, err
+	}
+	s.st.mu.Lock()
+	sv := s.st.containers[r.ID]
+	s.st.mu.Unlock()
+	if sv == nil {
+		return resp, nil
+	}
+	if err := sv.client.Adopt(int(resp.Pid), false); err != nil {
+		log.G(ctx).WithError(err).Errorf("assure: exec %s of %s (pid %d) runs unsupervised", r.ExecID, r.ID, resp.Pid)
+	} else {
+		log.G(ctx).Infof("assure: exec %s of %s (pid %d) supervised", r.ExecID, r.ID, resp.Pid)
+	}
+	return resp, nil
+}
