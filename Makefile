@@ -8,7 +8,7 @@
 export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
 
-.PHONY: all build test demo bench lint clean deps
+.PHONY: all build test demo demo-redis bench lint clean deps
 
 all: build
 
@@ -29,8 +29,16 @@ test:
 	bash hack/install-deps.sh --containerd
 	$(GO) test -count=1 -timeout 30m ./...
 
-demo: deps build
+# The main job: a C server crashing natively and surviving under
+# `assure run`, then redis in a container under io.containerd.assure.v1.
+demo: build
+	bash hack/install-deps.sh --containerd --redis
 	bash hack/demo.sh
+	bash hack/demo-redis.sh
+
+demo-redis: build
+	bash hack/install-deps.sh --containerd --redis
+	bash hack/demo-redis.sh
 
 bench: deps build
 	$(GO) run ./hack/bench $(BENCHFLAGS)

@@ -5,6 +5,7 @@
 #   hack/install-deps.sh --containerd  the same, plus containerd, runc and
 #                                      busybox-static (a static /bin/busybox
 #                                      for test images)
+#   hack/install-deps.sh --redis       also redis-server (for make demo)
 #
 # Idempotent: installs only what is missing, and runs `apt-get update` only
 # when something must be installed. Needs root only in that case. Works
@@ -12,9 +13,11 @@
 set -euo pipefail
 
 want_containerd=0
+want_redis=0
 for arg in "$@"; do
 	case "$arg" in
 	--containerd) want_containerd=1 ;;
+	--redis) want_redis=1 ;;
 	-h | --help)
 		sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
@@ -35,6 +38,10 @@ die() {
 # Debian package -> a command it provides (empty: check the package only).
 pkgs=(gcc make libc6-dev binutils)
 declare -A cmd_of=([gcc]=gcc [make]=make [libc6-dev]="" [binutils]=nm)
+if [ "$want_redis" = 1 ]; then
+	pkgs+=(redis-server)
+	cmd_of[redis-server]=redis-server
+fi
 if [ "$want_containerd" = 1 ]; then
 	pkgs+=(containerd runc busybox-static)
 	cmd_of[containerd]=containerd
