@@ -78,9 +78,9 @@ else
 	echo "demo: FAILED: redis did not survive under assure" >&2
 	exit 1
 fi
-events="$dir/state/io.containerd.runtime.v2.task/$CONTAINERD_NAMESPACE/redis-assure/assure-events.jsonl"
-rec=$(grep '"type":"recovered"' "$events" | head -1)
-echo "$rec"
+echo "\$ assure events redis-assure"
+bin/assure events redis-assure | grep recovered
+rec=$(bin/assure events --json redis-assure | grep '"type":"recovered"' | head -1)
 echo "recovery took $(echo "$rec" | grep -o '"recoveryMicros":[0-9]*' | cut -d: -f2) µs"
 [ "$(cli dbsize)" = 10000 ] || { echo "demo: FAILED: keys lost" >&2; exit 1; }
 ctr task kill -s SIGKILL redis-assure >/dev/null; ctr task rm -f redis-assure >/dev/null 2>&1 || true

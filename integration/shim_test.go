@@ -218,6 +218,15 @@ func TestManifestFromLabel(t *testing.T) {
 				t.Errorf("output:\n%s\nwant:\n%s", out, want)
 			}
 			noTask(t, "recover-"+tag)
+			// Each recovery is an event of the container.
+			ev := exec.Command(filepath.Join(env.root, "bin", "assure"), "events", "--address", env.address, "--namespace", namespace, "recover-"+tag)
+			evOut, err := ev.CombinedOutput()
+			if err != nil {
+				t.Fatalf("assure events: %v\n%s", err, evOut)
+			}
+			if n := strings.Count(string(evOut), "container recover-"+tag+": recovered SIGSEGV in handle_request (/app/bugs)"); n != 4 {
+				t.Errorf("assure events shows %d recoveries, want 4:\n%s", n, evOut)
+			}
 		})
 	}
 }

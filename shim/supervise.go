@@ -1,8 +1,11 @@
 package shim
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,10 +18,12 @@ import (
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/log"
 	"github.com/containerd/containerd/namespaces"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/assure-rt/assure/oci"
 	"github.com/assure-rt/assure/recovery/control"
+	"github.com/assure-rt/assure/recovery/events"
 )
 
 // supervised is a container whose tasks run under a supervisor.
@@ -145,7 +150,10 @@ func (s *service) startSupervisor(ctx context.Context, r *taskAPI.CreateTaskRequ
 		return err
 	}
 	sock := filepath.Join(r.Bundle, "assure.sock")
-	cmd := exec.Command(bin, "supervise", "--manifest", mf, "--events", filepath.Join(r.Bundle, "assure-events.jsonl"),
+	ns, _ := namespaces.Namespace(ctx)
+	evPath := events.ContainerFile(s.address, ns, r.ID)
+	os.Remove(evPath) // a new task: the events of an old one with this id go
+	cmd := exec.Command(bin, "supervise", "--manifest", mf, "--events", evPath, "--container", r.ID,
 		"--socket", sock, "--root", filepath.Join(r.Bundle, "rootfs"))
 	logPath := filepath.Join(r.Bundle, "assure-supervisor.log")
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
@@ -177,10 +185,60 @@ func (s *service) startSupervisor(ctx context.Context, r *taskAPI.CreateTaskRequ
 		return fmt.Errorf("supervise init %d of %s: %w", pid, r.ID, err)
 	}
 	log.G(ctx).Infof("assure: container %s: supervisor %d supervises init %d (rescue points from %s)", r.ID, cmd.Process.Pid, pid, found.Source)
+	go forwardEvents(log.G(ctx).WithField("container", r.ID), evPath, exited)
 	s.st.mu.Lock()
 	s.st.containers[r.ID] = &supervised{cmd: cmd, client: c, exited: exited}
 	s.st.mu.Unlock()
 	return nil
+}
+
+// forwardEvents copies the supervisor's events into the shim's log, which
+// containerd writes to its own log, until the supervisor exits.
+func forwardEvents(entry *logrus.Entry, path string, exited <-chan struct{}) {
+	var off int64
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		off = forwardNew(entry, path, off)
+		select {
+		case <-exited:
+			forwardNew(entry, path, off)
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// forwardNew logs the complete lines of path past off; it returns the
+// offset after them.
+func forwardNew(entry *logrus.Entry, path string, off int64) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return off
+	}
+	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return off
+	}
+	rd := bufio.NewReader(f)
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			return off // an incomplete line is read again next time
+		}
+		off += int64(len(line))
+		var e events.Event
+		if json.Unmarshal([]byte(line), &e) != nil {
+			continue
+		}
+		msg := events.Format(e)
+		switch e.Type {
+		case events.Crash, events.Error:
+			entry.Warn(msg)
+		default:
+			entry.Info(msg)
+		}
+	}
 }
 
 // dialSupervisor connects to a starting supervisor, giving up as soon as

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 
 	"github.com/urfave/cli/v2"
@@ -90,6 +91,12 @@ func attachCommand() *cli.Command {
 // newSupervisor loads the manifest, resolves its rescue points under root
 // before the program starts, and opens the events file.
 func newSupervisor(c *cli.Context, root string) (*supervisor.Supervisor, func(), error) {
+	return newContainerSupervisor(c, root, "")
+}
+
+// newContainerSupervisor is newSupervisor for a container's supervisor:
+// its events name the container.
+func newContainerSupervisor(c *cli.Context, root, container string) (*supervisor.Supervisor, func(), error) {
 	m, _, err := resolveManifest(os.Stderr, c.String("manifest"), root)
 	if err != nil {
 		return nil, nil, err
@@ -97,6 +104,9 @@ func newSupervisor(c *cli.Context, root string) (*supervisor.Supervisor, func(),
 	var jsonOut io.Writer
 	closeFn := func() {}
 	if path := c.String("events"); path != "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, nil, cli.Exit(fmt.Sprintf("events file: %v", err), 1)
+		}
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return nil, nil, cli.Exit(fmt.Sprintf("events file: %v", err), 1)
@@ -105,6 +115,7 @@ func newSupervisor(c *cli.Context, root string) (*supervisor.Supervisor, func(),
 		closeFn = func() { f.Close() }
 	}
 	sink := events.NewSink(os.Stderr, jsonOut)
+	sink.Container = container
 	return supervisor.New(supervisor.Config{Manifest: m, Events: sink, Log: os.Stderr}), closeFn, nil
 }
 

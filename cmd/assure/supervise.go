@@ -27,9 +27,10 @@ func superviseCommand() *cli.Command {
 			&cli.StringFlag{Name: "socket", Usage: "control socket to create", Required: true},
 			&cli.StringFlag{Name: "root", Usage: "root filesystem the manifest's paths are resolved in", Value: "/"},
 			&cli.StringFlag{Name: "cgroup", Usage: "refuse processes outside this cgroup (v2 path)"},
+			&cli.StringFlag{Name: "container", Usage: "container id stamped on the events"},
 		},
 		Action: func(c *cli.Context) error {
-			sup, closeEvents, err := newSupervisor(c, c.String("root"))
+			sup, closeEvents, err := newContainerSupervisor(c, c.String("root"), c.String("container"))
 			if err != nil {
 				return err
 			}

@@ -48,10 +48,12 @@ type Event struct {
 
 // Sink writes events. It is safe for concurrent use.
 type Sink struct {
-	mu    sync.Mutex
-	human io.Writer // stderr; nil for none
-	json  io.Writer // events file; nil for none
-	stamp func() time.Time
+	// Container, when set, is stamped on every event.
+	Container string
+	mu        sync.Mutex
+	human     io.Writer // stderr; nil for none
+	json      io.Writer // events file; nil for none
+	stamp     func() time.Time
 }
 
 // NewSink returns a sink writing readable lines to human and JSON lines
@@ -69,6 +71,9 @@ func (s *Sink) Emit(e Event) {
 	defer s.mu.Unlock()
 	if e.Time == "" {
 		e.Time = s.stamp().UTC().Format(time.RFC3339Nano)
+	}
+	if e.Container == "" {
+		e.Container = s.Container
 	}
 	if s.json != nil {
 		if b, err := json.Marshal(e); err == nil {
@@ -90,21 +95,29 @@ func Format(e Event) string {
 		if e.Return != nil {
 			ret = fmt.Sprintf("returned %d", *e.Return)
 		}
-		return fmt.Sprintf("assure: recovered %s in %s pid %d tid %d: %s after %dµs (%d pages, %d threads, %d processes)",
-			e.Signal, rpName(e.RescuePoint), e.Pid, e.Tid, ret, e.RecoveryMicros,
+		return fmt.Sprintf("assure: %srecovered %s in %s pid %d tid %d: %s after %dµs (%d pages, %d threads, %d processes)",
+			in(e.Container), e.Signal, rpName(e.RescuePoint), e.Pid, e.Tid, ret, e.RecoveryMicros,
 			e.PagesRestored, e.ThreadsRolledBack, e.ProcessesRolledBack)
 	case Crash:
-		s := fmt.Sprintf("assure: crash: %s pid %d tid %d at %s: %s", e.Signal, e.Pid, e.Tid, e.FaultAddress, e.Message)
+		s := fmt.Sprintf("assure: %scrash: %s pid %d tid %d at %s: %s", in(e.Container), e.Signal, e.Pid, e.Tid, e.FaultAddress, e.Message)
 		for _, f := range e.Stack {
 			s += "\n    " + f
 		}
 		return s
 	case Error:
-		return fmt.Sprintf("assure: error: pid %d: %s", e.Pid, e.Message)
+		return fmt.Sprintf("assure: %serror: pid %d: %s", in(e.Container), e.Pid, e.Message)
 	case Attached, Detached:
-		return fmt.Sprintf("assure: %s pid %d%s", e.Type, e.Pid, suffix(e.Message))
+		return fmt.Sprintf("assure: %s%s pid %d%s", in(e.Container), e.Type, e.Pid, suffix(e.Message))
 	}
 	return ""
+}
+
+// in prefixes a line with the container it concerns.
+func in(container string) string {
+	if container == "" {
+		return ""
+	}
+	return "container " + container + ": "
 }
 
 func suffix(m string) string {

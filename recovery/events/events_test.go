@@ -66,3 +66,24 @@ func TestVoidReturnAndNilSink(t *testing.T) {
 		t.Errorf("attached event: %q", js.String())
 	}
 }
+
+func TestContainerStamped(t *testing.T) {
+	var human, js bytes.Buffer
+	s := NewSink(&human, &js)
+	s.Container = "redis"
+	s.Emit(Event{Type: Attached, Pid: 9})
+	if !strings.Contains(js.String(), `"container":"redis"`) {
+		t.Errorf("JSON line lacks the container: %q", js.String())
+	}
+	if human.String() != "assure: container redis: attached pid 9\n" {
+		t.Errorf("stderr line %q", human.String())
+	}
+	a := ContainerFile("/run/containerd/containerd.sock", "k8s.io", "redis")
+	b := ContainerFile("/tmp/x/containerd.sock", "k8s.io", "redis")
+	if a == b || !strings.HasPrefix(a, Dir+"/") || !strings.HasSuffix(a, "/k8s.io/redis.jsonl") {
+		t.Errorf("ContainerFile: %s, %s", a, b)
+	}
+	if c := ContainerFile("/a", "../../etc", "../passwd"); !strings.HasPrefix(c, Dir+"/") || strings.Contains(c, "..") {
+		t.Errorf("ContainerFile escapes %s: %s", Dir, c)
+	}
+}
