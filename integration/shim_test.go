@@ -72,9 +72,11 @@ func setup() (int, error) {
 		return 1, err
 	}
 	progs := filepath.Join(root, "recovery", "testdata", "progs")
-	cc := exec.Command("gcc", "-O2", "-g", "-pthread", "-I", progs, "-o", filepath.Join(env.work, "bugs"), filepath.Join(progs, "bugs.c"))
-	if out, err := cc.CombinedOutput(); err != nil {
-		return 1, fmt.Errorf("compile bugs.c: %v\n%s", err, out)
+	for _, prog := range []string{"bugs", "server"} {
+		cc := exec.Command("gcc", "-O2", "-g", "-pthread", "-I", progs, "-o", filepath.Join(env.work, prog), filepath.Join(progs, prog+".c"))
+		if out, err := cc.CombinedOutput(); err != nil {
+			return 1, fmt.Errorf("compile %s.c: %v\n%s", prog, err, out)
+		}
 	}
 	if env.dir, err = os.MkdirTemp("/tmp", "assure-ctd-"); err != nil {
 		return 1, err
@@ -113,6 +115,8 @@ func importImages() error {
 			Labels: map[string]string{"dev.assure.manifest": goodManifest}},
 		{Name: "assure.test/bugs:file", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}, {Src: writeFile("m.json", goodManifest), Dst: "/etc/assure.json"}},
 			WithLibs: true, Labels: map[string]string{"dev.assure.manifest.file": "/etc/assure.json"}},
+		{Name: "assure.test/server:1", Files: []image.File{{Src: filepath.Join(env.work, "server"), Dst: "/app/server"}}, WithLibs: true,
+			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/server","function":"handle_request","return":-1}]}`}},
 		{Name: "assure.test/bugs:none", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true},
 		{Name: "assure.test/bugs:badfunc", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true,
 			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"no_such_function","return":-1}]}`}},

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,9 +29,13 @@ import (
 
 // supervised is a container whose tasks run under a supervisor.
 type supervised struct {
-	cmd    *exec.Cmd
-	client *control.Client
-	exited <-chan struct{}
+	id, ns, bundle   string
+	manifest, events string // files
+	log              *logrus.Entry
+	cmd              *exec.Cmd
+	client           *control.Client
+	exited           <-chan struct{}
+	stopping         bool // set under state.mu when the task is deleted
 }
 
 type state struct {
@@ -137,10 +142,6 @@ func (s *service) undoCreate(ctx context.Context, id string) {
 // startSupervisor starts `assure supervise` for the container and hands
 // it the init process, still waiting on its exec fifo.
 func (s *service) startSupervisor(ctx context.Context, r *taskAPI.CreateTaskRequest, found *oci.Found, pid int) error {
-	bin, err := assureBinary()
-	if err != nil {
-		return err
-	}
 	mf := filepath.Join(r.Bundle, "assure-manifest.json")
 	data, err := found.Manifest.JSON()
 	if err != nil {
@@ -149,19 +150,42 @@ func (s *service) startSupervisor(ctx context.Context, r *taskAPI.CreateTaskRequ
 	if err := os.WriteFile(mf, data, 0o600); err != nil {
 		return err
 	}
-	sock := filepath.Join(r.Bundle, "assure.sock")
 	ns, _ := namespaces.Namespace(ctx)
-	evPath := events.ContainerFile(s.address, ns, r.ID)
-	os.Remove(evPath) // a new task: the events of an old one with this id go
-	cmd := exec.Command(bin, "supervise", "--manifest", mf, "--events", evPath, "--container", r.ID,
-		"--socket", sock, "--root", filepath.Join(r.Bundle, "rootfs"))
-	logPath := filepath.Join(r.Bundle, "assure-supervisor.log")
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	sv := &supervised{
+		id: r.ID, ns: ns, bundle: r.Bundle, manifest: mf,
+		events: events.ContainerFile(s.address, ns, r.ID),
+		log:    log.G(ctx).WithField("container", r.ID),
+	}
+	os.Remove(sv.events) // a new task: the events of an old one with this id go
+	if err := sv.launch(); err != nil {
+		return fmt.Errorf("%s: %w", found.Source, err)
+	}
+	if err := sv.client.Adopt(pid, true); err != nil {
+		return sv.fail(found, fmt.Errorf("supervise init %d of %s: %w", pid, r.ID, err))
+	}
+	sv.log.Infof("assure: container %s: supervisor %d supervises init %d (rescue points from %s)", r.ID, sv.cmd.Process.Pid, pid, found.Source)
+	s.st.mu.Lock()
+	s.st.containers[r.ID] = sv
+	s.st.mu.Unlock()
+	go s.watch(sv)
+	return nil
+}
+
+// launch starts the supervisor process and connects to it.
+func (sv *supervised) launch() error {
+	bin, err := assureBinary()
+	if err != nil {
+		return err
+	}
+	sock := filepath.Join(sv.bundle, "assure.sock")
+	cmd := exec.Command(bin, "supervise", "--manifest", sv.manifest, "--events", sv.events, "--container", sv.id,
+		"--socket", sock, "--root", filepath.Join(sv.bundle, "rootfs"))
+	logf, err := os.OpenFile(sv.logPath(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
 	// A file, not a pipe: the supervisor must not depend on the shim
-	// reading its output.
+	// reading its output (a Go program dies of SIGPIPE on stderr).
 	cmd.Stdout, cmd.Stderr = logf, logf
 	defer logf.Close()
 	if err := cmd.Start(); err != nil {
@@ -170,26 +194,66 @@ func (s *service) startSupervisor(ctx context.Context, r *taskAPI.CreateTaskRequ
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	c, err := dialSupervisor(sock, exited)
-	if err == nil {
-		err = c.Adopt(pid, true)
-	}
+	sv.cmd, sv.client, sv.exited = cmd, c, exited
 	if err != nil {
-		cmd.Process.Kill()
-		<-exited
-		// The supervisor checks the manifest against the image's binaries
-		// (a function that does not exist, say) and says why it stopped.
-		out, _ := os.ReadFile(logPath)
-		if msg := strings.TrimSpace(strings.TrimPrefix(string(out), "assure: ")); msg != "" {
-			return fmt.Errorf("%s: %s", found.Source, msg)
-		}
-		return fmt.Errorf("supervise init %d of %s: %w", pid, r.ID, err)
+		return sv.fail(nil, err)
 	}
-	log.G(ctx).Infof("assure: container %s: supervisor %d supervises init %d (rescue points from %s)", r.ID, cmd.Process.Pid, pid, found.Source)
-	go forwardEvents(log.G(ctx).WithField("container", r.ID), evPath, exited)
-	s.st.mu.Lock()
-	s.st.containers[r.ID] = &supervised{cmd: cmd, client: c, exited: exited}
-	s.st.mu.Unlock()
+	go forwardEvents(sv.log, sv.events, exited)
 	return nil
+}
+
+func (sv *supervised) logPath() string { return filepath.Join(sv.bundle, "assure-supervisor.log") }
+
+// fail stops a supervisor that could not be set up and explains why: the
+// supervisor checks the manifest against the image's binaries (a function
+// that does not exist, say) and says why it stopped.
+func (sv *supervised) fail(found *oci.Found, err error) error {
+	sv.cmd.Process.Kill()
+	<-sv.exited
+	out, _ := os.ReadFile(sv.logPath())
+	msg := strings.TrimSpace(strings.TrimPrefix(string(out), "assure: "))
+	// The manifest file is the shim's copy: name the label instead.
+	msg = strings.TrimPrefix(msg, "manifest "+sv.manifest+": ")
+	switch {
+	case msg == "":
+		return err
+	case found != nil:
+		return fmt.Errorf("%s: %s", found.Source, msg)
+	}
+	return errors.New(msg)
+}
+
+// watch restarts the supervisor if it dies while the container runs: the
+// kernel detached its tracees, so the new one adopts every process of the
+// container again (breakpoints the dead one left are recognised: their
+// original bytes come from the files).
+func (s *service) watch(sv *supervised) {
+	for {
+		<-sv.exited
+		s.st.mu.Lock()
+		live := s.st.containers[sv.id] == sv && !sv.stopping
+		s.st.mu.Unlock()
+		if !live {
+			return
+		}
+		sv.log.Errorf("assure: container %s: supervisor %d died; starting a new one", sv.id, sv.cmd.Process.Pid)
+		if err := sv.launch(); err != nil {
+			sv.log.WithError(err).Errorf("assure: container %s runs unsupervised", sv.id)
+			return
+		}
+		ctx := namespaces.WithNamespace(context.Background(), sv.ns)
+		pids, err := s.TaskService.Pids(ctx, &taskAPI.PidsRequest{ID: sv.id})
+		if err != nil {
+			sv.log.WithError(err).Errorf("assure: container %s: list its processes", sv.id)
+			continue
+		}
+		for _, p := range pids.Processes {
+			if err := sv.client.Adopt(int(p.Pid), false); err != nil {
+				sv.log.WithError(err).Errorf("assure: container %s: process %d runs unsupervised", sv.id, p.Pid)
+			}
+		}
+		sv.log.Infof("assure: container %s: supervisor %d re-attached to %d processes", sv.id, sv.cmd.Process.Pid, len(pids.Processes))
+	}
 }
 
 // forwardEvents copies the supervisor's events into the shim's log, which
@@ -283,6 +347,9 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if r.ExecID == "" {
 		s.st.mu.Lock()
 		sv := s.st.containers[r.ID]
+		if sv != nil {
+			sv.stopping = true
+		}
 		delete(s.st.containers, r.ID)
 		s.st.mu.Unlock()
 		if sv != nil {

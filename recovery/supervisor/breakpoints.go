@@ -209,11 +209,42 @@ func (s *Supervisor) plant(p *process, addr uint64, kind bpKind, rp *rescuePoint
 			return err
 		}
 	}
+	if orig[0] == arch.Breakpoint[0] {
+		// A breakpoint left by a supervisor that died: the original
+		// bytes are the file's.
+		if file, err := fileBytes(p.pid, addr, len(orig)); err == nil && file[0] != arch.Breakpoint[0] {
+			s.logf("process %d: breakpoint at %#x left by an earlier supervisor; original bytes from the file", p.pid, addr)
+			orig = file
+		}
+	}
 	if err := p.writeMem(addr, arch.Breakpoint); err != nil {
 		return err
 	}
 	p.breakpoints[addr] = &breakpoint{addr: addr, kind: kind, rp: rp, orig: orig}
 	return nil
+}
+
+// fileBytes reads n bytes of the file mapped at addr in pid, through
+// /proc/PID/map_files (the very file mapped, whatever its name now).
+func fileBytes(pid int, addr uint64, n int) ([]byte, error) {
+	maps, err := procfs.Maps(pid)
+	if err != nil {
+		return nil, err
+	}
+	m, ok := covering(maps, addr)
+	if !ok || m.Inode == 0 {
+		return nil, fmt.Errorf("%#x is not in a file mapping", addr)
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, int64(addr-m.Start+m.Offset)); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // unplant restores the displaced byte.

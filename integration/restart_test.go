@@ -1,0 +1,134 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// server drives recovery/testdata/progs/server.c in a container: one
+// request line in, one reply line out.
+type server struct {
+	t   *testing.T
+	cmd *exec.Cmd
+	in  io.WriteCloser
+	out *bufio.Reader
+}
+
+func startServerContainer(t *testing.T, id string) *server {
+	t.Helper()
+	cmd := exec.Command("ctr", "--address", env.address, "--namespace", namespace,
+		"run", "--rm", "--runtime", runtime, "assure.test/server:1", id, "/app/server", "serve", "0")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{t: t, cmd: cmd, in: in, out: bufio.NewReader(outPipe)}
+	t.Cleanup(func() {
+		in.Close()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			ctr(t, "tasks", "kill", "-s", "SIGKILL", id)
+			<-done
+		}
+		noTask(t, id)
+	})
+	if l := s.line("start"); l != "ready" {
+		t.Fatalf("server said %q, want ready", l)
+	}
+	return s
+}
+
+// line reads one reply line, with a deadline.
+func (s *server) line(what string) string {
+	s.t.Helper()
+	ch := make(chan string, 1)
+	go func() {
+		l, _ := s.out.ReadString('\n')
+		ch <- strings.TrimSpace(l)
+	}()
+	select {
+	case l := <-ch:
+		return l
+	case <-time.After(30 * time.Second):
+		s.t.Fatalf("%s: no reply within 30s", what)
+		return ""
+	}
+}
+
+func (s *server) want(req, reply string) {
+	s.t.Helper()
+	if _, err := s.in.Write([]byte(req + "\n")); err != nil {
+		s.t.Fatalf("request %q: %v", req, err)
+	}
+	if got := s.line("request " + req); got != reply {
+		s.t.Fatalf("request %q: reply %q, want %q", req, got, reply)
+	}
+}
+
+func isTaskOf(pid, tid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", pid, tid))
+	return err == nil
+}
+
+// supervisorOf finds the pid of the container's supervisor process.
+func supervisorOf(t *testing.T, id string) int {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if c := cmdline(pid); strings.Contains(c, " supervise ") && strings.Contains(c, "--container "+id+" ") {
+			return pid
+		}
+	}
+	return 0
+}
+
+// TestSupervisorRestart: when a container's supervisor is killed, the
+// shim starts a new one that re-attaches; the task keeps running, with
+// its state, and faults are recovered again.
+func TestSupervisorRestart(t *testing.T) {
+	const id = "restart"
+	s := startServerContainer(t, id)
+	s.want("GOOD 1", "ok 1")
+	s.want("BAD", "error")
+	old := supervisorOf(t, id)
+	if old == 0 {
+		t.Fatal("no supervisor process for the container")
+	}
+	pids := taskPids(t, id)
+	if len(pids) == 0 {
+		t.Fatal("no task pids")
+	}
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "a new supervisor tracing the server", func() bool {
+		n := supervisorOf(t, id)
+		tr := tracer(pids[0]) // a thread of the new supervisor
+		return n != 0 && n != old && tr != 0 && isTaskOf(n, tr)
+	})
+	s.want("GOOD 2", "ok 2")
+	s.want("BAD", "error")
+	s.want("GOOD 3", "ok 3")
+}
