@@ -72,7 +72,7 @@ func setup() (int, error) {
 		return 1, err
 	}
 	progs := filepath.Join(root, "recovery", "testdata", "progs")
-	for _, prog := range []string{"bugs", "server"} {
+	for _, prog := range []string{"bugs", "server", "prefork"} {
 		cc := exec.Command("gcc", "-O2", "-g", "-pthread", "-I", progs, "-o", filepath.Join(env.work, prog), filepath.Join(progs, prog+".c"))
 		if out, err := cc.CombinedOutput(); err != nil {
 			return 1, fmt.Errorf("compile %s.c: %v\n%s", prog, err, out)
@@ -117,6 +117,8 @@ func importImages() error {
 			WithLibs: true, Labels: map[string]string{"dev.assure.manifest.file": "/etc/assure.json"}},
 		{Name: "assure.test/server:1", Files: []image.File{{Src: filepath.Join(env.work, "server"), Dst: "/app/server"}}, WithLibs: true,
 			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/server","function":"handle_request","return":-1}]}`}},
+		{Name: "assure.test/prefork:1", Files: []image.File{{Src: filepath.Join(env.work, "prefork"), Dst: "/app/prefork"}}, WithLibs: true,
+			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/prefork","function":"handle_request","return":-1,"scope":"container"}]}`}},
 		{Name: "assure.test/bugs:none", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true},
 		{Name: "assure.test/bugs:badfunc", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true,
 			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"no_such_function","return":-1}]}`}},
