@@ -4,8 +4,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestAnnotationOverridesLabel: an OCI annotation of the same key (how a
@@ -78,6 +80,10 @@ func noLeftovers(t *testing.T, id string) {
 	}
 }
 
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func timeAfter(seconds int) <-chan time.Time { return time.After(time.Duration(seconds) * time.Second) }
+
 func atoi(s string) int {
 	n := 0
 	for _, c := range s {
@@ -139,4 +145,36 @@ func kv(out, key string) string {
 		}
 	}
 	return ""
+}
+
+// TestKillInsideRescuePoint: a task killed while a thread is inside a
+// rescue point (a checkpoint is active) dies, is deleted, and leaves
+// nothing behind; the supervisor goes with it.
+func TestKillInsideRescuePoint(t *testing.T) {
+	const id = "killed"
+	s := startServerContainer(t, id)
+	s.want("GOOD 1", "ok 1")
+	if _, err := s.in.Write([]byte("HANG\n")); err != nil {
+		t.Fatal(err)
+	}
+	pids := taskPids(t, id)
+	if len(pids) == 0 {
+		t.Fatal("no task pids")
+	}
+	waitFor(t, 30e9, "the server to sleep inside handle_request", func() bool {
+		data, _ := os.ReadFile("/proc/" + itoa(pids[0]) + "/syscall")
+		return strings.HasPrefix(string(data), "34 ") // pause
+	})
+	if out, err := ctr(t, "tasks", "kill", "-s", "SIGKILL", id); err != nil {
+		t.Fatalf("kill: %v\n%s", err, out)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-timeAfter(60):
+		t.Fatal("ctr run did not return after the kill")
+	}
+	noTask(t, id)
+	noLeftovers(t, id)
 }

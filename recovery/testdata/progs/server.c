@@ -9,6 +9,8 @@
  *                  total, fills a fresh heap block, then writes through a
  *                  null pointer (SIGSEGV); if it returns (-1, recovered by
  *                  assure) the reply is "error"
+ *         HANG     handle_request never returns (pause() inside the rescue
+ *                  point), for kill/delete while a task is inside one
  *         STATS    "stats requests=R errors=E total=T fds=F maps=M threads=N"
  *                  (entries of /proc/self/fd and /proc/self/task, lines of
  *                  /proc/self/maps)
@@ -45,6 +47,10 @@ __attribute__((noinline, noipa)) int handle_request(const char *req)
 	if (!strncmp(req, "GOOD", 4)) {
 		g_total += strtol(req + 4, NULL, 10);
 		return 0;
+	}
+	if (!strncmp(req, "HANG", 4)) {
+		for (;;) /* stays inside the rescue point until killed */
+			pause();
 	}
 	/* BAD: state changes the rollback must undo, then the fault. */
 	g_total += 1000000;
@@ -93,7 +99,7 @@ static int serve(int nworkers)
 	int next = 0;
 	while (fgets(line, sizeof line, stdin)) {
 		line[strcspn(line, "\r\n")] = 0;
-		if (!strncmp(line, "GOOD ", 5) || !strcmp(line, "BAD")) {
+		if (!strncmp(line, "GOOD ", 5) || !strcmp(line, "BAD") || !strcmp(line, "HANG")) {
 			int rc;
 			if (nworkers > 0) {
 				struct worker *w = &workers[next];
