@@ -13,7 +13,7 @@ GO ?= go
 all: build
 
 deps:
-	bash hack/install-deps.sh --containerd
+	bash hack/install-deps.sh --containerd --redis
 
 build:
 	$(GO) build -o bin/assure ./cmd/assure
@@ -26,7 +26,7 @@ test:
 		echo "make test: the tests need root (ptrace, userfaultfd, /proc/PID/pagemap); run it as root" >&2; \
 		exit 1; \
 	fi
-	bash hack/install-deps.sh --containerd
+	bash hack/install-deps.sh --containerd --redis
 	$(GO) test -count=1 -timeout 30m ./...
 
 # The main job: a C server crashing natively and surviving under
