@@ -30,6 +30,7 @@ import (
 // supervised is a container whose tasks run under a supervisor.
 type supervised struct {
 	id, ns, bundle   string
+	cgroup           string // the container's cgroup path, "" if unknown
 	manifest, events string // files
 	log              *logrus.Entry
 	cmd              *exec.Cmd
@@ -152,7 +153,7 @@ func (s *service) startSupervisor(ctx context.Context, r *taskAPI.CreateTaskRequ
 	}
 	ns, _ := namespaces.Namespace(ctx)
 	sv := &supervised{
-		id: r.ID, ns: ns, bundle: r.Bundle, manifest: mf,
+		id: r.ID, ns: ns, bundle: r.Bundle, manifest: mf, cgroup: cgroupOf(r.Bundle),
 		events: events.ContainerFile(s.address, ns, r.ID),
 		log:    log.G(ctx).WithField("container", r.ID),
 	}
@@ -178,8 +179,14 @@ func (sv *supervised) launch() error {
 		return err
 	}
 	sock := filepath.Join(sv.bundle, "assure.sock")
-	cmd := exec.Command(bin, "supervise", "--manifest", sv.manifest, "--events", sv.events, "--container", sv.id,
-		"--socket", sock, "--root", filepath.Join(sv.bundle, "rootfs"))
+	args := []string{"supervise", "--manifest", sv.manifest, "--events", sv.events, "--container", sv.id,
+		"--socket", sock, "--root", filepath.Join(sv.bundle, "rootfs")}
+	if sv.cgroup != "" {
+		// Every pid handed over must be in the container's cgroup: a
+		// recycled pid never leads the supervisor outside.
+		args = append(args, "--cgroup", sv.cgroup)
+	}
+	cmd := exec.Command(bin, args...)
 	logf, err := os.OpenFile(sv.logPath(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
@@ -200,6 +207,17 @@ func (sv *supervised) launch() error {
 	}
 	go forwardEvents(sv.log, sv.events, exited)
 	return nil
+}
+
+// cgroupOf returns the container's cgroup path from its spec when it is a
+// plain path (cgroupfs); systemd's "slice:prefix:name" form shows up
+// differently in /proc/PID/cgroup and is not checked.
+func cgroupOf(bundle string) string {
+	spec, err := oci.SpecFromBundle(bundle)
+	if err != nil || spec.Linux == nil || !strings.HasPrefix(spec.Linux.CgroupsPath, "/") {
+		return ""
+	}
+	return spec.Linux.CgroupsPath
 }
 
 func (sv *supervised) logPath() string { return filepath.Join(sv.bundle, "assure-supervisor.log") }

@@ -26,7 +26,7 @@ func superviseCommand() *cli.Command {
 			manifestFlag, eventsFlag,
 			&cli.StringFlag{Name: "socket", Usage: "control socket to create", Required: true},
 			&cli.StringFlag{Name: "root", Usage: "root filesystem the manifest's paths are resolved in", Value: "/"},
-			&cli.StringFlag{Name: "cgroup", Usage: "refuse processes outside this cgroup (v2 path)"},
+			&cli.StringFlag{Name: "cgroup", Usage: "refuse processes outside this cgroup (path as in /proc/PID/cgroup)"},
 			&cli.StringFlag{Name: "container", Usage: "container id stamped on the events"},
 		},
 		Action: func(c *cli.Context) error {

@@ -22,9 +22,9 @@ type adoptRequest struct {
 
 // ServeConfig limits what a serving supervisor may adopt.
 type ServeConfig struct {
-	// Cgroup, when set, is the cgroup v2 path (as in /proc/PID/cgroup,
-	// e.g. "/default/redis") every adopted process must be in: a pid that
-	// was recycled outside the container is refused.
+	// Cgroup, when set, is the cgroup path (as in /proc/PID/cgroup, e.g.
+	// "/default/redis", on cgroup v2 or any v1 hierarchy) every adopted
+	// process must be in: a pid recycled outside the container is refused.
 	Cgroup string
 }
 
@@ -149,8 +149,9 @@ func (s *Supervisor) checkCgroup(pid int) error {
 	if err != nil {
 		return fmt.Errorf("process %d: %w", pid, err)
 	}
+	// "0::/path" on cgroup v2, "N:controllers:/path" per v1 hierarchy.
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		if path, ok := strings.CutPrefix(line, "0::"); ok && path == want {
+		if parts := strings.SplitN(line, ":", 3); len(parts) == 3 && parts[2] == want {
 			return nil
 		}
 	}
