@@ -257,6 +257,7 @@ func TestBadManifestsFailCreate(t *testing.T) {
 				}
 			}
 			noTask(t, id)
+			noLeftovers(t, id)
 		})
 	}
 }
