@@ -87,15 +87,7 @@ func TestRedisSurvivesSegfault(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ctr run: %v\n%s", err, out)
 			}
-			defer func() {
-				ctr(t, "tasks", "kill", "-s", "SIGKILL", id)
-				waitFor(t, 30*time.Second, "redis to stop", func() bool {
-					out, _ := ctr(t, "tasks", "ls")
-					return !strings.Contains(out, id) || strings.Contains(out, "STOPPED")
-				})
-				ctr(t, "tasks", "rm", "-f", id)
-				ctr(t, "containers", "rm", id)
-			}()
+			defer removeDetached(t, id)
 			addr := fmt.Sprintf("127.0.0.1:%d", c.port)
 			var r *resp
 			waitFor(t, 30*time.Second, "redis to answer", func() bool {

@@ -35,15 +35,7 @@ func TestRuncFeaturesKeepWorking(t *testing.T) {
 		if out, err := ctr(t, "run", "-d", "--runtime", runtime, "assure.test/bugs:label", id, "/bin/busybox", "sleep", "60"); err != nil {
 			t.Fatalf("ctr run -d: %v\n%s", err, out)
 		}
-		defer func() {
-			ctr(t, "tasks", "kill", "-s", "SIGKILL", id)
-			waitFor(t, 30*time.Second, "the task to stop", func() bool {
-				out, _ := ctr(t, "tasks", "ls")
-				return !strings.Contains(out, id) || strings.Contains(out, "STOPPED")
-			})
-			ctr(t, "tasks", "rm", "-f", id)
-			ctr(t, "containers", "rm", id)
-		}()
+		defer removeDetached(t, id)
 		waitFor(t, 30*time.Second, "the task to run", func() bool {
 			out, _ := ctr(t, "tasks", "ls")
 			return strings.Contains(out, id) && strings.Contains(out, "RUNNING")
@@ -56,4 +48,16 @@ func TestRuncFeaturesKeepWorking(t *testing.T) {
 			t.Fatalf("ps: %v\n%s", err, out)
 		}
 	})
+}
+
+// removeDetached kills and removes a container started with ctr run -d.
+func removeDetached(t *testing.T, id string) {
+	t.Helper()
+	ctr(t, "tasks", "kill", "-s", "SIGKILL", id)
+	waitFor(t, 30*time.Second, id+" to stop", func() bool {
+		out, _ := ctr(t, "tasks", "ls")
+		return !strings.Contains(out, id) || strings.Contains(out, "STOPPED")
+	})
+	ctr(t, "tasks", "rm", "-f", id)
+	ctr(t, "containers", "rm", id)
 }
