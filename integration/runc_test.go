@@ -1,10 +1,20 @@
 package integration
 
 import (
+	"bytes"
+	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // TestRuncFeaturesKeepWorking: what runc's shim does still works under the
@@ -60,4 +70,78 @@ func removeDetached(t *testing.T, id string) {
 	})
 	ctr(t, "tasks", "rm", "-f", id)
 	ctr(t, "containers", "rm", id)
+}
+
+// TestOOMAndUpdate: OOM events and resource updates of a supervised
+// container work as under runc.
+func TestOOMAndUpdate(t *testing.T) {
+	t.Run("oom-event", func(t *testing.T) {
+		evs := exec.Command("ctr", "--address", env.address, "events")
+		var buf lockedBuffer
+		evs.Stdout = &buf
+		if err := evs.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { evs.Process.Kill(); evs.Wait() }()
+		out, err := ctr(t, "run", "--rm", "--runtime", runtime, "--memory-limit", "33554432", "assure.test/bugs:label", "oom",
+			"/bin/busybox", "sh", "-c", `a=$(/bin/busybox head -c 300000000 /dev/zero | /bin/busybox tr "\000" a); echo survived`)
+		if err == nil || strings.Contains(out, "survived") {
+			t.Fatalf("a 32 MiB container holding 300 MB was not OOM-killed: %v\n%s", err, out)
+		}
+		waitFor(t, 30*time.Second, "a /tasks/oom event", func() bool {
+			return strings.Contains(buf.String(), "/tasks/oom")
+		})
+		noTask(t, "oom")
+	})
+	t.Run("update", func(t *testing.T) {
+		const id = "update"
+		if out, err := ctr(t, "run", "-d", "--runtime", runtime, "assure.test/bugs:label", id, "/bin/busybox", "sleep", "60"); err != nil {
+			t.Fatalf("ctr run -d: %v\n%s", err, out)
+		}
+		defer removeDetached(t, id)
+		ctx := namespaces.WithNamespace(context.Background(), namespace)
+		client, err := containerd.New(env.address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+		c, err := client.LoadContainer(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		task, err := c.Task(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		limit := int64(96 << 20)
+		if err := task.Update(ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}})); err != nil {
+			t.Fatalf("update: %v", err)
+		}
+		got, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", namespace, id, "memory.limit_in_bytes"))
+		if err != nil {
+			t.Skipf("no cgroup v1 memory controller to check: %v", err)
+		}
+		if strings.TrimSpace(string(got)) != strconv.FormatInt(limit, 10) {
+			t.Errorf("memory.limit_in_bytes = %s, want %d", got, limit)
+		}
+	})
+}
+
+// lockedBuffer is a bytes.Buffer safe for a writing process and a
+// reading test.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
