@@ -119,6 +119,9 @@ func importImages() error {
 			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/server","function":"handle_request","return":-1}]}`}},
 		{Name: "assure.test/prefork:1", Files: []image.File{{Src: filepath.Join(env.work, "prefork"), Dst: "/app/prefork"}}, WithLibs: true,
 			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/prefork","function":"handle_request","return":-1,"scope":"container"}]}`}},
+		{Name: "assure.test/bugs:abslink", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true,
+			Symlinks: map[string]string{"/usr/local/bin/srv": "/app/bugs"},
+			Labels:   map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/usr/local/bin/srv","function":"handle_request","return":-1}]}`}},
 		{Name: "assure.test/bugs:none", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true},
 		{Name: "assure.test/bugs:badfunc", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true,
 			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"no_such_function","return":-1}]}`}},
@@ -214,7 +217,9 @@ func reference(t *testing.T) string {
 // TestManifestFromLabel: the label's rescue point recovers every null
 // dereference inside the container, with the state exactly right.
 func TestManifestFromLabel(t *testing.T) {
-	for _, tag := range []string{"label", "file"} {
+	// abslink: the manifest names /usr/local/bin/srv, an absolute symlink
+	// to /app/bugs inside the image, resolved as the kernel would there.
+	for _, tag := range []string{"label", "file", "abslink"} {
 		t.Run(tag, func(t *testing.T) {
 			out, err := run(t, "assure.test/bugs:"+tag, "recover-"+tag, "/app/bugs", "null", "100", "25")
 			if err != nil {
@@ -230,7 +235,11 @@ func TestManifestFromLabel(t *testing.T) {
 			if err != nil {
 				t.Fatalf("assure events: %v\n%s", err, evOut)
 			}
-			if n := strings.Count(string(evOut), "container recover-"+tag+": recovered SIGSEGV in handle_request (/app/bugs)"); n != 4 {
+			binary := "/app/bugs"
+			if tag == "abslink" {
+				binary = "/usr/local/bin/srv" // as the manifest names it
+			}
+			if n := strings.Count(string(evOut), "container recover-"+tag+": recovered SIGSEGV in handle_request ("+binary+")"); n != 4 {
 				t.Errorf("assure events shows %d recoveries, want 4:\n%s", n, evOut)
 			}
 		})

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 
 	"github.com/assure-rt/assure/recovery/arch"
@@ -62,9 +63,14 @@ func findModule(pid int, maps []procfs.Mapping, binary string) []procfs.Mapping 
 	var dev uint64
 	var ino uint64
 	if filepath.IsAbs(binary) {
-		var st unix.Stat_t
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/root%s", pid, binary), &st); err == nil {
-			dev, ino = st.Dev, st.Ino
+		// Resolved inside the process's root, absolute symlinks included
+		// (openat2 RESOLVE_IN_ROOT), as the kernel resolves it there.
+		if f, err := pathrs.OpenInRoot(fmt.Sprintf("/proc/%d/root", pid), binary); err == nil {
+			var st unix.Stat_t
+			if unix.Fstat(int(f.Fd()), &st) == nil {
+				dev, ino = st.Dev, st.Ino
+			}
+			f.Close()
 		}
 	}
 	var out []procfs.Mapping
