@@ -70,12 +70,12 @@ func noLeftovers(t *testing.T, id string) {
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		c := cmdline(atoi(e.Name()))
-		if strings.Contains(c, "containerd-shim-assure-v1") && strings.Contains(c, "-id "+id+" ") {
+		if strings.Contains(c, "containerd-shim-assure-v1") && strings.Contains(c, "-id "+id+" ") && strings.Contains(c, env.address) {
 			t.Errorf("shim of %s left behind: %s", id, c)
 		}
 	}
 	data, _ := os.ReadFile("/proc/self/mountinfo")
-	if strings.Contains(string(data), "/"+id+"/rootfs") {
+	if strings.Contains(string(data), "/"+namespace+"/"+id+"/rootfs") {
 		t.Errorf("rootfs mount of %s left behind", id)
 	}
 }

@@ -13,6 +13,17 @@ import (
 	"github.com/assure-rt/assure/hack/image"
 )
 
+// freePort returns a loopback TCP port nothing listens on now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // resp is a minimal Redis client: inline commands, one reply line each
 // (enough for SET, DBSIZE, GET of short values and PING).
 type resp struct {
@@ -76,8 +87,8 @@ func TestRedisSurvivesSegfault(t *testing.T) {
 		port     int
 		survives bool
 	}{
-		{runtime, 16401, true},
-		{"io.containerd.runc.v2", 16402, false},
+		{runtime, freePort(t), true},
+		{"io.containerd.runc.v2", freePort(t), false},
 	} {
 		t.Run(c.runtime, func(t *testing.T) {
 			id := fmt.Sprintf("redis-%d", c.port)

@@ -97,7 +97,8 @@ func supervisorOf(t *testing.T, id string) int {
 		if err != nil {
 			continue
 		}
-		if c := cmdline(pid); strings.Contains(c, " supervise ") && strings.Contains(c, "--container "+id+" ") {
+		// Only this run's: its sockets live under our containerd's dir.
+		if c := cmdline(pid); strings.Contains(c, " supervise ") && strings.Contains(c, "--container "+id+" ") && strings.Contains(c, env.dir) {
 			return pid
 		}
 	}

@@ -16,10 +16,12 @@ import (
 	"github.com/assure-rt/assure/hack/image"
 )
 
-const (
-	runtime   = "io.containerd.assure.v1"
-	namespace = "assure-test"
-)
+const runtime = "io.containerd.assure.v1"
+
+// namespace is this run's own: runc keeps container state in
+// /run/containerd/runc/<namespace>/<id> whatever containerd instance runs
+// it, so two test runs on one machine must not share namespace and ids.
+var namespace = fmt.Sprintf("assure-it-%d", os.Getpid())
 
 var env struct {
 	root    string // module root
@@ -84,6 +86,14 @@ func setup() (int, error) {
 	env.address = filepath.Join(env.dir, "containerd.sock")
 	if out, err := exec.Command("bash", filepath.Join(root, "hack", "containerd.sh"), "start", env.dir).CombinedOutput(); err != nil {
 		return 1, fmt.Errorf("start containerd: %v\n%s", err, out)
+	}
+	// The namespace gets the snapshotter the script chose, as the
+	// script's own namespace has.
+	snap, _ := os.ReadFile(filepath.Join(env.dir, "snapshotter"))
+	if out, err := exec.Command("ctr", "--address", env.address, "namespaces", "create", namespace,
+		"containerd.io/defaults/snapshotter="+strings.TrimSpace(string(snap))).CombinedOutput(); err != nil {
+		teardown()
+		return 1, fmt.Errorf("create namespace %s: %v\n%s", namespace, err, out)
 	}
 	if err := importImages(); err != nil {
 		teardown()

@@ -306,5 +306,3 @@ func (s *Supervisor) onTrap(t *thread) bool {
 	s.debugf("trap of %d at %#x is not ours (code page %#x, %d frames)", t.tid, pc, p.scratch, len(t.frames))
 	return false
 }
-
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

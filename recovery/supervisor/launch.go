@@ -60,7 +60,6 @@ func (s *Supervisor) Run(self string, program string, args []string) (int, error
 	proc.Release()
 	s.root = pid
 	s.rootPid.Store(int64(pid))
-	s.runMode = true
 	if err := s.adopt(pid, ptrace.Options|unix.PTRACE_O_EXITKILL, true); err != nil {
 		w.Close()
 		unix.Kill(pid, unix.SIGKILL)

@@ -46,7 +46,6 @@ type Supervisor struct {
 	root     int // pid whose exit status is reported
 	rootWS   unix.WaitStatus
 	rootDone bool
-	runMode  bool
 	stopReq  atomic.Bool
 	rootPid  atomic.Int64
 	stopping bool
@@ -154,9 +153,4 @@ func ExitStatus(ws unix.WaitStatus) int {
 		return 128 + int(ws.Signal())
 	}
 	return 1
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
 }
