@@ -133,3 +133,30 @@ func TestSupervisorRestart(t *testing.T) {
 	s.want("BAD", "error")
 	s.want("GOOD 3", "ok 3")
 }
+
+// TestSupervisorRestartInsideRescuePoint: the supervisor dies while the
+// server's thread is inside a rescue point (its return address diverted
+// to the trampoline). The new supervisor finds the frame table the old one
+// kept in the injected page, and the call returns to its caller.
+func TestSupervisorRestartInsideRescuePoint(t *testing.T) {
+	const id = "restart-inside"
+	s := startServerContainer(t, id)
+	s.want("GOOD 1", "ok 1")
+	s.want("HOLD", "holding") // now inside handle_request
+	old := supervisorOf(t, id)
+	pids := taskPids(t, id)
+	if old == 0 || len(pids) == 0 {
+		t.Fatal("no supervisor or no task pid")
+	}
+	if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "a new supervisor tracing the server", func() bool {
+		n := supervisorOf(t, id)
+		tr := tracer(pids[0])
+		return n != 0 && n != old && tr != 0 && isTaskOf(n, tr)
+	})
+	s.want("release", "ok 2") // handle_request returns through the trampoline
+	s.want("BAD", "error")
+	s.want("GOOD 3", "ok 3")
+}

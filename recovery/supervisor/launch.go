@@ -91,6 +91,7 @@ func (s *Supervisor) Attach(pid int) error {
 	p := s.procs[pid]
 	// Hold every thread while breakpoints go in.
 	s.stopThreads([]*process{p}, false)
+	s.adoptLeftovers(p)
 	err := s.resolve(p, true)
 	p.entryDone = true
 	s.resumeThreads([]*process{p})

@@ -96,6 +96,7 @@ func (s *Supervisor) divertReturn(t *thread, rp *rescuePoint, id checkpoint.ID, 
 		return err
 	}
 	t.frames = append(t.frames, frame{rp: rp, ckpt: id, slot: regs.Rsp, ret: ret})
+	s.saveFrames(p)
 	return nil
 }
 
@@ -313,6 +314,7 @@ func (s *Supervisor) onReturn(t *thread, regs *arch.Regs) {
 		}
 	}
 	t.frames = t.frames[:i]
+	s.saveFrames(t.proc)
 	s.resume(t)
 }
 
@@ -417,6 +419,9 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 		RecoveryMicros: max(1, elapsed.Microseconds()), PagesRestored: pages,
 		ThreadsRolledBack: threads, ProcessesRolledBack: len(procs),
 	})
+	for _, p := range procs {
+		s.saveFrames(p)
+	}
 	s.resumeThreads(stopped)
 	return nil
 }

@@ -133,6 +133,7 @@ func (s *Supervisor) adoptChecked(r adoptRequest) error {
 	p := s.procs[r.pid]
 	procs := []*process{p}
 	s.stopThreads(procs, false)
+	s.adoptLeftovers(p)
 	err := s.resolve(p, true)
 	p.entryDone = true
 	s.resumeThreads(procs)

@@ -9,6 +9,9 @@
  *                  total, fills a fresh heap block, then writes through a
  *                  null pointer (SIGSEGV); if it returns (-1, recovered by
  *                  assure) the reply is "error"
+ *         HOLD     handle_request prints "holding" and returns (0) only
+ *                  after reading one more line: a thread inside a rescue
+ *                  point, on demand (single-threaded serve only)
  *         HANG     handle_request never returns (pause() inside the rescue
  *                  point), for kill/delete while a task is inside one
  *         STATS    "stats requests=R errors=E total=T fds=F maps=M threads=N"
@@ -46,6 +49,14 @@ __attribute__((noinline, noipa)) int handle_request(const char *req)
 	g_requests++;
 	if (!strncmp(req, "GOOD", 4)) {
 		g_total += strtol(req + 4, NULL, 10);
+		return 0;
+	}
+	if (!strncmp(req, "HOLD", 4)) {
+		/* Stays inside the rescue point until the next input line. */
+		char rel[REQ_MAX];
+		printf("holding\n");
+		if (!fgets(rel, sizeof rel, stdin))
+			return -1;
 		return 0;
 	}
 	if (!strncmp(req, "HANG", 4)) {
@@ -99,7 +110,7 @@ static int serve(int nworkers)
 	int next = 0;
 	while (fgets(line, sizeof line, stdin)) {
 		line[strcspn(line, "\r\n")] = 0;
-		if (!strncmp(line, "GOOD ", 5) || !strcmp(line, "BAD") || !strcmp(line, "HANG")) {
+		if (!strncmp(line, "GOOD ", 5) || !strcmp(line, "BAD") || !strcmp(line, "HANG") || !strcmp(line, "HOLD")) {
 			int rc;
 			if (nworkers > 0) {
 				struct worker *w = &workers[next];
