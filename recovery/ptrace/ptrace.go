@@ -167,3 +167,22 @@ func Wait(pid int, flags int) (int, unix.WaitStatus, error) {
 
 // Event returns the PTRACE_EVENT_* of a stop status, or 0.
 func Event(ws unix.WaitStatus) int { return int(ws>>16) & 0xff }
+
+// Rseq is a thread's restartable-sequences registration.
+type Rseq struct {
+	Pointer   uint64
+	Size      uint32
+	Signature uint32
+	Flags     uint32
+	_         uint32
+}
+
+// ptraceGetRseqConfiguration is PTRACE_GET_RSEQ_CONFIGURATION (Linux 5.13).
+const ptraceGetRseqConfiguration = 0x420f
+
+// GetRseq reads the rseq registration of a stopped thread (zero: none).
+func GetRseq(tid int) (Rseq, error) {
+	var r Rseq
+	err := request(ptraceGetRseqConfiguration, tid, unsafe.Sizeof(r), uintptr(unsafe.Pointer(&r)))
+	return r, err
+}

@@ -61,6 +61,15 @@ func (s *Supervisor) dispatch(tid int, ws unix.WaitStatus) {
 // onSignal handles a signal-delivery-stop.
 func (s *Supervisor) onSignal(t *thread, sig unix.Signal) {
 	t.groupStop = false
+	if bit := uint64(1) << (sig - 1); t.staleSigs&bit != 0 {
+		// From execution a rollback undid: swallowed, unless it is one
+		// of our own traps (the thread may have re-trapped since).
+		t.staleSigs &^= bit
+		if sig != unix.SIGTRAP || !s.ourTrap(t) {
+			s.resume(t)
+			return
+		}
+	}
 	switch {
 	case sig == unix.SIGTRAP && s.onTrap(t):
 		return
@@ -81,6 +90,18 @@ func isFault(sig unix.Signal) bool {
 		return true
 	}
 	return false
+}
+
+// ourTrap reports whether t stopped at one of our breakpoints or the
+// trampoline.
+func (s *Supervisor) ourTrap(t *thread) bool {
+	var regs arch.Regs
+	if ptrace.GetRegs(t.tid, &regs) != nil {
+		return false
+	}
+	p := t.proc
+	pc := arch.TrapPC(&regs)
+	return p.breakpoints[pc] != nil || (p.scratch != 0 && pc == p.scratch+trampolineOffset)
 }
 
 // swallowChld drops the SIGCHLD of a child that a rollback killed: the
@@ -298,11 +319,7 @@ func (s *Supervisor) onTrap(t *thread) bool {
 		s.onReturn(t, &regs)
 		return true
 	}
-	if t.staleTrap {
-		t.staleTrap = false
-		s.resume(t)
-		return true
-	}
+
 	s.debugf("trap of %d at %#x is not ours (code page %#x, %d frames)", t.tid, pc, p.scratch, len(t.frames))
 	return false
 }

@@ -68,9 +68,9 @@ type thread struct {
 	// clearTid is the address the kernel clears when the thread exits
 	// (CLONE_CHILD_CLEARTID): where threading libraries keep its tid.
 	clearTid uint64
-	// staleTrap is set when a rollback left a SIGTRAP pending whose trap
-	// the rollback undid.
-	staleTrap bool
+	// staleSigs are fault signals (mask of 1<<(sig-1)) a rollback left
+	// pending whose cause it undid: swallowed when they arrive.
+	staleSigs uint64
 	frames    []frame
 }
 

@@ -29,10 +29,14 @@ type procCheckpoint struct {
 
 type threadState struct {
 	clearTid uint64
-	regs     arch.Regs
-	xstate   []byte
-	sigmask  uint64
-	frames   []frame
+	// rseq is the thread's rseq registration: kernel state a rollback
+	// must put back too (glibc registers it when a thread starts, and a
+	// thread rolled back to before that registers again).
+	rseq    ptrace.Rseq
+	regs    arch.Regs
+	xstate  []byte
+	sigmask uint64
+	frames  []frame
 }
 
 // scopeOf returns the processes a checkpoint of rp taken in p covers.
@@ -228,6 +232,7 @@ func captureThread(t *thread) (*threadState, error) {
 	if st.sigmask, err = ptrace.GetSigmask(t.tid); err != nil {
 		return nil, fmt.Errorf("signal mask of %d: %w", t.tid, err)
 	}
+	st.rseq, _ = ptrace.GetRseq(t.tid)
 	return st, nil
 }
 

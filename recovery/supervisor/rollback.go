@@ -53,9 +53,14 @@ func (s *Supervisor) rollbackProcess(p *process, id checkpoint.ID, faulting *thr
 				return st.Pages, threads, err
 			}
 		}
-		// A SIGTRAP still pending from before the rollback belongs to
-		// the undone execution: swallow it when it arrives.
-		t.staleTrap = trapPending(t)
+		if err := s.restoreRseq(t, ts.rseq); err != nil {
+			return st.Pages, threads, err
+		}
+		// Fault signals (and traps) still pending from before the
+		// rollback belong to the undone execution: they are swallowed
+		// when they arrive. (An interrupt is reported before pending
+		// signals are dequeued.) Real faults recur from the restored state.
+		t.staleSigs = pendingFaults(t.tid)
 		if err := restoreThread(t, ts); err != nil {
 			return st.Pages, threads, err
 		}
@@ -107,6 +112,45 @@ func (s *Supervisor) resurrect(p *process, th *thread, oldTid int, ts *threadSta
 	}
 	s.debugf("thread %d of %d brought back as %d", oldTid, p.pid, newTid)
 	return t, nil
+}
+
+// pendingFaults returns the fault signals pending for a thread, as a
+// mask of 1<<(sig-1).
+func pendingFaults(tid int) uint64 {
+	st, err := procfs.ReadStatus(tid)
+	if err != nil {
+		return 0
+	}
+	var mask uint64
+	for _, sig := range []unix.Signal{unix.SIGSEGV, unix.SIGBUS, unix.SIGFPE, unix.SIGILL, unix.SIGABRT, unix.SIGTRAP, unix.SIGSYS} {
+		if st.SigPnd&(1<<(sig-1)) != 0 {
+			mask |= 1 << (sig - 1)
+		}
+	}
+	return mask
+}
+
+// rseqUnregister is RSEQ_FLAG_UNREGISTER.
+const rseqUnregister = 1
+
+// restoreRseq makes a thread's rseq registration what it was at the
+// checkpoint, with rseq(2) run in the thread itself.
+func (s *Supervisor) restoreRseq(t *thread, want ptrace.Rseq) error {
+	cur, err := ptrace.GetRseq(t.tid)
+	if err != nil || cur.Pointer == want.Pointer && cur.Signature == want.Signature {
+		return nil // nothing to do, or a kernel without the request
+	}
+	if cur.Pointer != 0 {
+		if _, err := s.inject(t, unix.SYS_RSEQ, cur.Pointer, uint64(cur.Size), rseqUnregister, uint64(cur.Signature)); err != nil {
+			return fmt.Errorf("restore rseq of %d: %w", t.tid, err)
+		}
+	}
+	if want.Pointer != 0 {
+		if _, err := s.inject(t, unix.SYS_RSEQ, want.Pointer, uint64(want.Size), 0, uint64(want.Signature)); err != nil {
+			return fmt.Errorf("restore rseq of %d: %w", t.tid, err)
+		}
+	}
+	return nil
 }
 
 func restoreThread(t *thread, ts *threadState) error {
