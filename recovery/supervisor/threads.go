@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"errors"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -202,8 +203,10 @@ func (s *Supervisor) seizeAll(pid int, opts int) ([]int, error) {
 				continue
 			}
 			seen[tid] = true
-			if err := ptrace.Seize(tid, opts); err != nil {
-				if errors.Is(err, unix.ESRCH) {
+			if err := seizeRetrying(tid, opts); err != nil {
+				// A thread that exits meanwhile is gone (ESRCH) or a
+				// zombie the kernel refuses to attach to (EPERM).
+				if errors.Is(err, unix.ESRCH) || (tid != pid && errors.Is(err, unix.EPERM) && !taskAlive(pid, tid)) {
 					continue
 				}
 				return order, err
@@ -214,5 +217,26 @@ func (s *Supervisor) seizeAll(pid int, opts int) ([]int, error) {
 		if !added {
 			return order, nil
 		}
+	}
+}
+
+// taskAlive reports whether a thread still exists and is not a zombie.
+func taskAlive(pid, tid int) bool {
+	st, err := procfs.ReadStatus(tid)
+	return err == nil && st.Tgid == pid && st.State != 'Z' && st.State != 'X'
+}
+
+// seizeRetrying seizes a thread, retrying for a moment on EPERM: the
+// kernel refuses an attach while the target is between states (a freshly
+// started process finishing its exec, a thread on its way out), which the
+// caller tells apart afterwards.
+func seizeRetrying(tid, opts int) error {
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for {
+		err := ptrace.Seize(tid, opts)
+		if err == nil || !errors.Is(err, unix.EPERM) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(time.Millisecond) // a transient refusal, retried with a deadline
 	}
 }
