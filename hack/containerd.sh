@@ -303,6 +303,13 @@ do_stop() {
 		die "mounts left under $dir: $(mounts_under | tr '\n' ' ')"
 	fi
 	rm -rf -- "$dir"
+	# The events the assure shim kept for this containerd's containers
+	# (events.ContainerFile: sha256 of the socket address, 12 hex digits).
+	local ev
+	ev=/run/assure/events/$(printf %s "$dir/containerd.sock" | sha256sum | cut -c1-12)
+	rm -rf -- "$ev"
+	# runc's per-namespace state directories, empty once the tasks are gone.
+	find /run/containerd/runc -mindepth 1 -maxdepth 1 -type d -empty -delete 2>/dev/null || true
 	log "stopped; removed $dir"
 }
 
