@@ -20,7 +20,7 @@ func (s *Supervisor) rewindTrap(t *thread) bool {
 	switch {
 	case p.breakpoints[pc] != nil:
 		regs.Rip = pc
-	case p.scratch != 0 && pc == p.scratch+trampolineOffset && len(t.frames) > 0:
+	case p.isTrampoline(pc) && len(t.frames) > 0:
 		regs.Rip = t.frames[len(t.frames)-1].ret
 		t.frames = t.frames[:len(t.frames)-1]
 	default:

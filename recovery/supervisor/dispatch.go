@@ -101,7 +101,7 @@ func (s *Supervisor) ourTrap(t *thread) bool {
 	}
 	p := t.proc
 	pc := arch.TrapPC(&regs)
-	return p.breakpoints[pc] != nil || (p.scratch != 0 && pc == p.scratch+trampolineOffset)
+	return p.ourTrap(pc)
 }
 
 // swallowChld drops the SIGCHLD of a child that a rollback killed: the
@@ -315,7 +315,7 @@ func (s *Supervisor) onTrap(t *thread) bool {
 		}
 		return true
 	}
-	if p.scratch != 0 && pc == p.scratch+trampolineOffset {
+	if p.isTrampoline(pc) {
 		s.onReturn(t, &regs)
 		return true
 	}

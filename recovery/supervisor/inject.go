@@ -84,7 +84,7 @@ func (s *Supervisor) injectAt(t *thread, pc uint64, nr uint64, args ...uint64) (
 		// ours, rewind so the thread takes it again once it runs on;
 		// otherwise it is the program's and is delivered later.
 		p := t.proc
-		if pc := arch.TrapPC(&saved); p.breakpoints[pc] != nil || (p.scratch != 0 && pc == p.scratch+trampolineOffset) {
+		if pc := arch.TrapPC(&saved); p.ourTrap(pc) {
 			saved.Rip = pc
 		} else {
 			t.deliver = unix.SIGTRAP

@@ -185,6 +185,16 @@ func (p *process) writeWord(addr, v uint64) error {
 	return p.writeMem(addr, b[:])
 }
 
+// ourTrap reports whether pc is one of our breakpoints or the return
+// trampoline: a SIGTRAP there is the supervisor's, not the program's.
+func (p *process) ourTrap(pc uint64) bool {
+	return p.breakpoints[pc] != nil || p.isTrampoline(pc)
+}
+
+func (p *process) isTrampoline(pc uint64) bool {
+	return p.scratch != 0 && pc == p.scratch+trampolineOffset
+}
+
 func le64(b []byte) uint64 {
 	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
 		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56

@@ -161,7 +161,7 @@ func (s *Supervisor) checkpointProcess(p *process, th *thread, codeAt uint64, id
 		if err != nil {
 			return err
 		}
-		if t.queued || trapPending(t) {
+		if t.queued || trapPending(t, &st.regs) {
 			untrap(p, &st.regs)
 		}
 		c.threads[t.tid] = st
@@ -191,27 +191,20 @@ func (s *Supervisor) checkpointProcess(p *process, th *thread, codeAt uint64, id
 }
 
 // untrap rewinds a thread that stopped at one of our traps (a breakpoint
-// or the trampoline) whose handling is still queued, so that the saved
+// or the trampoline) whose handling is still to come, so that the saved
 // state re-executes the trap rather than resuming inside the displaced
 // instruction.
 func untrap(p *process, regs *arch.Regs) {
-	pc := arch.TrapPC(regs)
-	if p.breakpoints[pc] != nil || (p.scratch != 0 && pc == p.scratch+trampolineOffset) {
+	if pc := arch.TrapPC(regs); p.ourTrap(pc) {
 		regs.Rip = pc
 	}
 }
 
-// trapPending reports whether t stopped right after one of our traps with
-// the SIGTRAP not yet delivered: an interrupt is reported before pending
-// signals are dequeued.
-func trapPending(t *thread) bool {
-	var regs arch.Regs
-	if ptrace.GetRegs(t.tid, &regs) != nil {
-		return false
-	}
-	p := t.proc
-	pc := arch.TrapPC(&regs)
-	if p.breakpoints[pc] == nil && (p.scratch == 0 || pc != p.scratch+trampolineOffset) {
+// trapPending reports whether a thread, with registers regs, stopped right
+// after one of our traps with the SIGTRAP not yet delivered: an interrupt
+// is reported before pending signals are dequeued.
+func trapPending(t *thread, regs *arch.Regs) bool {
+	if !t.proc.ourTrap(arch.TrapPC(regs)) {
 		return false
 	}
 	st, err := procfs.ReadStatus(t.tid)
