@@ -337,14 +337,21 @@ func startAttach(t *testing.T, manifestJSON string, pid int) (p *attProc, events
 	if assureErr != nil {
 		t.Fatalf("assure is not available: %v", assureErr)
 	}
-	dir := t.TempDir()
-	mf := filepath.Join(dir, "manifest.json")
-	if err := os.WriteFile(mf, []byte(manifestJSON), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	eventsFile = filepath.Join(dir, "events.jsonl")
+	mf, eventsFile := manifestFiles(t, manifestJSON)
 	p = startProc(t, "assure", false, assureBin, "attach", "--manifest", mf, "--events", eventsFile, strconv.Itoa(pid))
 	return p, eventsFile
+}
+
+// manifestFiles writes a manifest into a new directory and names the
+// events file beside it.
+func manifestFiles(t *testing.T, manifestJSON string) (manifestFile, eventsFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	manifestFile = filepath.Join(dir, "manifest.json")
+	if err := os.WriteFile(manifestFile, []byte(manifestJSON), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return manifestFile, filepath.Join(dir, "events.jsonl")
 }
 
 // ------------------------------------------------------------------ /proc

@@ -1,7 +1,6 @@
 package recovery_test
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,13 +16,8 @@ func startSupervise(t *testing.T, manifestJSON string, extra ...string) (*attPro
 	if assureErr != nil {
 		t.Fatalf("assure is not available: %v", assureErr)
 	}
-	dir := t.TempDir()
-	mf := filepath.Join(dir, "manifest.json")
-	if err := os.WriteFile(mf, []byte(manifestJSON), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	events := filepath.Join(dir, "events.jsonl")
-	sock := filepath.Join(dir, "control.sock")
+	mf, events := manifestFiles(t, manifestJSON)
+	sock := filepath.Join(filepath.Dir(mf), "control.sock")
 	argv := append([]string{assureBin, "supervise", "--manifest", mf, "--events", events, "--socket", sock}, extra...)
 	p := startProc(t, "supervise", false, argv...)
 	c, err := control.Dial(sock, 10*time.Second)

@@ -99,22 +99,22 @@ func (t *tree) walk(p string, create bool, links *int) (*node, string, error) {
 	return cur, curPath, nil
 }
 
-// parent resolves the parent directory of p, creating missing directories.
-func (t *tree) parent(p string) (*node, string, error) {
+// slot cleans image path p and resolves its parent directory, creating
+// missing directories: where an entry named name goes.
+func (t *tree) slot(p string) (clean string, d *node, name string, err error) {
+	if clean, err = cleanAbs(p); err != nil {
+		return "", nil, "", err
+	}
 	links := 0
-	dir, name := path.Split(p)
-	d, _, err := t.walk(path.Clean(dir), true, &links)
-	return d, name, err
+	dir, name := path.Split(clean)
+	d, _, err = t.walk(path.Clean(dir), true, &links)
+	return clean, d, name, err
 }
 
 // addDir adds directory p (and its parents). An existing directory keeps its
 // entries and takes mode; a symlink to a directory is accepted as is.
 func (t *tree) addDir(p string, mode os.FileMode) error {
-	p, err := cleanAbs(p)
-	if err != nil {
-		return err
-	}
-	d, name, err := t.parent(p)
+	p, d, name, err := t.slot(p)
 	if err != nil {
 		return err
 	}
@@ -140,11 +140,7 @@ func (t *tree) addDir(p string, mode os.FileMode) error {
 // addFile adds regular file p with the content of host file src. Adding
 // the same source at the same place again is not an error.
 func (t *tree) addFile(p, src string, mode os.FileMode) error {
-	p, err := cleanAbs(p)
-	if err != nil {
-		return err
-	}
-	d, name, err := t.parent(p)
+	p, d, name, err := t.slot(p)
 	if err != nil {
 		return err
 	}
@@ -160,16 +156,12 @@ func (t *tree) addFile(p, src string, mode os.FileMode) error {
 
 // addSymlink adds symlink p -> target. The same link again is not an error.
 func (t *tree) addSymlink(p, target string) error {
-	p, err := cleanAbs(p)
+	p, d, name, err := t.slot(p)
 	if err != nil {
 		return err
 	}
 	if target == "" {
 		return fmt.Errorf("symlink %s: empty target", p)
-	}
-	d, name, err := t.parent(p)
-	if err != nil {
-		return err
 	}
 	if n, ok := d.children[name]; ok {
 		if n.kind == kindSymlink && n.target == target {
