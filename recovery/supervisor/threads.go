@@ -220,23 +220,32 @@ func (s *Supervisor) seizeAll(pid int, opts int) ([]int, error) {
 	}
 }
 
-// taskAlive reports whether a thread still exists and is not a zombie.
-func taskAlive(pid, tid int) bool {
-	st, err := procfs.ReadStatus(tid)
-	return err == nil && st.Tgid == pid && st.State != 'Z' && st.State != 'X'
-}
-
 // seizeRetrying seizes a thread, retrying for a moment on EPERM: the
 // kernel refuses an attach while the target is between states (a freshly
 // started process finishing its exec, a thread on its way out), which the
-// caller tells apart afterwards.
+// caller tells apart afterwards. A thread created by one already seized
+// is attached by the kernel itself (PTRACE_O_TRACECLONE) between our
+// listing of /proc/PID/task and our request, which then fails with EPERM:
+// it is ours, and reports its first stop like any new thread.
 func seizeRetrying(tid, opts int) error {
 	deadline := time.Now().Add(200 * time.Millisecond)
 	for {
 		err := ptrace.Seize(tid, opts)
-		if err == nil || !errors.Is(err, unix.EPERM) || time.Now().After(deadline) {
+		if err == nil || !errors.Is(err, unix.EPERM) {
+			return err
+		}
+		if st, serr := procfs.ReadStatus(tid); serr == nil && st.TracerPid == unix.Gettid() {
+			return nil
+		}
+		if time.Now().After(deadline) {
 			return err
 		}
 		time.Sleep(time.Millisecond) // a transient refusal, retried with a deadline
 	}
+}
+
+// taskAlive reports whether a thread still exists and is not a zombie.
+func taskAlive(pid, tid int) bool {
+	st, err := procfs.ReadStatus(tid)
+	return err == nil && st.Tgid == pid && st.State != 'Z' && st.State != 'X'
 }
