@@ -162,6 +162,7 @@ type Status struct {
 	ShdPnd    uint64 // signals pending for the process
 	SigBlk    uint64 // signals blocked by this thread
 	State     byte
+	RssAnon   uint64 // bytes of resident anonymous memory
 }
 
 // ReadStatus parses /proc/PID/status (works for thread ids too).
@@ -197,6 +198,10 @@ func ReadStatus(pid int) (Status, error) {
 		case "State":
 			if len(v) > 0 {
 				st.State = v[0]
+			}
+		case "RssAnon":
+			if kb, err := strconv.ParseUint(strings.TrimSuffix(v, " kB"), 10, 64); err == nil {
+				st.RssAnon = kb << 10
 			}
 		}
 	}

@@ -135,7 +135,7 @@ func (s *Supervisor) resolve(p *process, atExec bool) error {
 			continue
 		}
 		p.resolved[rp] = addr
-		if err := s.plant(p, addr, bpRescue, rp); err != nil {
+		if err := s.arm(p, rp, addr, mods); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -273,6 +273,7 @@ func (s *Supervisor) onEntry(t *thread, bp *breakpoint, regs *arch.Regs) {
 	if err := s.resolve(p, false); err != nil {
 		s.emitError(p.pid, err)
 	}
+	s.upgradeBreakpoints(p)
 	// The entry may itself be a rescue point.
 	if nb := p.breakpoints[bp.addr]; nb != nil && nb.kind == bpRescue {
 		s.enterRescue(t, nb, regs)

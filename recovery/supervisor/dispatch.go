@@ -35,6 +35,7 @@ func (s *Supervisor) dispatch(tid int, ws unix.WaitStatus) {
 		switch {
 		case t.awaitInitial:
 			t.awaitInitial = false
+			s.firstStop(t)
 		case isStopSignal(sig) && !t.interrupting:
 			t.groupStop = true // job control: stay stopped, keep tracing
 		default:
@@ -73,6 +74,9 @@ func (s *Supervisor) onSignal(t *thread, sig unix.Signal) {
 	switch {
 	case sig == unix.SIGTRAP && s.onTrap(t):
 		return
+	case sig == unix.SIGSYS && t.proc.fast != nil && isDispatch(t):
+		s.onWindowSyscall(t)
+		return
 	case sig == unix.SIGCHLD && s.swallowChld(t):
 		s.resume(t)
 		return
@@ -82,6 +86,13 @@ func (s *Supervisor) onSignal(t *thread, sig unix.Signal) {
 	}
 	t.deliver = sig
 	s.resume(t)
+}
+
+// isDispatch reports whether t stopped for a SIGSYS of syscall user
+// dispatch (a system call in an in-process checkpoint window).
+func isDispatch(t *thread) bool {
+	si, err := ptrace.GetSiginfo(t.tid)
+	return err == nil && si.Code == siSysUserDispatch
 }
 
 func isFault(sig unix.Signal) bool {
@@ -173,6 +184,7 @@ func (s *Supervisor) onClone(t *thread, ev int) []*thread {
 	if ev == ptrace.EventClone && isTaskOf(p.pid, child) {
 		c = s.addThread(p, child)
 		c.clearTid = cloneChildTid(t)
+		s.fastToSlow(p)
 	} else {
 		np, err := s.newProcess(child, p.pid)
 		if err != nil {
@@ -230,6 +242,9 @@ func (s *Supervisor) inherit(np, p *process, vfork bool) {
 	np.entryDone = p.entryDone
 	np.scratch = p.scratch
 	np.modules = p.modules
+	if p.fast != nil && !np.sharedMM {
+		np.forkedFrom = p.fast
+	}
 	for a, bp := range p.breakpoints {
 		np.breakpoints[a] = bp
 	}
@@ -272,6 +287,8 @@ func (s *Supervisor) onExec(t *thread) {
 	p.preExec = false
 	p.entryDone = false
 	p.brkKnown = false
+	s.releaseFast(p)
+	p.fast, p.noFast, p.forkedFrom = nil, nil, nil
 	p.mem.Close()
 	if mem, err := openMem(p.pid); err == nil {
 		p.mem = mem
@@ -279,9 +296,14 @@ func (s *Supervisor) onExec(t *thread) {
 		s.logf("exec of %d: %v", p.pid, err)
 	}
 	nt := s.addThread(p, p.pid)
+	// No system call can be injected at an exec stop (the kernel sets
+	// rax when execve returns): entries get breakpoints now, patches at
+	// the program entry.
+	p.atExecStop = true
 	if err := s.resolve(p, true); err != nil {
 		s.emitError(p.pid, err)
 	}
+	p.atExecStop = false
 	s.resume(nt)
 }
 
@@ -299,6 +321,9 @@ func (s *Supervisor) onTrap(t *thread) bool {
 	}
 	p := t.proc
 	pc := arch.TrapPC(&regs)
+	if s.onFastTrap(t, pc, &regs) {
+		return true
+	}
 	if bp := p.breakpoints[pc]; bp != nil {
 		regs.Rip = pc
 		switch bp.kind {
@@ -310,6 +335,7 @@ func (s *Supervisor) onTrap(t *thread) bool {
 			if err := s.resolve(p, false); err != nil {
 				s.emitError(p.pid, err)
 			}
+			s.afterLoad(p)
 			s.stepOver(t, bp, &regs)
 			s.resume(t)
 		}

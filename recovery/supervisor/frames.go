@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 
 	"github.com/assure-rt/assure/recovery/arch"
+	"github.com/assure-rt/assure/recovery/patch"
 	"github.com/assure-rt/assure/recovery/procfs"
 )
 
@@ -16,7 +17,8 @@ import (
 const (
 	frameTableOffset = 1024
 	frameEntrySize   = 24 // tid u32, rescue point index u32, slot u64, ret u64
-	maxTableFrames   = (scratchSize - frameTableOffset - 16) / frameEntrySize
+	frameTableEnd    = patch.RoutinesAt
+	maxTableFrames   = (frameTableEnd - frameTableOffset - 16) / frameEntrySize
 )
 
 var frameMagic = []byte("ASSUREF1")
@@ -77,7 +79,7 @@ func (s *Supervisor) adoptLeftovers(p *process) {
 		if err != nil || !bytes.Equal(head, arch.SyscallInsn) {
 			continue
 		}
-		table, err := p.readMem(m.Start+frameTableOffset, scratchSize-frameTableOffset)
+		table, err := p.readMem(m.Start+frameTableOffset, frameTableEnd-frameTableOffset)
 		if err != nil || !bytes.Equal(table[:len(frameMagic)], frameMagic) {
 			continue
 		}

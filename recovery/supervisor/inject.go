@@ -7,6 +7,7 @@ import (
 
 	"github.com/assure-rt/assure/recovery/arch"
 	"github.com/assure-rt/assure/recovery/checkpoint"
+	"github.com/assure-rt/assure/recovery/patch"
 	"github.com/assure-rt/assure/recovery/ptrace"
 )
 
@@ -14,7 +15,7 @@ import (
 // (to run system calls inside the tracee), and the return trampoline, a
 // breakpoint that rescue-point calls return to instead of their caller.
 const (
-	scratchSize      = 4096
+	scratchSize      = patch.CodeSize
 	syscallOffset    = 0
 	trampolineOffset = 16
 )
@@ -153,24 +154,34 @@ func (s *Supervisor) ensureTracker(t *thread) error {
 
 func (s *Supervisor) makeTracker(t *thread) error {
 	p := t.proc
-	fd, err := s.inject(t, unix.SYS_USERFAULTFD, checkpoint.UffdFlags)
+	uffd, err := s.makeUffd(t)
 	if err != nil {
-		return fmt.Errorf("create userfaultfd in %d (allow userfaultfd in its seccomp profile): %w", p.pid, err)
+		return err
 	}
-	defer s.inject(t, unix.SYS_CLOSE, fd)
-	pidfd, err := unix.PidfdOpen(p.pid, 0)
+	shadow, err := unix.MemfdCreate(fmt.Sprintf("assure-shadow-%d", p.pid), unix.MFD_CLOEXEC)
 	if err != nil {
-		return fmt.Errorf("pidfd of %d: %w", p.pid, err)
+		unix.Close(uffd)
+		return fmt.Errorf("shadow of %d: %w", p.pid, err)
 	}
-	defer unix.Close(pidfd)
-	own, err := unix.PidfdGetfd(pidfd, int(fd), 0)
-	if err != nil {
-		return fmt.Errorf("take userfaultfd of %d: %w", p.pid, err)
-	}
-	tr, err := checkpoint.NewDirty(p.pid, own)
+	tr, err := checkpoint.NewMirror(p.pid, uffd, shadow)
 	if err != nil {
 		return fmt.Errorf("dirty tracking in %d: %w", p.pid, err)
 	}
 	p.tracker = tr
 	return nil
+}
+
+// makeUffd creates a userfaultfd inside the tracee and takes it.
+func (s *Supervisor) makeUffd(t *thread) (int, error) {
+	p := t.proc
+	fd, err := s.inject(t, unix.SYS_USERFAULTFD, checkpoint.UffdFlags)
+	if err != nil {
+		return -1, fmt.Errorf("create userfaultfd in %d (allow userfaultfd in its seccomp profile): %w", p.pid, err)
+	}
+	defer s.inject(t, unix.SYS_CLOSE, fd)
+	own, err := takeFDs(p.pid, int(fd))
+	if err != nil {
+		return -1, fmt.Errorf("take userfaultfd of %d: %w", p.pid, err)
+	}
+	return own[0], nil
 }

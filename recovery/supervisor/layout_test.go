@@ -26,7 +26,7 @@ func TestDiffLayout(t *testing.T) {
 		m(0x50000, 0x51000, "r-xp"),
 		m(0x60000, 0x68000, "rw-p"), // mapped inside the rescue point
 	}
-	got := diffLayout(old, now, 0x50000, span{0x30000, 0x48000})
+	got := diffLayout(old, now, []span{{0x50000, 0x50000 + scratchSize}}, span{0x30000, 0x48000})
 	want := []layoutChange{
 		{kind: layoutProt, start: 0x12000, end: 0x14000, old: old[1]},
 		{kind: layoutRemoved, start: 0x20000, end: 0x22000, old: old[2]},
@@ -47,7 +47,7 @@ func TestDiffLayout(t *testing.T) {
 
 func TestDiffLayoutUnchanged(t *testing.T) {
 	maps := []procfs.Mapping{m(0x1000, 0x2000, "r-xp"), m(0x2000, 0x5000, "rw-p")}
-	if got := diffLayout(maps, maps, 0, span{}); len(got) != 0 {
+	if got := diffLayout(maps, maps, nil, span{}); len(got) != 0 {
 		t.Errorf("identical layouts: %+v", got)
 	}
 }

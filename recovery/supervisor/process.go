@@ -47,6 +47,14 @@ type process struct {
 	preExec bool
 	// entryDone is set once the program entry breakpoint has fired.
 	entryDone bool
+	// fast is the in-process fast path (nil: none); noFast says why it
+	// could not be set up. forkedFrom is set for a child forked from a
+	// process with a fast path, until its first stop undoes what it
+	// inherited of it.
+	fast       *fastState
+	noFast     error
+	forkedFrom *fastState
+	atExecStop bool // the process is held at its exec stop
 }
 
 // thread is one supervised task.
@@ -150,6 +158,7 @@ func (s *Supervisor) dropProcess(p *process) {
 		p.tracker.Close()
 		p.tracker = nil
 	}
+	s.releaseFast(p)
 	p.views.close()
 	p.views = nil
 	p.mem.Close()
@@ -188,7 +197,7 @@ func (p *process) writeWord(addr, v uint64) error {
 // ourTrap reports whether pc is one of our breakpoints or the return
 // trampoline: a SIGTRAP there is the supervisor's, not the program's.
 func (p *process) ourTrap(pc uint64) bool {
-	return p.breakpoints[pc] != nil || p.isTrampoline(pc)
+	return p.breakpoints[pc] != nil || p.isTrampoline(pc) || p.isFastTrap(pc)
 }
 
 func (p *process) isTrampoline(pc uint64) bool {

@@ -327,6 +327,8 @@ func (s *Supervisor) onFault(t *thread, sig unix.Signal) {
 		if s.cfg.Manifest.WantsSignal(sig) || sig != unix.SIGTRAP {
 			s.crash(t, sig, si, "not a fault assure recovers (sent by another process)")
 		}
+	case f == nil && s.fastFault(t, sig, si):
+		return
 	case f == nil:
 		s.crash(t, sig, si, "outside any rescue point")
 	case !s.allow(f.rp):

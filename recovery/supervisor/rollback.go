@@ -294,7 +294,7 @@ func (s *Supervisor) restoreLayout(p *process, th *thread, c *procCheckpoint) er
 	}
 	p.brkKnown = false
 	heap := span{p.views.startBrk, pageAlign(max(cur, c.brk))}
-	for _, d := range diffLayout(c.maps, now, p.scratch, heap) {
+	for _, d := range diffLayout(c.maps, now, p.ours(), heap) {
 		var err error
 		switch d.kind {
 		case layoutAdded:
@@ -353,8 +353,8 @@ func pageAlign(a uint64) uint64 { return (a + 4095) &^ 4095 }
 
 // diffLayout compares two address-space layouts segment by segment and
 // returns the changes that take now back to old. The heap (moved with
-// brk) and the supervisor's own page are left alone.
-func diffLayout(old, now []procfs.Mapping, scratch uint64, heap span) []layoutChange {
+// brk) and the supervisor's own mappings (ours) are left alone.
+func diffLayout(old, now []procfs.Mapping, ours []span, heap span) []layoutChange {
 	var cuts []uint64
 	for _, m := range old {
 		cuts = append(cuts, m.Start, m.End)
@@ -366,7 +366,7 @@ func diffLayout(old, now []procfs.Mapping, scratch uint64, heap span) []layoutCh
 	var out []layoutChange
 	for i := 0; i+1 < len(cuts); i++ {
 		a, b := cuts[i], cuts[i+1]
-		if a == b || a >= 1<<47 || (scratch != 0 && a < scratch+scratchSize && b > scratch) || (a >= heap.start && a < heap.end) {
+		if a == b || a >= 1<<47 || overlapsAny(ours, a, b) || (a >= heap.start && a < heap.end) {
 			continue
 		}
 		o, inOld := covering(old, a)
@@ -389,6 +389,15 @@ func diffLayout(old, now []procfs.Mapping, scratch uint64, heap span) []layoutCh
 		out = append(out, ch)
 	}
 	return out
+}
+
+func overlapsAny(spans []span, a, b uint64) bool {
+	for _, s := range spans {
+		if a < s.end && b > s.start {
+			return true
+		}
+	}
+	return false
 }
 
 func covering(maps []procfs.Mapping, addr uint64) (procfs.Mapping, bool) {

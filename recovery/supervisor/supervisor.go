@@ -56,6 +56,7 @@ type Supervisor struct {
 	adopts   chan adoptRequest
 	stopCh   chan struct{}
 	rps      []*rescuePoint
+	logged   map[string]bool // logOnce keys
 }
 
 type waitEvent struct {

@@ -77,6 +77,7 @@ func (s *Supervisor) stopThreads(procs []*process, follow bool) []*process {
 		switch ev := ptrace.Event(ws); {
 		case t.awaitInitial && ev == ptrace.EventStop:
 			t.awaitInitial = false
+			s.firstStop(t)
 			delete(pending, tid)
 		case ev == ptrace.EventStop:
 			t.interrupting = false

@@ -3,6 +3,7 @@ package checkpoint_test
 import (
 	"bytes"
 	"fmt"
+	"math/rand"
 	"os"
 	"runtime"
 	"slices"
@@ -878,4 +879,39 @@ func TestWrittenThenReadOnly(t *testing.T) {
 			"%d pages differ from checkpoint 1, e.g. %s", len(d), strings.Join(d[:min(3, len(d))], "; "))
 		tg.checkAlive(s1)
 	})
+}
+
+// Random scripts of checkpoints, write sets, commits (of any active
+// level, in any order) and rollbacks, from fixed seeds: every rollback
+// must bring back exactly its checkpoint's memory.
+func TestNestingRandomScripts(t *testing.T) {
+	for seed := int64(1); seed <= 16; seed++ {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			rng := rand.New(rand.NewSource(seed))
+			var steps []string
+			var active []int
+			next := 1
+			for len(steps) < 40 {
+				switch r := rng.Intn(10); {
+				case r < 3:
+					steps = append(steps, fmt.Sprintf("ck%d", next))
+					active = append(active, next)
+					next++
+				case r < 7:
+					steps = append(steps, string(rune('A'+rng.Intn(4))))
+				case r < 9 && len(active) > 0:
+					i := rng.Intn(len(active))
+					steps = append(steps, fmt.Sprintf("cm%d", active[i]))
+					active = append(active[:i], active[i+1:]...)
+				case len(active) > 0:
+					i := rng.Intn(len(active))
+					steps = append(steps, fmt.Sprintf("rb%d", active[i]))
+					active = active[:i]
+				}
+			}
+			script := strings.Join(steps, " ")
+			t.Log(script)
+			runSteps(t, startTarget(t), script)
+		})
+	}
 }

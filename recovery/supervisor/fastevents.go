@@ -1,0 +1,355 @@
+package supervisor
+
+import (
+	"fmt"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/arch"
+	"github.com/assure-rt/assure/recovery/checkpoint"
+	"github.com/assure-rt/assure/recovery/events"
+	"github.com/assure-rt/assure/recovery/manifest"
+	"github.com/assure-rt/assure/recovery/patch"
+	"github.com/assure-rt/assure/recovery/procfs"
+	"github.com/assure-rt/assure/recovery/ptrace"
+)
+
+// siSysUserDispatch is the si_code of the SIGSYS syscall user dispatch
+// raises.
+const siSysUserDispatch = 2
+
+// onFastTrap handles a SIGTRAP at one of the fast path's own traps; it
+// reports false for anything else.
+func (s *Supervisor) onFastTrap(t *thread, pc uint64, regs *arch.Regs) bool {
+	fs := t.proc.fast
+	if fs == nil {
+		return false
+	}
+	if site := fs.traps[pc]; site != nil {
+		s.enterPatched(t, site, regs)
+		return true
+	}
+	if fs.code != nil && pc >= fs.code.Return && pc < fs.code.Return+64 {
+		s.emitError(t.proc.pid, fmt.Errorf("thread %d returned through the fast path's trampoline with no frame active", t.tid))
+		t.deliver = unix.SIGSEGV
+		s.resume(t)
+		return true
+	}
+	return false
+}
+
+// isFastTrap reports whether pc is one of the fast path's traps.
+func (p *process) isFastTrap(pc uint64) bool {
+	fs := p.fast
+	return fs != nil && fs.traps[pc] != nil
+}
+
+// enterPatched is the supervisor's entry of a patched rescue point (the
+// injected code sent it here: fast path off, nested call, a shadow to
+// rebuild). As enterRescue, then the thread continues at the relocated
+// first instructions.
+func (s *Supervisor) enterPatched(t *thread, site *patchSite, regs *arch.Regs) {
+	p := t.proc
+	fs := p.fast
+	const resync = patch.FlagBroken | patch.FlagStale | patch.FlagLayout
+	if fl := fs.ctl.Flags(); fl&resync != 0 && fs.isReady() && fs.extID == 0 && !fs.ctl.Frame().Active {
+		if fl&patch.FlagBroken != 0 {
+			s.rebuildShadow(p)
+		} else {
+			s.retrackRanges(p)
+		}
+		// The injected code takes this entry again.
+		if fs.ctl.Flags()&resync == 0 {
+			regs.Rip = site.stub
+			if err := ptrace.SetRegs(t.tid, regs); err == nil {
+				s.resume(t)
+				return
+			}
+		}
+	}
+	regs.Rip = site.addr
+	if err := ptrace.SetRegs(t.tid, regs); err != nil {
+		s.logf("rescue entry in %d: %v", t.tid, err)
+		return
+	}
+	if !fs.isReady() {
+		// The shadow is still being filled: the call runs unprotected.
+		s.continueAt(t, regs, site.back)
+		return
+	}
+	s.syncFastFrame(p)
+	procs := s.stopThreads(s.scopeOf(site.rp, p), site.rp.Scope == manifest.ScopeContainer)
+	id, err := s.checkpoint(procs, t, &breakpoint{addr: site.addr, kind: bpRescue, rp: site.rp})
+	if err == nil {
+		err = s.divertReturn(t, site.rp, id, regs)
+	}
+	if err != nil {
+		if !isGone(err) && err != checkpoint.ErrNotReady {
+			s.emitError(p.pid, fmt.Errorf("checkpoint at %s: %w", site.rp, err))
+		}
+		if id != 0 {
+			s.commit(id)
+		}
+	}
+	s.continueAt(t, regs, site.back)
+	s.resumeThreads(procs)
+}
+
+func (s *Supervisor) continueAt(t *thread, regs *arch.Regs, pc uint64) {
+	regs.Rip = pc
+	if err := ptrace.SetRegs(t.tid, regs); err != nil {
+		s.logf("continue %d at %#x: %v", t.tid, pc, err)
+	}
+	s.resume(t)
+}
+
+// syncFastFrame tells the checkpoint engine about the in-process frame:
+// taken (an external checkpoint of its own ID) or ended since.
+func (s *Supervisor) syncFastFrame(p *process) {
+	fs := p.fast
+	if fs == nil || !fs.isReady() {
+		return
+	}
+	f := fs.ctl.Frame()
+	if fs.extID != 0 && (!f.Active || f.Generation != fs.extGen) {
+		fs.mirror.SetExternal(fs.extID, false)
+		fs.extID = 0
+	}
+	if f.Active && fs.extID == 0 {
+		s.nextID++
+		fs.extID, fs.extGen = s.nextID, f.Generation
+		fs.mirror.SetExternal(fs.extID, true)
+	}
+	if fs.snap != nil && (!f.Active || fs.snapGen != f.Generation) {
+		fs.snap = nil
+	}
+}
+
+// onWindowSyscall handles the SIGSYS of the first system call in an
+// in-process checkpoint window: the kernel state (mappings, descriptors,
+// program break) is as it was at the window's entry; it is recorded for
+// the rollback. The call then runs as if nothing had happened.
+func (s *Supervisor) onWindowSyscall(t *thread) {
+	p := t.proc
+	fs := p.fast
+	var regs arch.Regs
+	if err := ptrace.GetRegs(t.tid, &regs); err != nil {
+		s.resume(t)
+		return
+	}
+	fs.ctl.SetSelector(false)
+	s.syncFastFrame(p)
+	if f := fs.ctl.Frame(); f.Active && fs.snap == nil {
+		snap, err := s.kernelState(p, t)
+		if err != nil {
+			s.emitError(p.pid, fmt.Errorf("record the state of %d for its rescue point: %w", p.pid, err))
+		} else {
+			fs.snap, fs.snapGen = snap, f.Generation
+		}
+	}
+	// Run the call again, natively: the dispatch left its number in rax.
+	regs.Rip -= uint64(len(arch.SyscallInsn) - 1)
+	if err := ptrace.SetRegs(t.tid, &regs); err != nil {
+		s.logf("system call of %d: %v", t.tid, err)
+	}
+	t.deliver = 0
+	s.resume(t)
+}
+
+// kernelState records what a rollback restores besides memory and the
+// faulting thread's registers: mappings, descriptors, the program break,
+// the threads and processes that exist (later ones are ended).
+func (s *Supervisor) kernelState(p *process, th *thread) (*procCheckpoint, error) {
+	if p.views == nil {
+		v, err := openViews(p.pid)
+		if err != nil {
+			return nil, err
+		}
+		p.views = v
+	}
+	c := &procCheckpoint{seq: s.seq, threads: make(map[int]*threadState, len(p.threads))}
+	for _, t := range p.threads {
+		st, err := captureThread(t)
+		if err != nil {
+			return nil, err
+		}
+		c.threads[t.tid] = st
+	}
+	var err error
+	if c.maps, err = p.views.maps.Maps(); err != nil {
+		return nil, err
+	}
+	if c.fds, err = p.views.fds.FDs(); err != nil {
+		return nil, err
+	}
+	if c.brk, err = s.programBreak(p, th, c.maps); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// fastFrameOf returns the rescue point of the in-process frame active in
+// t, if any.
+func (s *Supervisor) fastFrameOf(t *thread) (*rescuePoint, patch.Frame, bool) {
+	fs := t.proc.fast
+	if fs == nil {
+		return nil, patch.Frame{}, false
+	}
+	f := fs.ctl.Frame()
+	if !f.Active || f.RP < 0 || f.RP >= len(s.rps) {
+		return nil, f, false
+	}
+	// The frame belongs to the thread whose stack holds its slot.
+	var regs arch.Regs
+	if ptrace.GetRegs(t.tid, &regs) != nil || regs.Rsp > f.Slot {
+		return nil, f, false
+	}
+	return s.rps[f.RP], f, true
+}
+
+// recoverFast rolls t back to the in-process checkpoint and makes the
+// rescue point return its error value.
+func (s *Supervisor) recoverFast(t *thread, sig unix.Signal, si ptrace.Siginfo, rp *rescuePoint, f patch.Frame) error {
+	start := time.Now()
+	p := t.proc
+	fs := p.fast
+	if !fs.isReady() {
+		return fmt.Errorf("the shadow of %d is not ready", p.pid)
+	}
+	stopped := s.stopThreads([]*process{p}, false)
+	s.syncFastFrame(p)
+	if fs.extID == 0 {
+		s.resumeThreads(stopped)
+		return fmt.Errorf("no checkpoint for the frame of %s", rp)
+	}
+	var pages int
+	err := func() error {
+		if c := fs.snap; c != nil {
+			s.killNewProcesses(p, c.seq)
+			s.endNewThreads(p, c)
+			if err := s.restoreLayout(p, t, c); err != nil {
+				return err
+			}
+			if err := s.closeNewFDs(p, t, c); err != nil {
+				return err
+			}
+		}
+		st, err := fs.mirror.Rollback(fs.extID, false)
+		if err != nil {
+			return err
+		}
+		pages = st.Pages
+		return s.returnFromFrame(t, rp, f)
+	}()
+	if err != nil {
+		s.resumeThreads(stopped)
+		return err
+	}
+	fs.mirror.SetExternal(fs.extID, false)
+	fs.extID, fs.snap = 0, nil
+	fs.ctl.EndFrame()
+	t.staleSigs = pendingFaults(t.tid)
+	t.deliver = 0
+	s.dropQueued(p)
+	s.cfg.Events.Emit(events.Event{
+		Type: events.Recovered, Pid: p.pid, Tid: t.tid,
+		Signal: manifest.SignalName(sig), FaultAddress: fmt.Sprintf("%#x", si.Addr),
+		RescuePoint: s.rpEvent(rp), Return: rp.Return,
+		RecoveryMicros: max(1, time.Since(start).Microseconds()), PagesRestored: pages,
+		ThreadsRolledBack: 1, ProcessesRolledBack: 1,
+	})
+	s.resumeThreads(stopped)
+	return nil
+}
+
+// returnFromFrame makes t return from the rescue point of frame f: every
+// general register as at the entry (gcc's interprocedural register
+// allocation lets a caller keep values in registers its callee does not
+// touch, not only in callee-saved ones), the floating-point controls, the
+// stack pointer, the return address, and the error value.
+func (s *Supervisor) returnFromFrame(t *thread, rp *rescuePoint, f patch.Frame) error {
+	var regs arch.Regs
+	if err := ptrace.GetRegs(t.tid, &regs); err != nil {
+		return err
+	}
+	regs.Rbx, regs.Rbp, regs.R12, regs.R13, regs.R14, regs.R15 = f.Rbx, f.Rbp, f.R12, f.R13, f.R14, f.R15
+	sc := f.Scratch
+	regs.Rax, regs.Rcx, regs.Rdx, regs.Rsi, regs.Rdi = sc[0], sc[1], sc[2], sc[3], sc[4]
+	regs.R8, regs.R9, regs.R10, regs.R11 = sc[5], sc[6], sc[7], sc[8]
+	regs.Rsp = f.Slot
+	arch.ReturnFromCall(&regs, f.Ret, rp.Return)
+	regs.Orig_rax = ^uint64(0)
+	if err := ptrace.SetRegs(t.tid, &regs); err != nil {
+		return err
+	}
+	return setFPControl(t.tid, f.Fcw, f.Mxcsr)
+}
+
+// setFPControl sets the x87 control word and MXCSR of a thread (the
+// caller's floating-point environment that a call must preserve).
+func setFPControl(tid int, fcw uint16, mxcsr uint32) error {
+	var fp [512]byte // struct user_fpregs_struct
+	if _, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_GETFPREGS, uintptr(tid), 0, uintptr(unsafe.Pointer(&fp[0])), 0, 0); errno != 0 {
+		return fmt.Errorf("floating-point registers of %d: %w", tid, errno)
+	}
+	fp[0], fp[1] = byte(fcw), byte(fcw>>8)
+	putLE32(fp[24:], mxcsr)
+	if _, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SETFPREGS, uintptr(tid), 0, uintptr(unsafe.Pointer(&fp[0])), 0, 0); errno != 0 {
+		return fmt.Errorf("floating-point registers of %d: %w", tid, errno)
+	}
+	return nil
+}
+
+func putLE32(b []byte, v uint32) {
+	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+}
+
+// rebuildShadow copies the whole tracked memory into the shadow again
+// after the injected code's scan failed (the pages it protected were not
+// copied). Every thread is held.
+func (s *Supervisor) rebuildShadow(p *process) {
+	fs := p.fast
+	maps, err := procfs.Maps(p.pid)
+	if err == nil {
+		err = fs.mirror.Rebuild(maps)
+	}
+	if err != nil {
+		s.emitError(p.pid, fmt.Errorf("rebuild the shadow of %d: %w; its rescue points run unprotected", p.pid, err))
+		fs.ctl.SetFlags(0, patch.FlagFast|patch.FlagReady)
+		return
+	}
+	fs.writeRanges()
+	fs.ctl.SetFlags(0, patch.FlagBroken)
+}
+
+// retrackRanges gives shadow space to mappings that grew (the injected
+// code found written pages outside every range): the engine tracks them
+// and copies what they hold; the injected code gets the new ranges.
+func (s *Supervisor) retrackRanges(p *process) {
+	fs := p.fast
+	maps, err := procfs.Maps(p.pid)
+	if err == nil {
+		err = fs.mirror.Sync(maps)
+	}
+	if err == nil && !fs.writeRanges() {
+		err = fmt.Errorf("more than %d tracked ranges", patch.MaxRanges)
+	}
+	if err != nil {
+		s.emitError(p.pid, fmt.Errorf("track the memory of %d: %w; its rescue points go through the supervisor", p.pid, err))
+		s.fastToSlow(p)
+		return
+	}
+	fs.ctl.SetFlags(0, patch.FlagStale|patch.FlagLayout)
+}
+
+// fastToSlow turns the in-process checkpoints of p off: its entries stop
+// for the supervisor, which checkpoints every thread at once (p has more
+// than one thread now).
+func (s *Supervisor) fastToSlow(p *process) {
+	if fs := p.fast; fs != nil && fs.ctl.Flags()&patch.FlagFast != 0 {
+		fs.ctl.SetFlags(0, patch.FlagFast)
+		s.debugf("process %d has threads: fast path off", p.pid)
+	}
+}
