@@ -107,15 +107,20 @@ func newContainerSupervisor(c *cli.Context, root, container string) (*supervisor
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, nil, cli.Exit(fmt.Sprintf("events file: %v", err), 1)
 		}
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		f, err := events.OpenFile(path, 0)
 		if err != nil {
-			return nil, nil, cli.Exit(fmt.Sprintf("events file: %v", err), 1)
+			return nil, nil, cli.Exit(err.Error(), 1)
 		}
 		jsonOut = f
 		closeFn = func() { f.Close() }
 	}
 	sink := events.NewSink(os.Stderr, jsonOut)
 	sink.Container = container
+	closeFile := closeFn
+	closeFn = func() {
+		sink.Flush()
+		closeFile()
+	}
 	return supervisor.New(supervisor.Config{Manifest: m, Events: sink, Log: os.Stderr}), closeFn, nil
 }
 

@@ -47,6 +47,10 @@ type process struct {
 	preExec bool
 	// entryDone is set once the program entry breakpoint has fired.
 	entryDone bool
+	// nsPid is the pid in the process's own PID namespace (0: not read
+	// yet); refaulted is set once a thread was let go to die of a fault.
+	nsPid     int
+	refaulted bool
 }
 
 // thread is one supervised task.

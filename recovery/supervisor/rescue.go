@@ -316,30 +316,29 @@ func (s *Supervisor) onReturn(t *thread, regs *arch.Regs) {
 	s.resume(t)
 }
 
-// onFault decides whether a fault signal is recovered or delivered.
+// onFault decides whether a fault signal is recovered or passed on.
 func (s *Supervisor) onFault(t *thread, sig unix.Signal) {
 	p := t.proc
 	si, _ := ptrace.GetSiginfo(t.tid)
 	f := s.activeFrame(t)
 	switch {
-	case !s.cfg.Manifest.WantsSignal(sig) || !(si.FromKernel() || int(si.Pid) == p.pid):
-		// Not a fault we recover (or sent by another process): deliver.
-		if s.cfg.Manifest.WantsSignal(sig) || sig != unix.SIGTRAP {
-			s.crash(t, sig, si, "not a fault assure recovers (sent by another process)")
-		}
+	case !s.cfg.Manifest.WantsSignal(sig):
+		// A SIGTRAP the manifest does not name is the program's own
+		// business (a debugger's breakpoint): passed on without a word.
+		s.passOn(t, sig, si, "not a signal the manifest recovers", sig != unix.SIGTRAP)
+	case !si.FromKernel() && !selfSent(p, si):
+		s.passOn(t, sig, si, "sent by another process", true)
 	case f == nil:
-		s.crash(t, sig, si, "outside any rescue point")
+		s.passOn(t, sig, si, "outside any rescue point", true)
 	case !s.allow(f.rp):
-		s.crash(t, sig, si, fmt.Sprintf("maxRecoveries (%d per minute) reached for %s", s.cfg.Manifest.MaxRecoveries, f.rp))
+		s.passOn(t, sig, si, fmt.Sprintf("maxRecoveries (%d per minute) reached for %s", s.cfg.Manifest.MaxRecoveries, f.rp), true)
 	default:
-		if err := s.recover(t, sig, si, f); err == nil {
+		err := s.recover(t, sig, si, f)
+		if err == nil {
 			return
-		} else {
-			s.crash(t, sig, si, "rollback failed: "+err.Error())
 		}
+		s.passOn(t, sig, si, "rollback failed: "+err.Error(), true)
 	}
-	t.deliver = sig
-	s.resume(t)
 }
 
 // activeFrame returns the innermost rescue-point call of t that has a
@@ -410,13 +409,14 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 	}
 	t.deliver = 0
 	elapsed := time.Since(start)
-	s.cfg.Events.Emit(events.Event{
+	e := events.Event{
 		Type: events.Recovered, Pid: t.proc.pid, Tid: t.tid,
-		Signal: manifest.SignalName(sig), FaultAddress: fmt.Sprintf("%#x", si.Addr),
 		RescuePoint: s.rpEvent(fr.rp), Return: fr.rp.Return,
 		RecoveryMicros: max(1, elapsed.Microseconds()), PagesRestored: pages,
 		ThreadsRolledBack: threads, ProcessesRolledBack: len(procs),
-	})
+	}
+	describeSignal(&e, sig, si)
+	s.cfg.Events.Emit(e)
 	for _, p := range procs {
 		s.saveFrames(p)
 	}
