@@ -40,6 +40,9 @@ func TestMoreBadManifests(t *testing.T) {
 	for name, c := range map[string]struct{ manifest, want string }{
 		"nobinary": {`{"version":1,"rescuePoints":[{"binary":"/usr/sbin/nothere","function":"f","return":-1}]}`, "/usr/sbin/nothere does not exist in the image"},
 		"unknown":  {`{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"handle_request","retrun":-1}]}`, `"retrun"`},
+		// Diverting the return there would corrupt the process.
+		"start": {`{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"_start","return":-1}]}`, "is the entry point of /app/bugs (_start)"},
+		"init":  {`{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"_init","return":-1}]}`, "is in _init (.init) of /app/bugs"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			id := "more-" + name

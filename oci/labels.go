@@ -8,6 +8,7 @@ import (
 	"unicode"
 
 	"github.com/assure-rt/assure/recovery/manifest"
+	"github.com/assure-rt/assure/recovery/resolve"
 )
 
 // Image label keys, which are also the OCI annotation keys that override
@@ -122,12 +123,12 @@ func checkFileValue(p string) error {
 	switch {
 	case p == "":
 		return errors.New("is empty: it must name a manifest file inside the image, such as /etc/assure.json")
-	case len(p) > maxPathLen:
-		return fmt.Errorf("path is %d bytes long (limit %d)", len(p), maxPathLen)
+	case len(p) > resolve.MaxPathLen:
+		return fmt.Errorf("path is %d bytes long (limit %d)", len(p), resolve.MaxPathLen)
 	case strings.IndexFunc(p, unicode.IsControl) >= 0 || strings.IndexByte(p, 0) >= 0:
-		return fmt.Errorf("path %s contains control characters", printable(p))
+		return fmt.Errorf("path %s contains control characters", resolve.Printable(p))
 	case !strings.HasPrefix(p, "/"):
-		return fmt.Errorf("must be an absolute path inside the image, got %s", printable(p))
+		return fmt.Errorf("must be an absolute path inside the image, got %s", resolve.Printable(p))
 	}
 	return nil
 }
@@ -136,19 +137,19 @@ func checkFileValue(p string) error {
 // filesystem rootfs: confined to rootfs, a regular file only, at most
 // manifest.MaxSize bytes.
 func readManifest(rootfs, p string) (*manifest.Manifest, error) {
-	r, err := openRoot(rootfs)
+	r, err := resolve.OpenRoot(rootfs)
 	if err != nil {
 		return nil, &PathError{Path: p, Err: err}
 	}
 	defer r.Close()
-	f, _, err := r.open(p)
+	f, _, err := r.Open(p)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, manifest.MaxSize+1))
 	if err != nil {
-		return nil, &PathError{Path: p, Err: fmt.Errorf("read: %w", errno(err))}
+		return nil, &PathError{Path: p, Err: fmt.Errorf("read: %w", resolve.Errno(err))}
 	}
 	if len(data) > manifest.MaxSize {
 		return nil, &PathError{Path: p, Err: fmt.Errorf("larger than the limit of %d bytes", manifest.MaxSize)}

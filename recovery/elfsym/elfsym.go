@@ -75,6 +75,10 @@ type File struct {
 	loads  []segment
 	funcs  []Func   // sorted by Addr, one per address
 	syms   []symbol // named symbols of both tables, in table order
+	// entry is the program's entry point (0 for a library) and unsafe
+	// the code no rescue point may be in (rescue.go).
+	entry  uint64
+	unsafe []region
 
 	indexOnce sync.Once
 	index     map[string][]int32 // base name -> positions in syms
@@ -145,6 +149,7 @@ func (f *File) load(ef *elf.File, r io.ReaderAt, size int64) error {
 	if err := f.loadProgs(ef, r, size); err != nil {
 		return err
 	}
+	f.loadUnsafe(ef)
 	if err := f.loadSymbols(ef, r, size); err != nil {
 		return err
 	}

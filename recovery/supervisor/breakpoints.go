@@ -6,13 +6,13 @@ import (
 	"os"
 	"path/filepath"
 
-	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 
 	"github.com/assure-rt/assure/recovery/arch"
 	"github.com/assure-rt/assure/recovery/elfsym"
 	"github.com/assure-rt/assure/recovery/procfs"
 	"github.com/assure-rt/assure/recovery/ptrace"
+	"github.com/assure-rt/assure/recovery/resolve"
 )
 
 // moduleCache keeps the ELF files of mapped modules, opened through
@@ -63,14 +63,11 @@ func findModule(pid int, maps []procfs.Mapping, binary string) []procfs.Mapping 
 	var dev uint64
 	var ino uint64
 	if filepath.IsAbs(binary) {
-		// Resolved inside the process's root, absolute symlinks included
-		// (openat2 RESOLVE_IN_ROOT), as the kernel resolves it there.
-		if f, err := pathrs.OpenInRoot(fmt.Sprintf("/proc/%d/root", pid), binary); err == nil {
-			var st unix.Stat_t
-			if unix.Fstat(int(f.Fd()), &st) == nil {
-				dev, ino = st.Dev, st.Ino
-			}
-			f.Close()
+		// Resolved inside the process's root by the rule of every
+		// manifest path (recovery/resolve), as the kernel resolves it
+		// there.
+		if _, st, err := resolve.ResolveBinary(fmt.Sprintf("/proc/%d/root", pid), binary); err == nil {
+			dev, ino = st.Dev, st.Ino
 		}
 	}
 	var out []procfs.Mapping
@@ -119,6 +116,7 @@ func (s *Supervisor) resolve(p *process, atExec bool) error {
 	if err != nil {
 		return err
 	}
+	forgetUnmapped(p, maps)
 	var errs []error
 	for _, rp := range s.rps {
 		if _, ok := p.resolved[rp]; ok {
@@ -135,6 +133,7 @@ func (s *Supervisor) resolve(p *process, atExec bool) error {
 			continue
 		}
 		p.resolved[rp] = addr
+		p.resolvedIn[rp] = moduleKey(mods[0])
 		if err := s.plant(p, addr, bpRescue, rp); err != nil {
 			errs = append(errs, err)
 		}
@@ -143,6 +142,25 @@ func (s *Supervisor) resolve(p *process, atExec bool) error {
 		s.planLoaderHooks(p, maps)
 	}
 	return errors.Join(errs...)
+}
+
+// forgetUnmapped drops the rescue points whose module was unmapped
+// (dlclose): their breakpoints went with the memory, and a new dlopen of
+// the module must resolve and plant them again, wherever it lands.
+func forgetUnmapped(p *process, maps []procfs.Mapping) {
+	for rp, addr := range p.resolved {
+		if addr == 0 {
+			continue // failed to resolve: reported once, not retried
+		}
+		if m, ok := covering(maps, addr); ok && m.Executable() && m.Inode != 0 && moduleKey(m) == p.resolvedIn[rp] {
+			continue
+		}
+		delete(p.resolved, rp)
+		delete(p.resolvedIn, rp)
+		if bp := p.breakpoints[addr]; bp != nil && bp.rp == rp {
+			delete(p.breakpoints, addr)
+		}
+	}
 }
 
 func (s *Supervisor) resolveOne(p *process, rp *rescuePoint, mods []procfs.Mapping) (uint64, error) {
@@ -157,6 +175,9 @@ func (s *Supervisor) resolveOne(p *process, rp *rescuePoint, mods []procfs.Mappi
 			return 0, fmt.Errorf("rescue point %s: %w", rp, err)
 		}
 		vaddr = fn.Addr
+	}
+	if err := f.CheckRescuePoint(vaddr); err != nil {
+		return 0, fmt.Errorf("rescue point %s: %w", rp, err)
 	}
 	rp.vaddr = vaddr
 	addr, err := runtimeAddr(f, mods, vaddr)

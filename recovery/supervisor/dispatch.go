@@ -249,6 +249,7 @@ func (s *Supervisor) inherit(np, p *process, vfork bool) {
 	}
 	for rp, a := range p.resolved {
 		np.resolved[rp] = a
+		np.resolvedIn[rp] = p.resolvedIn[rp]
 	}
 }
 
@@ -280,6 +281,7 @@ func (s *Supervisor) onExec(t *thread) {
 	p.ckpts = nil
 	p.breakpoints = make(map[uint64]*breakpoint)
 	p.resolved = make(map[*rescuePoint]uint64)
+	p.resolvedIn = make(map[*rescuePoint]string)
 	p.modules = newModuleCache()
 	p.scratch = 0
 	p.sharedMM = false

@@ -26,7 +26,9 @@ type process struct {
 	// resolved maps rescue points (manifest order) to their address here
 	// once their module is mapped.
 	resolved map[*rescuePoint]uint64
-	modules  *moduleCache
+	// resolvedIn is the module (moduleKey) each rescue point resolved in.
+	resolvedIn map[*rescuePoint]string
+	modules    *moduleCache
 
 	scratch uint64 // address of the injected code page, 0 until made
 	// views opened at the first checkpoint after exec: maps by
@@ -121,6 +123,7 @@ func (s *Supervisor) newProcess(pid, parent int) (*process, error) {
 		threads:     make(map[int]*thread),
 		breakpoints: make(map[uint64]*breakpoint),
 		resolved:    make(map[*rescuePoint]uint64),
+		resolvedIn:  make(map[*rescuePoint]string),
 		modules:     newModuleCache(),
 		expectChld:  make(map[int]bool),
 	}
