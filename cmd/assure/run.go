@@ -101,12 +101,16 @@ func newContainerSupervisor(c *cli.Context, root, container string) (*supervisor
 	if err != nil {
 		return nil, nil, err
 	}
-	var jsonOut io.Writer
+	var (
+		jsonOut  io.Writer
+		leftover string // what an earlier supervisor died in the middle of
+	)
 	closeFn := func() {}
 	if path := c.String("events"); path != "" {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, nil, cli.Exit(fmt.Sprintf("events file: %v", err), 1)
 		}
+		leftover = events.TakeJournal(path)
 		f, err := events.OpenFile(path, 0)
 		if err != nil {
 			return nil, nil, cli.Exit(err.Error(), 1)
@@ -116,6 +120,10 @@ func newContainerSupervisor(c *cli.Context, root, container string) (*supervisor
 	}
 	sink := events.NewSink(os.Stderr, jsonOut)
 	sink.Container = container
+	if leftover != "" {
+		sink.Emit(events.Event{Type: events.Error, Message: "the previous supervisor died in the middle of a " + leftover +
+			": the kernel killed the processes of that rollback (PTRACE_O_EXITKILL) rather than let them run on half rolled back"})
+	}
 	closeFile := closeFn
 	closeFn = func() {
 		sink.Flush()

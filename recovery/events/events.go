@@ -115,6 +115,20 @@ func (s *Sink) write(e Event) {
 	}
 }
 
+// Begin notes, in the journal of the events file when the sink writes
+// one (File), that what has begun; the function returned ends it. A
+// supervisor that dies in between leaves the note for the next one
+// (TakeJournal).
+func (s *Sink) Begin(what string) func() {
+	if s == nil {
+		return func() {}
+	}
+	if f, ok := s.json.(*File); ok {
+		return f.Begin(what)
+	}
+	return func() {}
+}
+
 // Format renders the readable line for an event.
 func Format(e Event) string {
 	switch e.Type {

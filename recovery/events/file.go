@@ -104,3 +104,33 @@ func ReadFiles(path string) ([]byte, error) {
 	}
 	return append(old, cur...), nil
 }
+
+// Journal is the name of the note a supervisor leaves beside its events
+// file while it does something that must not be left half done (a
+// rollback): if the note is still there when the file is opened again,
+// the supervisor died in the middle of it.
+func Journal(path string) string { return path + ".inflight" }
+
+// Begin leaves the note what; the function returned removes it.
+func (ef *File) Begin(what string) func() {
+	j := Journal(ef.path)
+	if err := os.WriteFile(j, []byte(what), 0o644); err != nil {
+		return func() {}
+	}
+	return func() { os.Remove(j) }
+}
+
+// TakeJournal returns the note a supervisor that died left beside the
+// events file at path, and removes it; "" when there is none.
+func TakeJournal(path string) string {
+	j := Journal(path)
+	data, err := os.ReadFile(j)
+	if err != nil {
+		return ""
+	}
+	os.Remove(j)
+	if len(data) > 1024 {
+		data = data[:1024]
+	}
+	return string(data)
+}

@@ -389,6 +389,7 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 	// Processes forked meanwhile are stopped too; they are newer than the
 	// checkpoint and end with the rollback (killNewProcesses).
 	stopped := s.stopThreads(procs, coordinated)
+	defer s.guardRollback(stopped, t.proc.pid, fr.ckpt)()
 	s.debugf("rollback to %d in %d processes", fr.ckpt, len(procs))
 	var pages, threads int
 	var firstErr error
@@ -400,6 +401,7 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 			firstErr = err
 		}
 	}
+	failpoint("mid-rollback")
 	if firstErr == nil {
 		firstErr = s.returnError(t, fr)
 	}

@@ -46,6 +46,8 @@ type Supervisor struct {
 	root     int // pid whose exit status is reported
 	rootWS   unix.WaitStatus
 	rootDone bool
+	// attached: the root was attached to, not started (Attach).
+	attached bool
 	stopReq  atomic.Bool
 	rootPid  atomic.Int64
 	stopping bool

@@ -21,6 +21,8 @@
  *        storm   a SIGSEGV/SIGBUS handler that returns, so that the fault
  *                happens again at once, 2000 times; then it _exit(7)s
  *        core    allow core dumps (RLIMIT_CORE unlimited)
+ *        gate    print pid=N, then wait for a byte on stdin before the
+ *                work (time for `assure attach`)
  *
  * Prints rc=N for each call that returned, then faults=N (calls whose
  * effects stand) and done. When the fault is passed on and does not end
@@ -179,6 +181,15 @@ int main(int argc, char **argv)
 			times = 50;
 	}
 	prepare_bus();
+	for (int i = 3; i < argc; i++) {
+		if (!strcmp(argv[i], "gate")) {
+			char c;
+			printf("pid=%d\n", (int)getpid());
+			fflush(stdout);
+			if (read(0, &c, 1) != 1)
+				die("gate");
+		}
+	}
 	if (!forked) {
 		run(argv[1], inrp, times, threaded);
 		return 0;
