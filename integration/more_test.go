@@ -43,6 +43,10 @@ func TestMoreBadManifests(t *testing.T) {
 		// Diverting the return there would corrupt the process.
 		"start": {`{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"_start","return":-1}]}`, "is the entry point of /app/bugs (_start)"},
 		"init":  {`{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"_init","return":-1}]}`, "is in _init (.init) of /app/bugs"},
+		// One rule for every path: refused like the manifest-file label
+		// with a ".." above the root (TestBadManifestsFailCreate/escape).
+		"climb": {`{"version":1,"rescuePoints":[{"binary":"/../../app/bugs","function":"handle_request","return":-1}]}`,
+			`/../../app/bugs: escapes the container root filesystem (".." above /)`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			id := "more-" + name

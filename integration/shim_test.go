@@ -109,6 +109,11 @@ func teardown() {
 		}
 	}
 	os.RemoveAll(env.work)
+	// runc leaves the namespace's (empty) cgroup in every hierarchy.
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", namespace))
+	for _, d := range dirs {
+		os.Remove(d)
+	}
 }
 
 const goodManifest = `{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"handle_request","return":-1}]}`

@@ -67,16 +67,14 @@ func crashesOf(r result) []event {
 	return out
 }
 
-// TestE2EFaultKindsPassedOn: a fault assure does not recover ends the
-// program exactly as without assure (same status, same output), in and out
-// of a PID namespace, with one crash event when it ends the program and
-// none when the kernel ignores it (a signal sent to a namespace's init).
-func TestE2EFaultKindsPassedOn(t *testing.T) {
-	needUnshare(t)
+// eachFaultCase runs fn as a subtest for every fault kind in every
+// context (main, fork, thread) that want accepts, as an ordinary process
+// and as a namespace's init; args are the program's arguments.
+func eachFaultCase(t *testing.T, where string, want func(kind, ctx string) bool, fn func(t *testing.T, init bool, k faultKind, ctx string, prog string, argv []string)) {
 	for _, init := range []bool{false, true} {
 		for _, k := range faultKinds {
 			for _, ctx := range []string{"main", "fork", "thread"} {
-				if ctx != "main" && k.name != "segv" && k.name != "abort" && k.name != "tgkill" {
+				if !want(k.name, ctx) {
 					continue
 				}
 				name := k.name + "/" + ctx
@@ -84,46 +82,60 @@ func TestE2EFaultKindsPassedOn(t *testing.T) {
 					name = "pidns-init/" + name
 				}
 				t.Run(name, func(t *testing.T) {
-					args := []string{k.name, "outside"}
+					args := []string{k.name, where}
 					if ctx != "main" {
 						args = append(args, ctx)
 					}
 					prog, argv := pidNS(init, args...)
-					native := runNative(t, prog, argv...)
-					r := runAssure(t, faultsManifest(0), prog, argv...)
-					if r.Status != native.Status || r.Stdout != native.Stdout {
-						t.Fatalf("under assure: status %d, stdout %q; natively: status %d, stdout %q%s",
-							r.Status, r.Stdout, native.Status, native.Stdout, r)
-					}
-					if r.EventsErr != nil {
-						t.Fatalf("%v%s", r.EventsErr, r)
-					}
-					want := 1
-					if strings.Contains(native.Stdout, "done") && ctx != "fork" {
-						want = 0 // ignored by the kernel: nothing ended
-					}
-					if ctx == "fork" && strings.Contains(native.Stdout, "worker=0") {
-						want = 0
-					}
-					crashes := crashesOf(r)
-					if len(crashes) != want {
-						t.Fatalf("%d crash events of the program, want %d%s", len(crashes), want, r)
-					}
-					if rec := r.ofType("recovered"); len(rec) != 0 {
-						t.Errorf("%d recovered events, want none%s", len(rec), r)
-					}
-					for _, c := range crashes {
-						if c.Signal != k.signal && !(init && k.sent) {
-							t.Errorf("crash signal %s, want %s%s", c.Signal, k.signal, r)
-						}
-						if c.SignalCode == "" {
-							t.Errorf("crash event without signalCode%s", r)
-						}
-					}
+					fn(t, init, k, ctx, prog, argv)
 				})
 			}
 		}
 	}
+}
+
+// TestE2EFaultKindsPassedOn: a fault assure does not recover ends the
+// program exactly as without assure (same status, same output), in and out
+// of a PID namespace, with one crash event when it ends the program and
+// none when the kernel ignores it (a signal sent to a namespace's init).
+func TestE2EFaultKindsPassedOn(t *testing.T) {
+	needUnshare(t)
+	some := func(kind, ctx string) bool {
+		return ctx == "main" || kind == "segv" || kind == "abort" || kind == "tgkill"
+	}
+	eachFaultCase(t, "outside", some, func(t *testing.T, init bool, k faultKind, ctx, prog string, argv []string) {
+		native := runNative(t, prog, argv...)
+		r := runAssure(t, faultsManifest(0), prog, argv...)
+		if r.Status != native.Status || r.Stdout != native.Stdout {
+			t.Fatalf("under assure: status %d, stdout %q; natively: status %d, stdout %q%s",
+				r.Status, r.Stdout, native.Status, native.Stdout, r)
+		}
+		if r.EventsErr != nil {
+			t.Fatalf("%v%s", r.EventsErr, r)
+		}
+		want := 1
+		if strings.Contains(native.Stdout, "done") && ctx != "fork" {
+			want = 0 // ignored by the kernel: nothing ended
+		}
+		if ctx == "fork" && strings.Contains(native.Stdout, "worker=0") {
+			want = 0
+		}
+		crashes := crashesOf(r)
+		if len(crashes) != want {
+			t.Fatalf("%d crash events of the program, want %d%s", len(crashes), want, r)
+		}
+		if rec := r.ofType("recovered"); len(rec) != 0 {
+			t.Errorf("%d recovered events, want none%s", len(rec), r)
+		}
+		for _, c := range crashes {
+			if c.Signal != k.signal && !(init && k.sent) {
+				t.Errorf("crash signal %s, want %s%s", c.Signal, k.signal, r)
+			}
+			if c.SignalCode == "" {
+				t.Errorf("crash event without signalCode%s", r)
+			}
+		}
+	})
 }
 
 // TestE2EFaultKindsRecovered: every fault kind inside a rescue point is
@@ -131,50 +143,33 @@ func TestE2EFaultKindsPassedOn(t *testing.T) {
 // exactly as outside; the event says how the signal came.
 func TestE2EFaultKindsRecovered(t *testing.T) {
 	needUnshare(t)
-	for _, init := range []bool{false, true} {
-		for _, k := range faultKinds {
-			for _, ctx := range []string{"main", "fork", "thread"} {
-				if ctx == "thread" && k.name != "segv" && k.name != "tgkill" {
-					continue
-				}
-				name := k.name + "/" + ctx
-				if init {
-					name = "pidns-init/" + name
-				}
-				t.Run(name, func(t *testing.T) {
-					args := []string{k.name, "inrp"}
-					if ctx != "main" {
-						args = append(args, ctx)
-					}
-					prog, argv := pidNS(init, args...)
-					r := runAssure(t, faultsManifest(0), prog, argv...)
-					want := "rc=-1\nfaults=0\ndone\n"
-					if ctx == "fork" {
-						want += "worker=0\n"
-					}
-					wantStatus(t, r, 0)
-					if r.Stdout != want {
-						t.Fatalf("stdout %q, want %q%s", r.Stdout, want, r)
-					}
-					evs := wantRecovered(t, r, recovered{n: 1, signal: k.signal, function: "rescue_fault", binary: "faults", ret: -1})
-					e := evs[0]
-					if e.SignalCode != k.code {
-						t.Errorf("signalCode %q, want %q%s", e.SignalCode, k.code, r)
-					}
-					switch {
-					case k.sent && e.FaultAddress != "":
-						t.Errorf("faultAddress %q for a signal the program sent itself: it has none%s", e.FaultAddress, r)
-					case k.sent && init && ctx != "fork" && e.SenderPid != 1:
-						t.Errorf("senderPid %d, want 1 (the namespace's init sent it)%s", e.SenderPid, r)
-					case k.sent && !init && e.SenderPid != e.Pid:
-						t.Errorf("senderPid %d, want the program's pid %d%s", e.SenderPid, e.Pid, r)
-					case !k.sent && (e.FaultAddress == "" || e.SenderPid != 0):
-						t.Errorf("a fault: want a faultAddress and no senderPid%s", r)
-					}
-				})
-			}
+	some := func(kind, ctx string) bool { return ctx != "thread" || kind == "segv" || kind == "tgkill" }
+	eachFaultCase(t, "inrp", some, func(t *testing.T, init bool, k faultKind, ctx, prog string, argv []string) {
+		r := runAssure(t, faultsManifest(0), prog, argv...)
+		want := "rc=-1\nfaults=0\ndone\n"
+		if ctx == "fork" {
+			want += "worker=0\n"
 		}
-	}
+		wantStatus(t, r, 0)
+		if r.Stdout != want {
+			t.Fatalf("stdout %q, want %q%s", r.Stdout, want, r)
+		}
+		evs := wantRecovered(t, r, recovered{n: 1, signal: k.signal, function: "rescue_fault", binary: "faults", ret: -1})
+		e := evs[0]
+		if e.SignalCode != k.code {
+			t.Errorf("signalCode %q, want %q%s", e.SignalCode, k.code, r)
+		}
+		switch {
+		case k.sent && e.FaultAddress != "":
+			t.Errorf("faultAddress %q for a signal the program sent itself: it has none%s", e.FaultAddress, r)
+		case k.sent && init && ctx != "fork" && e.SenderPid != 1:
+			t.Errorf("senderPid %d, want 1 (the namespace's init sent it)%s", e.SenderPid, r)
+		case k.sent && !init && e.SenderPid != e.Pid:
+			t.Errorf("senderPid %d, want the program's pid %d%s", e.SenderPid, e.Pid, r)
+		case !k.sent && (e.FaultAddress == "" || e.SenderPid != 0):
+			t.Errorf("a fault: want a faultAddress and no senderPid%s", r)
+		}
+	})
 }
 
 // TestE2ESignalFromAnotherProcess: a fault signal another process sends is

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,49 +21,16 @@ import (
 // back: the kernel kills it (PTRACE_O_EXITKILL for the rollback's
 // duration), and the next supervisor on the same events file says so.
 func TestE2ESupervisorKilledMidRollback(t *testing.T) {
-	if assureErr != nil {
-		t.Fatal(assureErr)
-	}
-	work := t.TempDir()
-	eventsFile := filepath.Join(work, "events.jsonl")
-	mf := filepath.Join(work, "manifest.json")
-	if err := os.WriteFile(mf, []byte(faultsManifest(0)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	prog := exec.Command(bin("faults"), "segv", "inrp", "gate")
-	gate, _ := prog.StdinPipe()
-	out, _ := prog.StdoutPipe()
-	if err := prog.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Process.Kill()
-	rd := bufio.NewReader(out)
-	line, err := rd.ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "pid=") {
-		t.Fatalf("program: %q, %v", line, err)
-	}
-
-	sup := exec.Command(assureBin, "attach", "--manifest", mf, "--events", eventsFile, strings.TrimSpace(strings.TrimPrefix(line, "pid=")))
-	sup.Env = append(os.Environ(), "ASSURE_FAILPOINT=mid-rollback")
-	var supErr lockedBuf
-	sup.Stderr = &supErr
-	if err := sup.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer sup.Process.Kill()
-	waitUntil(t, 20*time.Second, "the supervisor to attach", func() bool { return strings.Contains(supErr.String(), "attached pid") })
-	gate.Write([]byte{1}) // the program faults inside the rescue point now
+	a := startAttached(t, "mid-rollback")
+	a.gate.Write([]byte{1}) // the program faults inside the rescue point now
 	waitUntil(t, 20*time.Second, "the supervisor to reach the middle of the rollback", func() bool {
-		return strings.Contains(supErr.String(), "failpoint mid-rollback reached")
+		return strings.Contains(a.supErr.String(), "failpoint mid-rollback reached")
 	})
-	sup.Process.Signal(syscall.SIGKILL)
-	sup.Wait()
+	a.sup.Process.Signal(syscall.SIGKILL)
+	a.sup.Wait()
 
-	done := make(chan error, 1)
-	go func() { rest, _ := rd.ReadString(0); _ = rest; done <- prog.Wait() }()
 	select {
-	case err := <-done:
+	case err := <-a.done:
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) {
 			t.Fatalf("program ended with %v, want death by SIGKILL", err)
@@ -76,11 +44,11 @@ func TestE2ESupervisorKilledMidRollback(t *testing.T) {
 	}
 
 	// The next supervisor on the same events file says what happened.
-	next := exec.Command(assureBin, "run", "--manifest", mf, "--events", eventsFile, "--", "/bin/true")
+	next := exec.Command(assureBin, "run", "--manifest", a.manifest, "--events", a.events, "--", "/bin/true")
 	if b, err := next.CombinedOutput(); err != nil {
 		t.Fatalf("next supervisor: %v\n%s", err, b)
 	}
-	evs, _, lines, err := readEvents(eventsFile)
+	evs, _, lines, err := readEvents(a.events)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,9 +59,87 @@ func TestE2ESupervisorKilledMidRollback(t *testing.T) {
 	if !found {
 		t.Errorf("no event saying the supervisor died mid-rollback:\n%s", strings.Join(lines, "\n"))
 	}
-	if _, err := os.Stat(eventsFile + ".inflight"); err == nil {
+	if _, err := os.Stat(a.events + ".inflight"); err == nil {
 		t.Error("the journal note is still there after the next supervisor read it")
 	}
+}
+
+// TestE2ESupervisorKilledAfterRollback: once a rollback is done, the
+// program no longer dies with its supervisor (assure attach): killed after
+// a recovery, the supervisor leaves the program running on, and it
+// finishes normally.
+func TestE2ESupervisorKilledAfterRollback(t *testing.T) {
+	a := startAttached(t, "")
+	a.gate.Write([]byte{1})
+	waitUntil(t, 20*time.Second, "the recovery", func() bool { return strings.Contains(a.supErr.String(), "assure: recovered") })
+	a.sup.Process.Signal(syscall.SIGKILL)
+	a.sup.Wait()
+	a.gate.Write([]byte{1}) // let the program end
+	select {
+	case err := <-a.done:
+		if err != nil {
+			t.Fatalf("program: %v, want exit 0 (it must not die with its supervisor after the rollback)", err)
+		}
+		if want := "rc=-1\nfaults=0\ndone\n"; a.rest() != want {
+			t.Errorf("program printed %q, want %q", a.rest(), want)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the program did not end")
+	}
+}
+
+// attached is a faults program (segv inrp gate) under `assure attach`.
+type attached struct {
+	gate             io.WriteCloser
+	sup              *exec.Cmd
+	supErr           *lockedBuf
+	done             chan error // the program's end
+	out              *lockedBuf // the program's stdout after its pid line
+	manifest, events string
+}
+
+func (a *attached) rest() string { return a.out.String() }
+
+// startAttached starts the program and attaches a supervisor to it, with
+// the failpoint named (or none); it returns once the supervisor attached.
+func startAttached(t *testing.T, failpoint string) *attached {
+	t.Helper()
+	if assureErr != nil {
+		t.Fatal(assureErr)
+	}
+	work := t.TempDir()
+	a := &attached{events: filepath.Join(work, "events.jsonl"), manifest: filepath.Join(work, "manifest.json"),
+		supErr: &lockedBuf{}, out: &lockedBuf{}, done: make(chan error, 1)}
+	if err := os.WriteFile(a.manifest, []byte(faultsManifest(0)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	prog := exec.Command(bin("faults"), "segv", "inrp", "gate")
+	a.gate, _ = prog.StdinPipe()
+	out, _ := prog.StdoutPipe()
+	if err := prog.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Process.Kill() })
+	rd := bufio.NewReader(out)
+	line, err := rd.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "pid=") {
+		t.Fatalf("program: %q, %v", line, err)
+	}
+	go func() {
+		io.Copy(a.out, rd)
+		a.done <- prog.Wait()
+	}()
+	a.sup = exec.Command(assureBin, "attach", "--manifest", a.manifest, "--events", a.events, strings.TrimSpace(strings.TrimPrefix(line, "pid=")))
+	if failpoint != "" {
+		a.sup.Env = append(os.Environ(), "ASSURE_FAILPOINT="+failpoint)
+	}
+	a.sup.Stderr = a.supErr
+	if err := a.sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.sup.Process.Kill(); a.sup.Wait() })
+	waitUntil(t, 20*time.Second, "the supervisor to attach", func() bool { return strings.Contains(a.supErr.String(), "attached pid") })
+	return a
 }
 
 type lockedBuf struct {

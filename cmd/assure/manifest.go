@@ -206,9 +206,9 @@ func writeResolutions(w io.Writer, rows []resolution) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "BINARY\tFUNCTION\tADDRESS\tRETURN\tSCOPE")
 	for _, r := range rows {
-		bin := displayPath(r.rp.Binary)
+		bin := resolve.Printable(r.rp.Binary)
 		if r.path != "" && r.path != r.rp.Binary {
-			bin += " (" + displayPath(r.path) + ")"
+			bin += " (" + resolve.Printable(r.path) + ")"
 		}
 		addr := "(run time)"
 		if r.path != "" {

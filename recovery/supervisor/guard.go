@@ -26,22 +26,24 @@ func (s *Supervisor) guardRollback(procs []*process, pid int, id checkpoint.ID) 
 	if s.exitKill() {
 		return end // the tracees die with the supervisor anyway
 	}
-	var guarded []int
+	setAll(procs, ptrace.Options|unix.PTRACE_O_EXITKILL)
+	return func() {
+		// Every held thread, also those the rollback brought back (a
+		// thread cloned by a guarded one inherits its options).
+		setAll(procs, ptrace.Options)
+		end()
+	}
+}
+
+// setAll sets the ptrace options of every held thread of procs; a thread
+// that vanished meanwhile is skipped.
+func setAll(procs []*process, opts int) {
 	for _, p := range procs {
 		for _, t := range p.threads {
-			if t.running || t.awaitInitial {
-				continue
-			}
-			if ptrace.SetOptions(t.tid, ptrace.Options|unix.PTRACE_O_EXITKILL) == nil {
-				guarded = append(guarded, t.tid)
+			if !t.running && !t.awaitInitial {
+				ptrace.SetOptions(t.tid, opts)
 			}
 		}
-	}
-	return func() {
-		for _, tid := range guarded {
-			ptrace.SetOptions(tid, ptrace.Options) // fails only for a thread gone meanwhile
-		}
-		end()
 	}
 }
 

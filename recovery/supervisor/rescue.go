@@ -389,7 +389,9 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 	// Processes forked meanwhile are stopped too; they are newer than the
 	// checkpoint and end with the rollback (killNewProcesses).
 	stopped := s.stopThreads(procs, coordinated)
-	defer s.guardRollback(stopped, t.proc.pid, fr.ckpt)()
+	// Undone before the threads run again: options are set on stopped
+	// threads only.
+	unguard := s.guardRollback(stopped, t.proc.pid, fr.ckpt)
 	s.debugf("rollback to %d in %d processes", fr.ckpt, len(procs))
 	var pages, threads int
 	var firstErr error
@@ -406,6 +408,7 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 		firstErr = s.returnError(t, fr)
 	}
 	if firstErr != nil {
+		unguard()
 		s.resumeThreads(stopped)
 		return firstErr
 	}
@@ -422,6 +425,7 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 	for _, p := range procs {
 		s.saveFrames(p)
 	}
+	unguard()
 	s.resumeThreads(stopped)
 	return nil
 }

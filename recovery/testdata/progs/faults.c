@@ -22,7 +22,8 @@
  *                happens again at once, 2000 times; then it _exit(7)s
  *        core    allow core dumps (RLIMIT_CORE unlimited)
  *        gate    print pid=N, then wait for a byte on stdin before the
- *                work (time for `assure attach`)
+ *                work (time for `assure attach`), and for another one
+ *                after it
  *
  * Prints rc=N for each call that returned, then faults=N (calls whose
  * effects stand) and done. When the fault is passed on and does not end
@@ -192,6 +193,11 @@ int main(int argc, char **argv)
 	}
 	if (!forked) {
 		run(argv[1], inrp, times, threaded);
+		for (int i = 3; i < argc; i++) {
+			char c;
+			if (!strcmp(argv[i], "gate") && read(0, &c, 1) != 1)
+				die("gate");
+		}
 		return 0;
 	}
 	pid_t pid = fork();
