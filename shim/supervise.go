@@ -157,7 +157,7 @@ func (s *service) startSupervisor(ctx context.Context, r *taskAPI.CreateTaskRequ
 		events: events.ContainerFile(s.address, ns, r.ID),
 		log:    log.G(ctx).WithField("container", r.ID),
 	}
-	os.Remove(sv.events) // a new task: the events of an old one with this id go
+	events.Remove(sv.events) // a new task: the events of an old one with this id go
 	if err := sv.launch(); err != nil {
 		return fmt.Errorf("%s: %w", found.Source, err)
 	}

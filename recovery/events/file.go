@@ -134,3 +134,11 @@ func TakeJournal(path string) string {
 	}
 	return string(data)
 }
+
+// Remove removes an events file with its rotated part and its journal:
+// for a new task, which must not inherit the events of an old one.
+func Remove(path string) {
+	for _, p := range []string{path, Rotated(path), Journal(path)} {
+		os.Remove(p)
+	}
+}

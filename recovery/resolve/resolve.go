@@ -330,6 +330,7 @@ func IsRegular(st unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFREG
 type Root struct {
 	path string
 	f    *os.File // O_PATH directory
+	host bool     // the host's own "/" (assure run, attach of a host process)
 }
 
 // OpenRoot opens the root filesystem at rootfs for lookups.
@@ -341,7 +342,12 @@ func OpenRoot(rootfs string) (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open root filesystem: %w", err)
 	}
-	return &Root{path: rootfs, f: f}, nil
+	r := &Root{path: rootfs, f: f}
+	var st, hs unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) == nil && unix.Stat("/", &hs) == nil {
+		r.host = st.Dev == hs.Dev && st.Ino == hs.Ino
+	}
+	return r, nil
 }
 
 // Close releases the root.
@@ -354,7 +360,7 @@ func (r *Root) Close() error { return r.f.Close() }
 func (r *Root) Lookup(p string) (*os.File, Result, error) {
 	h, res, err := r.lookup(p)
 	var pe *PathError
-	if r.path == "/" && errors.As(err, &pe) {
+	if r.host && errors.As(err, &pe) {
 		pe.Host = true
 	}
 	return h, res, err
