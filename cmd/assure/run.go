@@ -129,7 +129,7 @@ func newContainerSupervisor(c *cli.Context, root, container string) (*supervisor
 		sink.Flush()
 		closeFile()
 	}
-	return supervisor.New(supervisor.Config{Manifest: m, Events: sink, Log: os.Stderr}), closeFn, nil
+	return supervisor.New(supervisor.Config{Manifest: m, Events: sink, Log: sink.LimitLog(os.Stderr)}), closeFn, nil
 }
 
 // forwardSignals passes termination signals sent to assure on to the

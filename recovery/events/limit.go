@@ -1,6 +1,10 @@
 package events
 
-import "time"
+import (
+	"fmt"
+	"io"
+	"time"
+)
 
 // Rate limit of each event type: a program that faults in a loop cannot
 // make the supervisor write more than this (plus one "suppressed" event
@@ -99,4 +103,34 @@ func (s *Sink) flushLocked() {
 		s.write(Event{Type: Suppressed, Count: b.suppressed, Message: typ})
 		b.suppressed = 0
 	}
+}
+
+// logType is the rate-limit bucket of diagnostic lines (LimitLog).
+const logType = "log"
+
+// LimitLog returns a writer that passes whole lines to w under the same
+// rate limit as events of one type, so that the supervisor's diagnostic
+// lines are bounded too; the number dropped is written before the next
+// line that passes.
+func (s *Sink) LimitLog(w io.Writer) io.Writer { return &limitedLog{s: s, w: w} }
+
+type limitedLog struct {
+	s *Sink
+	w io.Writer
+}
+
+func (l *limitedLog) Write(p []byte) (int, error) {
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	b := l.s.bucket(logType)
+	if b.tokens < 1 {
+		b.suppressed++
+		return len(p), nil
+	}
+	b.tokens--
+	if b.suppressed > 0 {
+		fmt.Fprintf(l.w, "assure: suppressed %d log lines (rate limit: %d at once, then %d per second)\n", b.suppressed, Burst, PerSecond)
+		b.suppressed = 0
+	}
+	return l.w.Write(p)
 }

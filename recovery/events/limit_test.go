@@ -126,3 +126,24 @@ func TestFileRotates(t *testing.T) {
 		t.Errorf("last event pid %d, want 60", evs[len(evs)-1].Pid)
 	}
 }
+
+// TestLimitLog: diagnostic lines are bounded like events, and the number
+// dropped is said before the next line that passes.
+func TestLimitLog(t *testing.T) {
+	var out bytes.Buffer
+	s := NewSink(nil, nil)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.clock = func() time.Time { return now }
+	w := s.LimitLog(&out)
+	for i := 0; i < 150; i++ {
+		w.Write([]byte("assure: line\n"))
+	}
+	now = now.Add(time.Second)
+	w.Write([]byte("assure: after\n"))
+	if n := strings.Count(out.String(), "assure: line\n"); n != Burst {
+		t.Errorf("%d lines passed, want %d", n, Burst)
+	}
+	if !strings.Contains(out.String(), "assure: suppressed 50 log lines") || !strings.HasSuffix(out.String(), "assure: after\n") {
+		t.Errorf("output tail %q", out.String()[len(out.String())-120:])
+	}
+}
