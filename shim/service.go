@@ -36,7 +36,8 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return &service{TaskService: inner, address: ic.Address, st: &state{containers: map[string]*supervised{}}}, nil
+			return &service{TaskService: inner, address: ic.Address, publisher: pp.(shim.Publisher),
+				st: &state{containers: map[string]*supervised{}}}, nil
 		},
 	})
 }
@@ -45,8 +46,9 @@ func init() {
 // supervision.
 type service struct {
 	taskAPI.TaskService
-	address string // containerd's gRPC address
-	st      *state
+	address   string // containerd's gRPC address
+	publisher shim.Publisher
+	st        *state
 }
 
 // RegisterTTRPC serves this wrapper, not the inner service.

@@ -1,12 +1,9 @@
 package shim
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +13,7 @@ import (
 
 	"github.com/containerd/containerd"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/log"
 	"github.com/containerd/containerd/namespaces"
@@ -27,16 +25,26 @@ import (
 	"github.com/assure-rt/assure/recovery/events"
 )
 
+// criContainerType is the annotation containerd's CRI plugin sets to
+// "sandbox" or "container".
+const criContainerType = "io.kubernetes.cri.container-type"
+
 // supervised is a container whose tasks run under a supervisor.
 type supervised struct {
 	id, ns, bundle   string
 	cgroup           string // the container's cgroup path, "" if unknown
 	manifest, events string // files
+	socket           string // the supervisor's control socket
 	log              *logrus.Entry
 	cmd              *exec.Cmd
 	client           *control.Client
 	exited           <-chan struct{}
 	stopping         bool // set under state.mu when the task is deleted
+	// fwd forwards the events of every supervisor the container has
+	// had, once each; closing fwdStop makes it read what is left and
+	// return, closing fwdDone.
+	fwd              *forwarder
+	fwdStop, fwdDone chan struct{}
 }
 
 type state struct {
@@ -88,6 +96,12 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	spec, err := oci.SpecFromBundle(r.Bundle)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
+	}
+	if spec.Annotations[criContainerType] == "sandbox" {
+		// A pod's sandbox (pause) container. CRI gives it the pod's
+		// annotations too, a manifest among them, which is for the
+		// pod's containers.
+		return s.TaskService.Create(ctx, r)
 	}
 	labels, err := s.labels(ctx, r.ID)
 	if err != nil {
@@ -155,6 +169,7 @@ func (s *service) startSupervisor(ctx context.Context, r *taskAPI.CreateTaskRequ
 	sv := &supervised{
 		id: r.ID, ns: ns, bundle: r.Bundle, manifest: mf, cgroup: cgroupOf(r.Bundle),
 		events: events.ContainerFile(s.address, ns, r.ID),
+		socket: control.SocketPath(s.address, ns, r.ID),
 		log:    log.G(ctx).WithField("container", r.ID),
 	}
 	os.Remove(sv.events) // a new task: the events of an old one with this id go
@@ -164,6 +179,9 @@ func (s *service) startSupervisor(ctx context.Context, r *taskAPI.CreateTaskRequ
 	if err := sv.client.Adopt(pid, true); err != nil {
 		return sv.fail(found, fmt.Errorf("supervise init %d of %s: %w", pid, r.ID, err))
 	}
+	sv.fwd = &forwarder{path: sv.events, log: sv.log, publish: s.publishFunc(ns)}
+	sv.fwdStop, sv.fwdDone = make(chan struct{}), make(chan struct{})
+	go sv.fwd.run(sv.fwdStop, sv.fwdDone)
 	sv.log.Infof("assure: container %s: supervisor %d supervises init %d (rescue points from %s)", r.ID, sv.cmd.Process.Pid, pid, found.Source)
 	s.st.mu.Lock()
 	s.st.containers[r.ID] = sv
@@ -178,9 +196,8 @@ func (sv *supervised) launch() error {
 	if err != nil {
 		return err
 	}
-	sock := filepath.Join(sv.bundle, "assure.sock")
 	args := []string{"supervise", "--manifest", sv.manifest, "--events", sv.events, "--container", sv.id,
-		"--socket", sock, "--root", filepath.Join(sv.bundle, "rootfs")}
+		"--namespace", sv.ns, "--socket", sv.socket, "--root", filepath.Join(sv.bundle, "rootfs")}
 	if sv.cgroup != "" {
 		// Every pid handed over must be in the container's cgroup: a
 		// recycled pid never leads the supervisor outside.
@@ -200,12 +217,11 @@ func (sv *supervised) launch() error {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	c, err := dialSupervisor(sock, exited)
+	c, err := dialSupervisor(sv.socket, exited)
 	sv.cmd, sv.client, sv.exited = cmd, c, exited
 	if err != nil {
 		return sv.fail(nil, err)
 	}
-	go forwardEvents(sv.log, sv.events, exited)
 	return nil
 }
 
@@ -241,10 +257,11 @@ func (sv *supervised) fail(found *oci.Found, err error) error {
 	return errors.New(msg)
 }
 
-// watch restarts the supervisor if it dies while the container runs: the
-// kernel detached its tracees, so the new one adopts every process of the
-// container again (breakpoints the dead one left are recognised: their
-// original bytes come from the files).
+// watch restarts the supervisor if it dies while the container's task
+// runs: the kernel detached its tracees, so the new one adopts every
+// process of the container again (breakpoints the dead one left are
+// recognised: their original bytes come from the files). A task that is
+// no longer running gets no new supervisor.
 func (s *service) watch(sv *supervised) {
 	for {
 		<-sv.exited
@@ -254,73 +271,48 @@ func (s *service) watch(sv *supervised) {
 		if !live {
 			return
 		}
+		ctx := namespaces.WithNamespace(context.Background(), sv.ns)
+		if st, err := s.TaskService.State(ctx, &taskAPI.StateRequest{ID: sv.id}); err != nil || !taskLive(st.Status) {
+			sv.log.Infof("assure: container %s: supervisor %d exited; the task is not running (%v): no new supervisor", sv.id, sv.cmd.Process.Pid, statusOf(st, err))
+			return
+		}
 		sv.log.Errorf("assure: container %s: supervisor %d died; starting a new one", sv.id, sv.cmd.Process.Pid)
 		if err := sv.launch(); err != nil {
 			sv.log.WithError(err).Errorf("assure: container %s runs unsupervised", sv.id)
 			return
 		}
-		ctx := namespaces.WithNamespace(context.Background(), sv.ns)
 		pids, err := s.TaskService.Pids(ctx, &taskAPI.PidsRequest{ID: sv.id})
 		if err != nil {
 			sv.log.WithError(err).Errorf("assure: container %s: list its processes", sv.id)
 			continue
 		}
+		adopted := 0
 		for _, p := range pids.Processes {
 			if err := sv.client.Adopt(int(p.Pid), false); err != nil {
 				sv.log.WithError(err).Errorf("assure: container %s: process %d runs unsupervised", sv.id, p.Pid)
+				continue
 			}
+			adopted++
 		}
-		sv.log.Infof("assure: container %s: supervisor %d re-attached to %d processes", sv.id, sv.cmd.Process.Pid, len(pids.Processes))
-	}
-}
-
-// forwardEvents copies the supervisor's events into the shim's log, which
-// containerd writes to its own log, until the supervisor exits.
-func forwardEvents(entry *logrus.Entry, path string, exited <-chan struct{}) {
-	var off int64
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		off = forwardNew(entry, path, off)
-		select {
-		case <-exited:
-			forwardNew(entry, path, off)
-			return
-		case <-tick.C:
-		}
-	}
-}
-
-// forwardNew logs the complete lines of path past off; it returns the
-// offset after them.
-func forwardNew(entry *logrus.Entry, path string, off int64) int64 {
-	f, err := os.Open(path)
-	if err != nil {
-		return off
-	}
-	defer f.Close()
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return off
-	}
-	rd := bufio.NewReader(f)
-	for {
-		line, err := rd.ReadString('\n')
-		if err != nil {
-			return off // an incomplete line is read again next time
-		}
-		off += int64(len(line))
-		var e events.Event
-		if json.Unmarshal([]byte(line), &e) != nil {
-			continue
-		}
-		msg := events.Format(e)
-		switch e.Type {
-		case events.Crash, events.Error:
-			entry.Warn(msg)
+		switch {
+		case adopted == 0:
+			sv.log.Warnf("assure: container %s: supervisor %d started, but no process of the container could be re-attached (%d listed)", sv.id, sv.cmd.Process.Pid, len(pids.Processes))
 		default:
-			entry.Info(msg)
+			sv.log.Infof("assure: container %s: supervisor %d re-attached to %d of %d processes", sv.id, sv.cmd.Process.Pid, adopted, len(pids.Processes))
 		}
 	}
+}
+
+// taskLive: a task whose processes may still run.
+func taskLive(st task.Status) bool {
+	return st == task.Status_RUNNING || st == task.Status_PAUSED || st == task.Status_PAUSING
+}
+
+func statusOf(st *taskAPI.StateResponse, err error) string {
+	if err != nil {
+		return err.Error()
+	}
+	return strings.ToLower(st.Status.String())
 }
 
 // dialSupervisor connects to a starting supervisor, giving up as soon as
@@ -378,6 +370,8 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 			case <-time.After(5 * time.Second):
 				sv.cmd.Process.Kill()
 			}
+			close(sv.fwdStop)
+			<-sv.fwdDone
 		}
 	}
 	return resp, err

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -28,6 +29,7 @@ func superviseCommand() *cli.Command {
 			&cli.StringFlag{Name: "root", Usage: "root filesystem the manifest's paths are resolved in", Value: "/"},
 			&cli.StringFlag{Name: "cgroup", Usage: "refuse processes outside this cgroup (path as in /proc/PID/cgroup)"},
 			&cli.StringFlag{Name: "container", Usage: "container id stamped on the events"},
+			&cli.StringFlag{Name: "namespace", Usage: "containerd namespace of the container, for metrics"},
 		},
 		Action: func(c *cli.Context) error {
 			sup, closeEvents, err := newContainerSupervisor(c, c.String("root"), c.String("container"))
@@ -36,6 +38,9 @@ func superviseCommand() *cli.Command {
 			}
 			defer closeEvents()
 			path := c.String("socket")
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return cli.Exit(fmt.Sprintf("supervise: %v", err), 1)
+			}
 			os.Remove(path)
 			l, err := net.Listen("unix", path)
 			if err != nil {
@@ -51,9 +56,8 @@ func superviseCommand() *cli.Command {
 			}()
 			served := make(chan error, 1)
 			go func() { served <- sup.Serve(supervisor.ServeConfig{Cgroup: c.String("cgroup")}) }()
-			go func() {
-				control.Serve(l, sup)
-			}()
+			h := &containerHandler{Supervisor: sup, namespace: c.String("namespace"), container: c.String("container")}
+			go control.Serve(l, h)
 			if err := <-served; err != nil {
 				return cli.Exit(fmt.Sprintf("supervise: %v", err), 1)
 			}
@@ -61,4 +65,17 @@ func superviseCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// containerHandler answers the control protocol for a container's
+// supervisor; metrics say which container they are of.
+type containerHandler struct {
+	*supervisor.Supervisor
+	namespace, container string
+}
+
+func (h *containerHandler) Metrics() any {
+	m := h.MetricsSnapshot()
+	m.Namespace, m.Container, m.Supervisor = h.namespace, h.container, os.Getpid()
+	return m
 }

@@ -17,6 +17,11 @@ const maxFrames = 32
 
 // crash reports a fault that is delivered to the program.
 func (s *Supervisor) crash(t *thread, sig unix.Signal, si ptrace.Siginfo, why string) {
+	var rp *rescuePoint
+	if f := s.activeFrame(t); f != nil {
+		rp = f.rp
+	}
+	s.metrics.Crashed(rp.site())
 	s.cfg.Events.Emit(events.Event{
 		Type: events.Crash, Pid: t.proc.pid, Tid: t.tid,
 		Signal: manifest.SignalName(sig), FaultAddress: fmt.Sprintf("%#x", si.Addr),

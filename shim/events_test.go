@@ -1,0 +1,54 @@
+package shim
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+)
+
+// The forwarder publishes each event once: across polls, with a line
+// written in two halves, after the file is rotated under it, and not the
+// attach/detach bookkeeping.
+func TestForwarderOnceEach(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.jsonl")
+	var got []string
+	lg := logrus.New()
+	lg.Out = io.Discard
+	fw := &forwarder{path: path, log: logrus.NewEntry(lg), publish: func(topic string, f map[string]any) {
+		got = append(got, fmt.Sprintf("%s %v", topic, f["pid"]))
+	}}
+	fw.poll() // no file yet
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, `{"type":"attached","pid":1}`)
+	fmt.Fprintln(f, `{"type":"recovered","pid":2}`)
+	fmt.Fprint(f, `{"type":"crash",`)
+	fw.poll()
+	fw.poll()
+	fmt.Fprintln(f, `"pid":3}`)
+	fmt.Fprintln(f, `{"type":"../../x","pid":4}`) // not a topic
+	fmt.Fprintln(f, `not json`)
+	fw.poll()
+	// Rotation: a last line lands in the old file after the rename.
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(f, `{"type":"recovered","pid":5}`)
+	f.Close()
+	if err := os.WriteFile(path, []byte(`{"type":"error","pid":6}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fw.poll()
+	fw.poll()
+	want := []string{"/assure/recovered 2", "/assure/crash 3", "/assure/recovered 5", "/assure/error 6"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("published %q, want %q", got, want)
+	}
+}
