@@ -7,12 +7,14 @@ import (
 	"io"
 	"os"
 	"regexp"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
+	containers "github.com/containerd/containerd/api/services/containers/v1"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/sirupsen/logrus"
-	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/assure-rt/assure/recovery/events"
 )
@@ -37,7 +39,7 @@ var topicWord = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,63}$`)
 type forwarder struct {
 	path    string
 	log     *logrus.Entry
-	publish func(topic string, fields map[string]any)
+	publish func(topic string, e events.Event, line []byte)
 
 	f       *os.File
 	ino     uint64
@@ -148,32 +150,57 @@ func (fw *forwarder) line(b []byte) {
 	if quietTypes[e.Type] || !topicWord.MatchString(e.Type) || fw.publish == nil {
 		return
 	}
-	var fields map[string]any
-	if json.Unmarshal(b, &fields) != nil {
-		return
-	}
-	fw.publish(TopicPrefix+e.Type, fields)
+	fw.publish(TopicPrefix+e.Type, e, b)
 }
 
 // publishFunc publishes events of namespace ns on containerd's event
 // stream, through the shim's publisher (which retries while containerd is
-// away, e.g. restarting). The event is a google.protobuf.Struct holding
-// the JSON event of the events file, a type every containerd client
-// decodes (`ctr events` prints it).
-func (s *service) publishFunc(ns string) func(string, map[string]any) {
+// away, e.g. restarting).
+//
+// The message must be a type that containerd's clients can decode, or
+// `ctr events` skips it: ctr 1.6 and 2.x share no general-purpose one
+// (google.protobuf.Struct is not linked into ctr 2.x), so the event rides
+// in a containerd.services.containers.v1.Container — a record type, not
+// one of containerd's own events, so no consumer mistakes it for one —
+// whose id is the container's, runtime the assure runtime, and labels the
+// event's fields (see eventLabels).
+func (s *service) publishFunc(ns string) func(string, events.Event, []byte) {
 	if s.publisher == nil {
 		return nil
 	}
 	ctx := namespaces.WithNamespace(context.Background(), ns)
-	return func(topic string, fields map[string]any) {
-		fields["namespace"] = ns
-		st, err := structpb.NewStruct(fields)
-		if err != nil {
-			logrus.WithError(err).Warnf("assure: event %s not published", topic)
-			return
+	return func(topic string, e events.Event, line []byte) {
+		msg := &containers.Container{
+			ID:      e.Container,
+			Runtime: &containers.Container_Runtime{Name: RuntimeName},
+			Labels:  eventLabels(e, line),
 		}
-		if err := s.publisher.Publish(ctx, topic, st); err != nil {
+		if err := s.publisher.Publish(ctx, topic, msg); err != nil {
 			logrus.WithError(err).Warnf("assure: publish %s (queued for retry)", topic)
 		}
 	}
+}
+
+// eventLabels flattens an event into string labels: its JSON fields that
+// are set (rescuePoint as rescuePoint.binary, .function, .address; the
+// stack's frames one per line), plus "event", the JSON line itself.
+func eventLabels(e events.Event, line []byte) map[string]string {
+	var fields map[string]any
+	json.Unmarshal(line, &fields)
+	out := map[string]string{"event": string(line)}
+	for k, v := range fields {
+		switch v := v.(type) {
+		case string:
+			out[k] = v
+		case float64:
+			out[k] = strconv.FormatFloat(v, 'f', -1, 64)
+		}
+	}
+	if rp := e.RescuePoint; rp != nil {
+		out["rescuePoint.binary"], out["rescuePoint.function"], out["rescuePoint.address"] = rp.Binary, rp.Function, rp.Address
+	}
+	if len(e.Stack) > 0 {
+		out["stack"] = strings.Join(e.Stack, "\n")
+	}
+	return out
 }

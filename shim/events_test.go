@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/assure-rt/assure/recovery/events"
 )
 
 // The forwarder publishes each event once: across polls, with a line
@@ -19,8 +22,8 @@ func TestForwarderOnceEach(t *testing.T) {
 	var got []string
 	lg := logrus.New()
 	lg.Out = io.Discard
-	fw := &forwarder{path: path, log: logrus.NewEntry(lg), publish: func(topic string, f map[string]any) {
-		got = append(got, fmt.Sprintf("%s %v", topic, f["pid"]))
+	fw := &forwarder{path: path, log: logrus.NewEntry(lg), publish: func(topic string, e events.Event, line []byte) {
+		got = append(got, fmt.Sprintf("%s %s", topic, eventLabels(e, line)["pid"]))
 	}}
 	fw.poll() // no file yet
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -50,5 +53,20 @@ func TestForwarderOnceEach(t *testing.T) {
 	want := []string{"/assure/recovered 2", "/assure/crash 3", "/assure/recovered 5", "/assure/error 6"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("published %q, want %q", got, want)
+	}
+}
+
+func TestEventLabels(t *testing.T) {
+	line := []byte(`{"time":"t","type":"recovered","container":"c","pid":12,"signal":"SIGSEGV","rescuePoint":{"binary":"/b","function":"f","address":"0x10"},"recoveryMicros":42,"stack":["a","b"]}`)
+	var e events.Event
+	if err := json.Unmarshal(line, &e); err != nil {
+		t.Fatal(err)
+	}
+	l := eventLabels(e, line)
+	for k, want := range map[string]string{"type": "recovered", "container": "c", "pid": "12", "signal": "SIGSEGV",
+		"rescuePoint.function": "f", "recoveryMicros": "42", "stack": "a\nb", "event": string(line)} {
+		if l[k] != want {
+			t.Errorf("label %s = %q, want %q", k, l[k], want)
+		}
 	}
 }

@@ -13,6 +13,9 @@ import (
 	"github.com/containerd/ttrpc"
 )
 
+// RuntimeName is the runtime type containerd knows the shim by.
+const RuntimeName = "io.containerd.assure.v1"
+
 // The registration replaces runc's task plugin (this binary must not
 // import runtime/v2/runc/task/plugin, which registers the same ID).
 func init() {
