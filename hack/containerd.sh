@@ -83,7 +83,8 @@ sock=$dir/containerd.sock
 pidfile=$dir/containerd.pid
 
 # ctr 2.x warns on stderr at every call that cgroup v1 is deprecated.
-ctr_() { "$CTR_BIN" --address "$sock" --connect-timeout 2s "$@" 2> >(grep -v 'DEPRECATION: The support for cgroup v1' >&2); }
+export CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1
+ctr_() { "$CTR_BIN" --address "$sock" --connect-timeout 2s "$@"; }
 
 # pid of our containerd when it is alive (and is containerd), else empty.
 live_pid() {

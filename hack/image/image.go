@@ -259,7 +259,7 @@ func tarDir(dir, out string) error {
 // `ctr images import`, which also unpacks it for the namespace's default
 // snapshotter. The image is named by the tarball itself (see Build).
 func Import(address, namespace, tarball string) error {
-	ctr, err := exec.LookPath("ctr")
+	ctr, err := exec.LookPath(ctrBin())
 	if err != nil {
 		return fmt.Errorf("import %s: ctr not found: %w", tarball, err)
 	}
@@ -281,4 +281,13 @@ func Import(address, namespace, tarball string) error {
 		return fmt.Errorf("import %s: ctr %s: %w\n%s", tarball, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// ctrBin is the ctr command: $CTR_BIN (as for hack/containerd.sh, e.g. a
+// containerd 2.x ctr), else ctr on PATH.
+func ctrBin() string {
+	if b := os.Getenv("CTR_BIN"); b != "" {
+		return b
+	}
+	return "ctr"
 }
