@@ -240,8 +240,12 @@ do_start() {
 launch() {
 	local pid
 	# setsid: not in the caller's process group or session; all fds redirected,
-	# so a caller reading our output is not kept waiting by containerd.
-	PATH="$module_dir/bin:$PATH" setsid "$CONTAINERD_BIN" --config "$dir/config.toml" \
+	# so a caller reading our output is not kept waiting by containerd. Its
+	# PATH: our shim, then the shims next to the containerd binary (a
+	# containerd 2.x wants its own containerd-shim-runc-v2).
+	local bindir
+	bindir=$(dirname "$(command -v "$CONTAINERD_BIN")")
+	PATH="$module_dir/bin:$bindir:$PATH" setsid "$CONTAINERD_BIN" --config "$dir/config.toml" \
 		</dev/null >>"$dir/containerd.log" 2>&1 &
 	pid=$!
 	echo "$pid" >"$pidfile"

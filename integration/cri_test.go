@@ -20,7 +20,7 @@ const criNamespace = "k8s.io"
 // findCrictl finds crictl: $CRICTL, hack/install-deps.sh's install
 // (--cri), or PATH.
 func findCrictl() string {
-	for _, c := range []string{os.Getenv("CRICTL"), "/opt/assure/crictl-v1.37.0/bin/crictl"} {
+	for _, c := range []string{os.Getenv("CRICTL"), "/opt/assure/crictl/bin/crictl"} {
 		if c != "" && fileExists(c) {
 			return c
 		}
