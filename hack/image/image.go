@@ -29,6 +29,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/assure-rt/assure/oci"
 )
 
 // File is a host file copied into the image.
@@ -79,6 +81,11 @@ func build(spec Spec, out string) error {
 	ref, err := name.ParseReference(spec.Name, name.StrictValidation)
 	if err != nil {
 		return fmt.Errorf("invalid image name: %w", err)
+	}
+	for k, v := range spec.Labels {
+		if err := oci.CheckLabelSize(k, v); err != nil {
+			return err
+		}
 	}
 	t, err := layerTree(spec)
 	if err != nil {
