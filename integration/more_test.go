@@ -87,6 +87,9 @@ func noLeftoversIn(t *testing.T, ns, id string) {
 			t.Errorf("shim of %s left behind: %s", id, c)
 		}
 	}
+	if d := filepath.Join("/sys/fs/cgroup/memory", ns, id); fileExists(d) {
+		t.Errorf("memory cgroup %s left behind", d)
+	}
 	data, _ := os.ReadFile("/proc/self/mountinfo")
 	if strings.Contains(string(data), "/"+ns+"/"+id+"/rootfs") {
 		t.Errorf("rootfs mount of %s left behind", id)

@@ -34,7 +34,8 @@ type supervised struct {
 	id, ns, bundle   string
 	cgroup           string // the container's cgroup path, "" if unknown
 	manifest, events string // files
-	socket           string // the supervisor's control socket
+	socket           string   // the supervisor's control socket
+	cgroups          []string // the supervisor's own (see supervisorCgroups)
 	log              *logrus.Entry
 	cmd              *exec.Cmd
 	client           *control.Client
@@ -173,7 +174,11 @@ func (s *service) startSupervisor(ctx context.Context, r *taskAPI.CreateTaskRequ
 		log:    log.G(ctx).WithField("container", r.ID),
 	}
 	os.Remove(sv.events) // a new task: the events of an old one with this id go
+	if sv.cgroups, err = supervisorCgroups(sv.cgroup); err != nil {
+		return err
+	}
 	if err := sv.launch(); err != nil {
+		removeCgroups(sv.cgroups)
 		return fmt.Errorf("%s: %w", found.Source, err)
 	}
 	if err := sv.client.Adopt(pid, true); err != nil {
@@ -202,6 +207,9 @@ func (sv *supervised) launch() error {
 		// Every pid handed over must be in the container's cgroup: a
 		// recycled pid never leads the supervisor outside.
 		args = append(args, "--cgroup", sv.cgroup)
+	}
+	for _, d := range sv.cgroups {
+		args = append(args, "--join-cgroup", d)
 	}
 	cmd := exec.Command(bin, args...)
 	logf, err := os.OpenFile(sv.logPath(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
@@ -244,6 +252,8 @@ func (sv *supervised) logPath() string { return filepath.Join(sv.bundle, "assure
 func (sv *supervised) fail(found *oci.Found, err error) error {
 	sv.cmd.Process.Kill()
 	<-sv.exited
+	os.Remove(sv.socket)
+	removeCgroups(sv.cgroups)
 	out, _ := os.ReadFile(sv.logPath())
 	msg := strings.TrimSpace(strings.TrimPrefix(string(out), "assure: "))
 	// The manifest file is the shim's copy: name the label instead.
@@ -351,30 +361,51 @@ func assureBinary() (string, error) {
 	return p, nil
 }
 
-// Delete stops the container's supervisor with the task.
+// Delete stops the container's supervisor with the task: before runc
+// deletes the container, whose cgroups must be empty by then (the
+// supervisor's are children of the container's), unless the task still
+// runs and the deletion is bound to fail.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	if r.ExecID != "" {
+		return s.TaskService.Delete(ctx, r)
+	}
+	if st, err := s.TaskService.State(ctx, &taskAPI.StateRequest{ID: r.ID}); err == nil && !taskLive(st.Status) {
+		s.stopSupervisor(r.ID)
+	}
 	resp, err := s.TaskService.Delete(ctx, r)
-	if r.ExecID == "" {
-		s.st.mu.Lock()
-		sv := s.st.containers[r.ID]
-		if sv != nil {
-			sv.stopping = true
-		}
-		delete(s.st.containers, r.ID)
-		s.st.mu.Unlock()
-		if sv != nil {
-			sv.client.Stop()
-			sv.client.Close()
-			select {
-			case <-sv.exited:
-			case <-time.After(5 * time.Second):
-				sv.cmd.Process.Kill()
-			}
-			close(sv.fwdStop)
-			<-sv.fwdDone
-		}
+	if err == nil {
+		s.stopSupervisor(r.ID)
 	}
 	return resp, err
+}
+
+// stopSupervisor detaches and ends the supervisor of container id, if it
+// has one, forwards its last events and removes its cgroups.
+func (s *service) stopSupervisor(id string) {
+	s.st.mu.Lock()
+	sv := s.st.containers[id]
+	if sv != nil {
+		sv.stopping = true
+	}
+	delete(s.st.containers, id)
+	s.st.mu.Unlock()
+	if sv == nil {
+		return
+	}
+	sv.client.Stop()
+	sv.client.Close()
+	select {
+	case <-sv.exited:
+	case <-time.After(5 * time.Second):
+		sv.cmd.Process.Kill()
+		<-sv.exited
+	}
+	close(sv.fwdStop)
+	<-sv.fwdDone
+	os.Remove(sv.socket) // left by a supervisor that was killed
+	if err := removeCgroups(sv.cgroups); err != nil {
+		sv.log.WithError(err).Warnf("assure: container %s: remove the supervisor's cgroups", id)
+	}
 }
 
 // Start starts a task as runc's shim does. A process started with

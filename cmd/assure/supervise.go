@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -30,8 +31,16 @@ func superviseCommand() *cli.Command {
 			&cli.StringFlag{Name: "cgroup", Usage: "refuse processes outside this cgroup (path as in /proc/PID/cgroup)"},
 			&cli.StringFlag{Name: "container", Usage: "container id stamped on the events"},
 			&cli.StringFlag{Name: "namespace", Usage: "containerd namespace of the container, for metrics"},
+			&cli.StringSliceFlag{Name: "join-cgroup", Usage: "move into the cgroup `DIR` first, before parsing anything (repeatable)"},
 		},
 		Action: func(c *cli.Context) error {
+			// First of all: what the supervisor allocates from here on
+			// (the parsed binaries, the shadow copies) is the container's.
+			for _, dir := range c.StringSlice("join-cgroup") {
+				if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+					return cli.Exit(fmt.Sprintf("supervise: join cgroup %s: %v", dir, err), 1)
+				}
+			}
 			sup, closeEvents, err := newContainerSupervisor(c, c.String("root"), c.String("container"))
 			if err != nil {
 				return err
