@@ -32,8 +32,8 @@ const criContainerType = "io.kubernetes.cri.container-type"
 // supervised is a container whose tasks run under a supervisor.
 type supervised struct {
 	id, ns, bundle   string
-	cgroup           string // the container's cgroup path, "" if unknown
-	manifest, events string // files
+	cgroup           string   // the container's cgroup path, "" if unknown
+	manifest, events string   // files
 	socket           string   // the supervisor's control socket
 	cgroups          []string // the supervisor's own (see supervisorCgroups)
 	log              *logrus.Entry
