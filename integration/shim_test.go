@@ -76,12 +76,11 @@ func setup() (int, error) {
 		return 1, err
 	}
 	env.root = root
-	for bin, pkg := range map[string]string{"assure": "./cmd/assure", "containerd-shim-assure-v1": "./cmd/containerd-shim-assure-v1"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(root, "bin", bin), pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return 1, fmt.Errorf("build %s: %v\n%s", bin, err, out)
-		}
+	// bin/ as make builds it (containerd finds the shim there).
+	build := exec.Command("make", "-s", "build")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return 1, fmt.Errorf("make build: %v\n%s", err, out)
 	}
 	if env.work, err = os.MkdirTemp("", "assure-integration-"); err != nil {
 		return 1, err

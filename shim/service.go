@@ -5,6 +5,8 @@
 package shim
 
 import (
+	"flag"
+
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/pkg/shutdown"
 	"github.com/containerd/containerd/plugin"
@@ -39,8 +41,12 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return &service{TaskService: inner, address: ic.Address, publisher: pp.(shim.Publisher),
-				st: &state{containers: map[string]*supervised{}}}, nil
+			s := &service{TaskService: inner, address: ic.Address, publisher: pp.(shim.Publisher),
+				st: &state{containers: map[string]*supervised{}}}
+			if f := flag.Lookup("id"); f != nil { // the shim library's flag
+				s.prefetchLabels(ic.Context, f.Value.String())
+			}
+			return s, nil
 		},
 	})
 }
@@ -52,6 +58,9 @@ type service struct {
 	address   string // containerd's gRPC address
 	publisher shim.Publisher
 	st        *state
+	// prefetched: the labels of the container the shim was started for,
+	// asked for at start (labels.go).
+	prefetched *prefetch
 }
 
 // RegisterTTRPC serves this wrapper, not the inner service.

@@ -11,12 +11,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/containerd"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/log"
 	"github.com/containerd/containerd/namespaces"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
@@ -39,6 +39,7 @@ type supervised struct {
 	log              *logrus.Entry
 	cmd              *exec.Cmd
 	client           *control.Client
+	gate             *os.File // the write end of the supervisor's gate, until released
 	exited           <-chan struct{}
 	stopping         bool // set under state.mu when the task is deleted
 	// fwd forwards the events of every supervisor the container has
@@ -51,42 +52,6 @@ type supervised struct {
 type state struct {
 	mu         sync.Mutex
 	containers map[string]*supervised
-}
-
-// labels returns the container's labels and its image's config labels
-// (the container's win): the shim asks containerd itself, so that users
-// only pick the runtime.
-func (s *service) labels(ctx context.Context, id string) (map[string]string, error) {
-	ns, err := namespaces.NamespaceRequired(ctx)
-	if err != nil {
-		return nil, err
-	}
-	client, err := containerd.New(s.address, containerd.WithDefaultNamespace(ns), containerd.WithTimeout(10*time.Second))
-	if err != nil {
-		return nil, fmt.Errorf("connect to containerd at %s: %w", s.address, err)
-	}
-	defer client.Close()
-	ctx = namespaces.WithNamespace(ctx, ns)
-	c, err := client.LoadContainer(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("container %s: %w", id, err)
-	}
-	out := map[string]string{}
-	if img, err := c.Image(ctx); err == nil {
-		if spec, err := img.Spec(ctx); err == nil {
-			for k, v := range spec.Config.Labels {
-				out[k] = v
-			}
-		}
-	}
-	cl, err := c.Labels(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("labels of container %s: %w", id, err)
-	}
-	for k, v := range cl {
-		out[k] = v
-	}
-	return out, nil
 }
 
 // Create creates the task as runc's shim does; when the image declares
@@ -128,8 +93,16 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 			return nil, errdefs.ToGRPC(err)
 		}
 	}
+	// The supervisor process starts while runc creates the container;
+	// it waits at its gate until the container's cgroups and the
+	// manifest are there.
+	sv := s.newSupervised(ctx, r, spec)
+	if err := sv.spawn(); err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
 	resp, err := s.TaskService.Create(ctx, r)
 	if err != nil {
+		sv.abort()
 		return nil, err
 	}
 	if fromFile {
@@ -139,7 +112,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		err = found.CheckBinaries(rootfs)
 	}
 	if err == nil {
-		err = s.startSupervisor(ctx, r, found, int(resp.Pid))
+		err = s.superviseInit(sv, found, int(resp.Pid))
+	} else {
+		sv.abort()
 	}
 	if err != nil {
 		s.undoCreate(ctx, r.ID)
@@ -155,65 +130,87 @@ func (s *service) undoCreate(ctx context.Context, id string) {
 	s.TaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: id})
 }
 
-// startSupervisor starts `assure supervise` for the container and hands
-// it the init process, still waiting on its exec fifo.
-func (s *service) startSupervisor(ctx context.Context, r *taskAPI.CreateTaskRequest, found *oci.Found, pid int) error {
-	mf := filepath.Join(r.Bundle, "assure-manifest.json")
-	data, err := found.Manifest.JSON()
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(mf, data, 0o600); err != nil {
-		return err
-	}
+// newSupervised describes the supervision of the container being
+// created.
+func (s *service) newSupervised(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec) *supervised {
 	ns, _ := namespaces.Namespace(ctx)
-	sv := &supervised{
-		id: r.ID, ns: ns, bundle: r.Bundle, manifest: mf, cgroup: cgroupOf(r.Bundle),
-		events: events.ContainerFile(s.address, ns, r.ID),
-		socket: control.SocketPath(s.address, ns, r.ID),
-		log:    log.G(ctx).WithField("container", r.ID),
+	return &supervised{
+		id: r.ID, ns: ns, bundle: r.Bundle, cgroup: cgroupOf(spec),
+		manifest: filepath.Join(r.Bundle, "assure-manifest.json"),
+		events:   events.ContainerFile(s.address, ns, r.ID),
+		socket:   control.SocketPath(s.address, ns, r.ID),
+		log:      log.G(ctx).WithField("container", r.ID),
 	}
-	os.Remove(sv.events) // a new task: the events of an old one with this id go
-	if sv.cgroups, err = supervisorCgroups(sv.cgroup); err != nil {
+}
+
+// superviseInit lets the supervisor started at the container's creation
+// go on, with the manifest found, and hands it the init process, still
+// waiting on its exec fifo.
+func (s *service) superviseInit(sv *supervised, found *oci.Found, pid int) error {
+	data, err := found.Manifest.JSON()
+	if err == nil {
+		err = os.WriteFile(sv.manifest, data, 0o600)
+	}
+	if err == nil {
+		os.Remove(sv.events) // a new task: the events of an old one with this id go
+		sv.cgroups, err = supervisorCgroups(sv.cgroup)
+	}
+	if err != nil {
+		sv.abort()
 		return err
 	}
-	if err := sv.launch(); err != nil {
-		removeCgroups(sv.cgroups)
-		return fmt.Errorf("%s: %w", found.Source, err)
+	if err := sv.release(); err != nil {
+		return sv.fail(found, err)
 	}
 	if err := sv.client.Adopt(pid, true); err != nil {
-		return sv.fail(found, fmt.Errorf("supervise init %d of %s: %w", pid, r.ID, err))
+		return sv.fail(found, fmt.Errorf("supervise init %d of %s: %w", pid, sv.id, err))
 	}
-	sv.fwd = &forwarder{path: sv.events, log: sv.log, publish: s.publishFunc(ns)}
+	sv.fwd = &forwarder{path: sv.events, log: sv.log, publish: s.publishFunc(sv.ns)}
 	sv.fwdStop, sv.fwdDone = make(chan struct{}), make(chan struct{})
 	go sv.fwd.run(sv.fwdStop, sv.fwdDone)
-	sv.log.Infof("assure: container %s: supervisor %d supervises init %d (rescue points from %s)", r.ID, sv.cmd.Process.Pid, pid, found.Source)
+	sv.log.Infof("assure: container %s: supervisor %d supervises init %d (rescue points from %s)", sv.id, sv.cmd.Process.Pid, pid, found.Source)
 	s.st.mu.Lock()
-	s.st.containers[r.ID] = sv
+	s.st.containers[sv.id] = sv
 	s.st.mu.Unlock()
 	go s.watch(sv)
 	return nil
 }
 
-// launch starts the supervisor process and connects to it.
+// launch starts a supervisor and connects to it at once (a restart).
 func (sv *supervised) launch() error {
+	if err := sv.spawn(); err != nil {
+		return err
+	}
+	if err := sv.release(); err != nil {
+		return sv.fail(nil, err)
+	}
+	return nil
+}
+
+// spawn starts the supervisor process, which waits at its gate (fd 3)
+// until release.
+func (sv *supervised) spawn() error {
 	bin, err := assureBinary()
 	if err != nil {
 		return err
 	}
-	args := []string{"supervise", "--manifest", sv.manifest, "--events", sv.events, "--container", sv.id,
+	args := []string{"supervise", "--gate", "--manifest", sv.manifest, "--events", sv.events, "--container", sv.id,
 		"--namespace", sv.ns, "--socket", sv.socket, "--root", filepath.Join(sv.bundle, "rootfs")}
 	if sv.cgroup != "" {
 		// Every pid handed over must be in the container's cgroup: a
 		// recycled pid never leads the supervisor outside.
 		args = append(args, "--cgroup", sv.cgroup)
 	}
-	for _, d := range sv.cgroups {
-		args = append(args, "--join-cgroup", d)
+	gate, release, err := os.Pipe()
+	if err != nil {
+		return err
 	}
+	defer gate.Close()
 	cmd := exec.Command(bin, args...)
+	cmd.ExtraFiles = []*os.File{gate}
 	logf, err := os.OpenFile(sv.logPath(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
+		release.Close()
 		return err
 	}
 	// A file, not a pipe: the supervisor must not depend on the shim
@@ -221,24 +218,54 @@ func (sv *supervised) launch() error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	defer logf.Close()
 	if err := cmd.Start(); err != nil {
+		release.Close()
 		return fmt.Errorf("start supervisor %s: %w", bin, err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	c, err := dialSupervisor(sv.socket, exited)
-	sv.cmd, sv.client, sv.exited = cmd, c, exited
-	if err != nil {
-		return sv.fail(nil, err)
-	}
+	sv.cmd, sv.exited, sv.gate, sv.client = cmd, exited, release, nil
 	return nil
+}
+
+// release opens the supervisor's gate: it joins its cgroups (the
+// container's exist by now) before it reads anything, then serves; the
+// shim connects.
+func (sv *supervised) release() error {
+	var msg strings.Builder
+	for _, d := range sv.cgroups {
+		fmt.Fprintf(&msg, "join %s\n", d)
+	}
+	msg.WriteString("go\n")
+	_, err := sv.gate.WriteString(msg.String())
+	sv.gate.Close()
+	sv.gate = nil
+	if err != nil {
+		return fmt.Errorf("supervisor gate: %w", err)
+	}
+	sv.client, err = dialSupervisor(sv.socket, sv.exited)
+	return err
+}
+
+// abort ends a supervisor whose container will not be supervised: closed
+// at its gate, it exits without a word.
+func (sv *supervised) abort() {
+	if sv.gate != nil {
+		sv.gate.Close()
+		sv.gate = nil
+	}
+	if sv.cmd != nil {
+		sv.cmd.Process.Kill()
+		<-sv.exited
+	}
+	os.Remove(sv.socket)
+	removeCgroups(sv.cgroups)
 }
 
 // cgroupOf returns the container's cgroup path from its spec when it is a
 // plain path (cgroupfs); systemd's "slice:prefix:name" form shows up
 // differently in /proc/PID/cgroup and is not checked.
-func cgroupOf(bundle string) string {
-	spec, err := oci.SpecFromBundle(bundle)
-	if err != nil || spec.Linux == nil || !strings.HasPrefix(spec.Linux.CgroupsPath, "/") {
+func cgroupOf(spec *specs.Spec) string {
+	if spec.Linux == nil || !strings.HasPrefix(spec.Linux.CgroupsPath, "/") {
 		return ""
 	}
 	return spec.Linux.CgroupsPath
@@ -250,15 +277,14 @@ func (sv *supervised) logPath() string { return filepath.Join(sv.bundle, "assure
 // supervisor checks the manifest against the image's binaries (a function
 // that does not exist, say) and says why it stopped.
 func (sv *supervised) fail(found *oci.Found, err error) error {
-	sv.cmd.Process.Kill()
-	<-sv.exited
-	os.Remove(sv.socket)
-	removeCgroups(sv.cgroups)
+	sv.abort()
 	out, _ := os.ReadFile(sv.logPath())
 	msg := strings.TrimSpace(strings.TrimPrefix(string(out), "assure: "))
 	// The manifest file is the shim's copy: name the label instead.
 	msg = strings.TrimPrefix(msg, "manifest "+sv.manifest+": ")
 	switch {
+	case msg == "" && found != nil:
+		return fmt.Errorf("%s: %w", found.Source, err)
 	case msg == "":
 		return err
 	case found != nil:
@@ -392,8 +418,10 @@ func (s *service) stopSupervisor(id string) {
 	if sv == nil {
 		return
 	}
-	sv.client.Stop()
-	sv.client.Close()
+	if sv.client != nil { // nil when a restart failed
+		sv.client.Stop()
+		sv.client.Close()
+	}
 	select {
 	case <-sv.exited:
 	case <-time.After(5 * time.Second):
@@ -420,7 +448,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	s.st.mu.Lock()
 	sv := s.st.containers[r.ID]
 	s.st.mu.Unlock()
-	if sv == nil {
+	if sv == nil || sv.client == nil {
 		return resp, nil
 	}
 	if err := sv.client.Adopt(int(resp.Pid), false); err != nil {

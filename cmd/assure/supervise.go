@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -31,14 +33,12 @@ func superviseCommand() *cli.Command {
 			&cli.StringFlag{Name: "cgroup", Usage: "refuse processes outside this cgroup (path as in /proc/PID/cgroup)"},
 			&cli.StringFlag{Name: "container", Usage: "container id stamped on the events"},
 			&cli.StringFlag{Name: "namespace", Usage: "containerd namespace of the container, for metrics"},
-			&cli.StringSliceFlag{Name: "join-cgroup", Usage: "move into the cgroup `DIR` first, before parsing anything (repeatable)"},
+			&cli.BoolFlag{Name: "gate", Usage: "wait on fd 3 for the shim's go-ahead (and the cgroups to join) before reading anything"},
 		},
 		Action: func(c *cli.Context) error {
-			// First of all: what the supervisor allocates from here on
-			// (the parsed binaries, the shadow copies) is the container's.
-			for _, dir := range c.StringSlice("join-cgroup") {
-				if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
-					return cli.Exit(fmt.Sprintf("supervise: join cgroup %s: %v", dir, err), 1)
+			if c.Bool("gate") {
+				if err := passGate(os.NewFile(3, "gate")); err != nil {
+					return err
 				}
 			}
 			sup, closeEvents, err := newContainerSupervisor(c, c.String("root"), c.String("container"))
@@ -87,4 +87,30 @@ func (h *containerHandler) Metrics() any {
 	m := h.MetricsSnapshot()
 	m.Namespace, m.Container, m.Supervisor = h.namespace, h.container, os.Getpid()
 	return m
+}
+
+// passGate waits at the shim's gate: the shim starts the supervisor while
+// runc creates the container, then writes "join DIR" for each cgroup the
+// supervisor is to be charged to (the container's exist only once runc
+// has created it) and "go". They are joined first of all, so that what
+// the supervisor allocates from then on (the parsed binaries, the shadow
+// copies) is the container's. A gate closed before "go" (the creation
+// failed) makes the supervisor exit without a word.
+func passGate(gate *os.File) error {
+	defer gate.Close()
+	sc := bufio.NewScanner(gate)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "go" {
+			return nil
+		}
+		dir, ok := strings.CutPrefix(line, "join ")
+		if !ok {
+			return cli.Exit(fmt.Sprintf("supervise: gate: unexpected %q", line), 1)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+			return cli.Exit(fmt.Sprintf("supervise: join cgroup %s: %v", dir, err), 1)
+		}
+	}
+	return cli.Exit("", 0)
 }
