@@ -241,7 +241,9 @@ func writeJSON(t *testing.T, path string, v any) {
 func TestCRI(t *testing.T) {
 	needCRI(t)
 	t.Run("redis", func(t *testing.T) {
-		spec, err := redisSpec("assure.test/cri-redis:1", redisManifest)
+		spec, err := redisSpec("assure.test/cri-redis:1",
+			`{"version":1,"rescuePoints":[{"binary":"/usr/bin/redis-server","function":"call"},{"binary":"/app/bugs","function":"handle_request","return":-1}]}`,
+			image.File{Src: filepath.Join(env.work, "bugs"), Dst: "/app/bugs"})
 		if err != nil {
 			t.Skip(err)
 		}
@@ -282,9 +284,19 @@ func TestCRI(t *testing.T) {
 			atoi(stats.Stats[0].Memory.WorkingSetBytes.Value) <= 0 || atoi(stats.Stats[0].CPU.UsageCoreNanoSeconds.Value) <= 0 {
 			t.Errorf("crictl stats: %v\n%s", err, out)
 		}
+		// ExecSync (crictl exec -s): supervised from its first
+		// instruction, as the init: its very first request faults.
+		want, err := exec.Command(filepath.Join(env.work, "bugs"), "none", "20", "1").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := crictl(t, "exec", "-s", id, "/app/bugs", "null", "20", "1"); err != nil || out+"\n" != string(want) {
+			t.Errorf("crictl exec -s: %v\n%s\nwant:\n%s", err, out, want)
+		}
 		// The recovery on containerd's event stream, in namespace k8s.io.
 		waitFor(t, 30*time.Second, "/assure/recovered on containerd's event stream", func() bool {
-			return evs.count(criNamespace+" /assure/recovered", id) == 1
+			return evs.count(criNamespace+" /assure/recovered", id, `"rescuePoint.function":"call"`) == 1 &&
+				evs.count(criNamespace+" /assure/recovered", id, `"rescuePoint.function":"handle_request"`) == 20
 		})
 	})
 	t.Run("annotation-overrides-label", func(t *testing.T) {
@@ -347,14 +359,21 @@ func subscribeEvents(t *testing.T) *events {
 	return e
 }
 
-// count counts the events whose line has the topic (after the namespace)
-// and mentions id.
-func (e *events) count(nsTopic, id string) int {
+// count counts the events whose line has the topic (after the namespace),
+// mentions id and has every one of also.
+func (e *events) count(nsTopic, id string, also ...string) int {
 	n := 0
+next:
 	for _, l := range strings.Split(e.buf.String(), "\n") {
-		if strings.Contains(l, " "+nsTopic+" ") && strings.Contains(l, `"`+id+`"`) {
-			n++
+		if !strings.Contains(l, " "+nsTopic+" ") || !strings.Contains(l, `"`+id+`"`) {
+			continue
 		}
+		for _, a := range also {
+			if !strings.Contains(l, a) {
+				continue next
+			}
+		}
+		n++
 	}
 	return n
 }

@@ -390,6 +390,28 @@ func TestExecIsSupervised(t *testing.T) {
 	}
 }
 
+// TestExecSupervisedFromFirstInstruction: a process started with exec
+// is supervised before it runs its program's first instruction (the
+// shim's seccomp listener holds its execve until the supervisor has it):
+// a program whose very first request faults is recovered, every time.
+func TestExecSupervisedFromFirstInstruction(t *testing.T) {
+	const id = "exec-first"
+	if out, err := ctr(t, "run", "-d", "--runtime", runtime, "assure.test/bugs:label", id, "/bin/busybox", "sleep", "120"); err != nil {
+		t.Fatalf("ctr run -d: %v\n%s", err, out)
+	}
+	defer removeDetached(t, id)
+	want, err := exec.Command(filepath.Join(env.work, "bugs"), "none", "20", "1").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		out, err := ctr(t, "task", "exec", "--exec-id", fmt.Sprintf("x%d", i), id, "/app/bugs", "null", "20", "1")
+		if err != nil || out != string(want) {
+			t.Fatalf("exec %d: %v\n%s\nwant:\n%s", i, err, out, want)
+		}
+	}
+}
+
 // waitFor polls a condition until a deadline.
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()

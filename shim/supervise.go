@@ -39,7 +39,8 @@ type supervised struct {
 	log              *logrus.Entry
 	cmd              *exec.Cmd
 	client           *control.Client
-	gate             *os.File // the write end of the supervisor's gate, until released
+	gate             *os.File   // the write end of the supervisor's gate, until released
+	execs            *execWatch // the seccomp listener that sees exec calls, or nil
 	exited           <-chan struct{}
 	stopping         bool // set under state.mu when the task is deleted
 	// fwd forwards the events of every supervisor the container has
@@ -87,17 +88,29 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 			return s.TaskService.Create(ctx, r)
 		}
 	}
-	if added := oci.AllowInjectedSyscalls(spec); len(added) > 0 {
+	sv := s.newSupervised(ctx, r, spec)
+	added := oci.AllowInjectedSyscalls(spec)
+	if len(added) > 0 {
 		log.G(ctx).Infof("assure: seccomp profile of %s now allows %v (injected by the supervisor)", r.ID, added)
+	}
+	watchExecs := oci.NotifyExecs(spec, sv.execSocket())
+	if len(added) > 0 || watchExecs {
 		if err := oci.WriteSpec(r.Bundle, spec); err != nil {
 			return nil, errdefs.ToGRPC(err)
 		}
 	}
+	if watchExecs {
+		if err := sv.watchExecs(); err != nil {
+			return nil, errdefs.ToGRPC(err)
+		}
+	} else {
+		log.G(ctx).Warnf("assure: the seccomp profile of %s keeps exec calls from being watched: processes started with exec are supervised only once they run", r.ID)
+	}
 	// The supervisor process starts while runc creates the container;
 	// it waits at its gate until the container's cgroups and the
 	// manifest are there.
-	sv := s.newSupervised(ctx, r, spec)
 	if err := sv.spawn(); err != nil {
+		sv.abort()
 		return nil, errdefs.ToGRPC(err)
 	}
 	resp, err := s.TaskService.Create(ctx, r)
@@ -249,6 +262,10 @@ func (sv *supervised) release() error {
 // abort ends a supervisor whose container will not be supervised: closed
 // at its gate, it exits without a word.
 func (sv *supervised) abort() {
+	if sv.execs != nil {
+		sv.execs.close()
+		sv.execs = nil
+	}
 	if sv.gate != nil {
 		sv.gate.Close()
 		sv.gate = nil
@@ -431,15 +448,19 @@ func (s *service) stopSupervisor(id string) {
 	close(sv.fwdStop)
 	<-sv.fwdDone
 	os.Remove(sv.socket) // left by a supervisor that was killed
+	if sv.execs != nil {
+		sv.execs.close()
+	}
 	if err := removeCgroups(sv.cgroups); err != nil {
 		sv.log.WithError(err).Warnf("assure: container %s: remove the supervisor's cgroups", id)
 	}
 }
 
 // Start starts a task as runc's shim does. A process started with
-// `ctr task exec` in a supervised container is handed to its supervisor
-// right after it starts (runc starts exec'd processes at once, so its very
-// first instructions can run unsupervised).
+// `ctr task exec` in a supervised container has been handed to its
+// supervisor at its execve already (execWatch); it is handed over here
+// too, for a container whose seccomp profile kept exec calls from being
+// watched (the supervisor ignores a process it has).
 func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	resp, err := s.TaskService.Start(ctx, r)
 	if err != nil || r.ExecID == "" {
@@ -457,4 +478,30 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		log.G(ctx).Infof("assure: exec %s of %s (pid %d) supervised", r.ExecID, r.ID, resp.Pid)
 	}
 	return resp, nil
+}
+
+// execSocket is where the shim listens for the seccomp notifications of
+// the container's exec calls: next to the control socket, as short.
+func (sv *supervised) execSocket() string {
+	return strings.TrimSuffix(sv.socket, ".sock") + ".exec"
+}
+
+// watchExecs starts the container's seccomp listener: a process that
+// calls exec untraced (one runc exec started) is handed to the
+// supervisor first.
+func (sv *supervised) watchExecs() error {
+	w, err := newExecWatch(sv.execSocket(), func(pid int) {
+		c := sv.client
+		if c == nil {
+			return // no supervisor right now: the restart adopts everything
+		}
+		if err := c.Adopt(pid, true); err != nil {
+			sv.log.WithError(err).Warnf("assure: container %s: process %d runs unsupervised", sv.id, pid)
+		}
+	}, func(pid int) bool {
+		t := tracerOf(pid)
+		return t != 0 && sv.cmd != nil && tgid(t) == sv.cmd.Process.Pid
+	})
+	sv.execs = w
+	return err
 }
