@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/api/types/task"
@@ -201,14 +201,21 @@ func (sv *supervised) launch() error {
 }
 
 // spawn starts the supervisor process, which waits at its gate (fd 3)
-// until release.
+// until release. The shim makes the control socket and hands the
+// supervisor its listening fd (fd 4): the shim can connect at once, with
+// no wait for the socket to appear.
 func (sv *supervised) spawn() error {
 	bin, err := assureBinary()
 	if err != nil {
 		return err
 	}
+	lf, err := listenFile(sv.socket)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
 	args := []string{"supervise", "--gate", "--manifest", sv.manifest, "--events", sv.events, "--container", sv.id,
-		"--namespace", sv.ns, "--socket", sv.socket, "--root", filepath.Join(sv.bundle, "rootfs")}
+		"--namespace", sv.ns, "--socket-fd", "4", "--root", filepath.Join(sv.bundle, "rootfs")}
 	if sv.cgroup != "" {
 		// Every pid handed over must be in the container's cgroup: a
 		// recycled pid never leads the supervisor outside.
@@ -220,7 +227,7 @@ func (sv *supervised) spawn() error {
 	}
 	defer gate.Close()
 	cmd := exec.Command(bin, args...)
-	cmd.ExtraFiles = []*os.File{gate}
+	cmd.ExtraFiles = []*os.File{gate, lf}
 	logf, err := os.OpenFile(sv.logPath(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
 		release.Close()
@@ -255,8 +262,27 @@ func (sv *supervised) release() error {
 	if err != nil {
 		return fmt.Errorf("supervisor gate: %w", err)
 	}
-	sv.client, err = dialSupervisor(sv.socket, sv.exited)
+	// The socket listens already (spawn): the connection waits in its
+	// backlog until the supervisor serves.
+	sv.client, err = control.Dial(sv.socket, 0)
 	return err
+}
+
+// listenFile makes the unix socket a supervisor serves on and returns its
+// listening fd as a file (root only: the directory is 0700).
+func listenFile(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	os.Remove(path) // a supervisor killed before
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	defer l.Close()
+	l.SetUnlinkOnClose(false) // the supervisor serves it; stopSupervisor removes it
+	os.Chmod(path, 0o600)
+	return l.File()
 }
 
 // abort ends a supervisor whose container will not be supervised: closed
@@ -368,27 +394,6 @@ func statusOf(st *taskAPI.StateResponse, err error) string {
 	return strings.ToLower(st.Status.String())
 }
 
-// dialSupervisor connects to a starting supervisor, giving up as soon as
-// it exits.
-func dialSupervisor(sock string, exited <-chan struct{}) (*control.Client, error) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := control.Dial(sock, 0)
-		if err == nil {
-			return c, nil
-		}
-		select {
-		case <-exited:
-			return nil, fmt.Errorf("supervisor exited: %w", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return nil, err
-		}
-		time.Sleep(5 * time.Millisecond) // waiting for the socket, with a deadline
-	}
-}
-
 // assureBinary finds the assure command next to the shim, else on PATH.
 func assureBinary() (string, error) {
 	if self, err := os.Executable(); err == nil {
@@ -422,8 +427,12 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	return resp, err
 }
 
-// stopSupervisor detaches and ends the supervisor of container id, if it
-// has one, forwards its last events and removes its cgroups.
+// stopSupervisor ends the supervisor of container id, if it has one,
+// forwards its last events and removes its cgroups and sockets. The
+// task's processes are gone by then (its deletion comes after it stopped,
+// and runc kills what is left of it): there is nothing to detach from,
+// so the supervisor is killed rather than asked to detach and exit,
+// which is slower (its tracer thread must be woken from wait4).
 func (s *service) stopSupervisor(id string) {
 	s.st.mu.Lock()
 	sv := s.st.containers[id]
@@ -436,15 +445,10 @@ func (s *service) stopSupervisor(id string) {
 		return
 	}
 	if sv.client != nil { // nil when a restart failed
-		sv.client.Stop()
 		sv.client.Close()
 	}
-	select {
-	case <-sv.exited:
-	case <-time.After(5 * time.Second):
-		sv.cmd.Process.Kill()
-		<-sv.exited
-	}
+	sv.cmd.Process.Kill()
+	<-sv.exited
 	close(sv.fwdStop)
 	<-sv.fwdDone
 	os.Remove(sv.socket) // left by a supervisor that was killed

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -28,7 +29,8 @@ func superviseCommand() *cli.Command {
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
 			manifestFlag, eventsFlag,
-			&cli.StringFlag{Name: "socket", Usage: "control socket to create", Required: true},
+			&cli.StringFlag{Name: "socket", Usage: "control socket to create"},
+			&cli.IntFlag{Name: "socket-fd", Usage: "serve on this listening unix socket `FD` instead (the shim's)"},
 			&cli.StringFlag{Name: "root", Usage: "root filesystem the manifest's paths are resolved in", Value: "/"},
 			&cli.StringFlag{Name: "cgroup", Usage: "refuse processes outside this cgroup (path as in /proc/PID/cgroup)"},
 			&cli.StringFlag{Name: "container", Usage: "container id stamped on the events"},
@@ -46,17 +48,10 @@ func superviseCommand() *cli.Command {
 				return err
 			}
 			defer closeEvents()
-			path := c.String("socket")
-			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-				return cli.Exit(fmt.Sprintf("supervise: %v", err), 1)
-			}
-			os.Remove(path)
-			l, err := net.Listen("unix", path)
+			l, err := controlListener(c.String("socket"), c.Int("socket-fd"))
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("supervise: %v", err), 1)
 			}
-			os.Chmod(path, 0o600)
-			defer os.Remove(path)
 			sigs := make(chan os.Signal, 2)
 			signal.Notify(sigs, unix.SIGINT, unix.SIGTERM)
 			go func() {
@@ -113,4 +108,26 @@ func passGate(gate *os.File) error {
 		}
 	}
 	return cli.Exit("", 0)
+}
+
+// controlListener is the listening socket of the control protocol: one
+// handed over as an fd, or a new one at path (root only), removed when
+// the listener is closed.
+func controlListener(path string, fd int) (net.Listener, error) {
+	if fd > 0 {
+		return net.FileListener(os.NewFile(uintptr(fd), "control"))
+	}
+	if path == "" {
+		return nil, errors.New("give --socket or --socket-fd")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	os.Chmod(path, 0o600)
+	return l, nil
 }
