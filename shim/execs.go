@@ -6,12 +6,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/assure-rt/assure/recovery/procfs"
 )
 
 // execWatch is the seccomp listener of a supervised container (see
@@ -129,8 +129,8 @@ func (w *execWatch) serve(fd int) {
 			}
 			return
 		}
-		if pid := tgid(int(n.pid)); pid > 0 && !w.traced(pid) {
-			w.adopt(pid)
+		if st, err := procfs.ReadStatus(int(n.pid)); err == nil && !w.traced(st.Tgid) {
+			w.adopt(st.Tgid)
 		}
 		resp := seccompNotifResp{id: n.id, flags: unix.SECCOMP_USER_NOTIF_FLAG_CONTINUE}
 		// ENOENT: the caller was interrupted (by the adoption itself: the
@@ -156,34 +156,4 @@ func ioctl(fd int, req uint, arg unsafe.Pointer) error {
 		return e
 	}
 	return nil
-}
-
-// tgid is the process a thread belongs to (0 if it is gone).
-func tgid(tid int) int {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(tid) + "/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return n
-		}
-	}
-	return 0
-}
-
-// tracerOf is the pid tracing pid (0 if none).
-func tracerOf(pid int) int {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "TracerPid:"); ok {
-			n, _ := strconv.Atoi(strings.TrimSpace(v))
-			return n
-		}
-	}
-	return 0
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/assure-rt/assure/oci"
 	"github.com/assure-rt/assure/recovery/control"
 	"github.com/assure-rt/assure/recovery/events"
+	"github.com/assure-rt/assure/recovery/procfs"
 )
 
 // criContainerType is the annotation containerd's CRI plugin sets to
@@ -503,8 +504,12 @@ func (sv *supervised) watchExecs() error {
 			sv.log.WithError(err).Warnf("assure: container %s: process %d runs unsupervised", sv.id, pid)
 		}
 	}, func(pid int) bool {
-		t := tracerOf(pid)
-		return t != 0 && sv.cmd != nil && tgid(t) == sv.cmd.Process.Pid
+		st, err := procfs.ReadStatus(pid)
+		if err != nil || st.TracerPid == 0 || sv.cmd == nil {
+			return false
+		}
+		tracer, err := procfs.ReadStatus(st.TracerPid) // a thread of the supervisor
+		return err == nil && tracer.Tgid == sv.cmd.Process.Pid
 	})
 	sv.execs = w
 	return err
