@@ -94,7 +94,7 @@ live_pid() {
 	[[ "$pid" =~ ^[0-9]+$ ]] || return 0
 	[ -d "/proc/$pid" ] || return 0
 	# A recycled pid would not have our config on its command line.
-	if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/config.toml"; then
+	if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$dir/config.toml"; then
 		echo "$pid"
 	fi
 }
@@ -314,8 +314,8 @@ clean_tasks() {
 leftover_shims() {
 	local p
 	for p in /proc/[0-9]*; do
-		if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF -- "$sock"; then
-			case "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" in
+		if tr '\0' '\n' 2>/dev/null <"$p/cmdline" | grep -qxF -- "$sock"; then
+			case "$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" in
 			*containerd-shim*) echo "${p#/proc/}" ;;
 			esac
 		fi
