@@ -42,8 +42,11 @@ type supervised struct {
 	client           *control.Client
 	gate             *os.File   // the write end of the supervisor's gate, until released
 	execs            *execWatch // the seccomp listener that sees exec calls, or nil
-	exited           <-chan struct{}
-	stopping         bool // set under state.mu when the task is deleted
+	// mu guards cmd, exited and client, which a restart replaces while
+	// the exec listener and Start read them (peer).
+	mu       sync.Mutex
+	exited   <-chan struct{}
+	stopping bool // set under state.mu when the task is deleted
 	// fwd forwards the events of every supervisor the container has
 	// had, once each; closing fwdStop makes it read what is left and
 	// return, closing fwdDone.
@@ -244,7 +247,9 @@ func (sv *supervised) spawn() error {
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
+	sv.mu.Lock()
 	sv.cmd, sv.exited, sv.gate, sv.client = cmd, exited, release, nil
+	sv.mu.Unlock()
 	return nil
 }
 
@@ -265,8 +270,22 @@ func (sv *supervised) release() error {
 	}
 	// The socket listens already (spawn): the connection waits in its
 	// backlog until the supervisor serves.
-	sv.client, err = control.Dial(sv.socket, 0)
+	c, err := control.Dial(sv.socket, 0)
+	sv.mu.Lock()
+	sv.client = c
+	sv.mu.Unlock()
 	return err
+}
+
+// peer is the current supervisor: its client (nil while there is none)
+// and its pid.
+func (sv *supervised) peer() (*control.Client, int) {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	if sv.cmd == nil {
+		return sv.client, 0
+	}
+	return sv.client, sv.cmd.Process.Pid
 }
 
 // listenFile makes the unix socket a supervisor serves on and returns its
@@ -361,6 +380,13 @@ func (s *service) watch(sv *supervised) {
 			sv.log.WithError(err).Errorf("assure: container %s runs unsupervised", sv.id)
 			return
 		}
+		s.st.mu.Lock()
+		stopped := sv.stopping
+		s.st.mu.Unlock()
+		if stopped { // the task was deleted meanwhile
+			sv.abort()
+			return
+		}
 		pids, err := s.TaskService.Pids(ctx, &taskAPI.PidsRequest{ID: sv.id})
 		if err != nil {
 			sv.log.WithError(err).Errorf("assure: container %s: list its processes", sv.id)
@@ -445,11 +471,14 @@ func (s *service) stopSupervisor(id string) {
 	if sv == nil {
 		return
 	}
-	if sv.client != nil { // nil when a restart failed
-		sv.client.Close()
+	sv.mu.Lock()
+	c, cmd, exited := sv.client, sv.cmd, sv.exited
+	sv.mu.Unlock()
+	if c != nil { // nil when a restart failed
+		c.Close()
 	}
-	sv.cmd.Process.Kill()
-	<-sv.exited
+	cmd.Process.Kill()
+	<-exited
 	close(sv.fwdStop)
 	<-sv.fwdDone
 	os.Remove(sv.socket) // left by a supervisor that was killed
@@ -474,10 +503,14 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	s.st.mu.Lock()
 	sv := s.st.containers[r.ID]
 	s.st.mu.Unlock()
-	if sv == nil || sv.client == nil {
+	if sv == nil {
 		return resp, nil
 	}
-	if err := sv.client.Adopt(int(resp.Pid), false); err != nil {
+	c, _ := sv.peer()
+	if c == nil {
+		return resp, nil
+	}
+	if err := c.Adopt(int(resp.Pid), false); err != nil {
 		log.G(ctx).WithError(err).Errorf("assure: exec %s of %s (pid %d) runs unsupervised", r.ExecID, r.ID, resp.Pid)
 	} else {
 		log.G(ctx).Infof("assure: exec %s of %s (pid %d) supervised", r.ExecID, r.ID, resp.Pid)
@@ -496,7 +529,7 @@ func (sv *supervised) execSocket() string {
 // supervisor first.
 func (sv *supervised) watchExecs() error {
 	w, err := newExecWatch(sv.execSocket(), func(pid int) {
-		c := sv.client
+		c, _ := sv.peer()
 		if c == nil {
 			return // no supervisor right now: the restart adopts everything
 		}
@@ -504,12 +537,13 @@ func (sv *supervised) watchExecs() error {
 			sv.log.WithError(err).Warnf("assure: container %s: process %d runs unsupervised", sv.id, pid)
 		}
 	}, func(pid int) bool {
+		_, sup := sv.peer()
 		st, err := procfs.ReadStatus(pid)
-		if err != nil || st.TracerPid == 0 || sv.cmd == nil {
+		if err != nil || st.TracerPid == 0 || sup == 0 {
 			return false
 		}
 		tracer, err := procfs.ReadStatus(st.TracerPid) // a thread of the supervisor
-		return err == nil && tracer.Tgid == sv.cmd.Process.Pid
+		return err == nil && tracer.Tgid == sup
 	})
 	sv.execs = w
 	return err
