@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/assure-rt/assure/recovery/control"
 )
 
 // TestAnnotationOverridesLabel: an OCI annotation of the same key (how a
@@ -67,7 +69,18 @@ func TestMoreBadManifests(t *testing.T) {
 // noLeftovers checks that nothing of a container outlives its deletion.
 func noLeftovers(t *testing.T, id string) {
 	t.Helper()
-	state := filepath.Join(env.dir, "state", "io.containerd.runtime.v2.task", namespace, id)
+	noLeftoversIn(t, namespace, id)
+}
+
+// noLeftoversIn checks that nothing of container id of namespace ns
+// outlives its deletion: no task state, supervisor, shim, rootfs mount or
+// control socket.
+func noLeftoversIn(t *testing.T, ns, id string) {
+	t.Helper()
+	if sock := control.SocketPath(env.address, ns, id); fileExists(sock) {
+		t.Errorf("control socket %s of %s left behind", sock, id)
+	}
+	state := filepath.Join(env.dir, "state", "io.containerd.runtime.v2.task", ns, id)
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
 		t.Errorf("state directory %s left behind", state)
 	}
@@ -81,8 +94,11 @@ func noLeftovers(t *testing.T, id string) {
 			t.Errorf("shim of %s left behind: %s", id, c)
 		}
 	}
+	if d := filepath.Join("/sys/fs/cgroup/memory", ns, id); fileExists(d) {
+		t.Errorf("memory cgroup %s left behind", d)
+	}
 	data, _ := os.ReadFile("/proc/self/mountinfo")
-	if strings.Contains(string(data), "/"+namespace+"/"+id+"/rootfs") {
+	if strings.Contains(string(data), "/"+ns+"/"+id+"/rootfs") {
 		t.Errorf("rootfs mount of %s left behind", id)
 	}
 }
@@ -184,4 +200,9 @@ func TestKillInsideRescuePoint(t *testing.T) {
 	}
 	noTask(t, id)
 	noLeftovers(t, id)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

@@ -21,6 +21,27 @@ const (
 	LabelManifestFile = "dev.assure.manifest.file"
 )
 
+// MaxLabelSize is containerd's limit on a label, key and value together:
+// ctr run and the CRI plugin copy an image's labels onto the container,
+// and containerd refuses the container when one is larger.
+const MaxLabelSize = 4096
+
+// CheckLabelSize refuses a label that containerd would refuse, with an
+// error that says what to do about an assure manifest:
+//
+//	label dev.assure.manifest: 5123 bytes with its key; containerd refuses labels over 4096 bytes (key and value): put the manifest in a file in the image and name it with label dev.assure.manifest.file
+func CheckLabelSize(key, value string) error {
+	n := len(key) + len(value)
+	if n <= MaxLabelSize {
+		return nil
+	}
+	hint := ""
+	if key == LabelManifest {
+		hint = ": put the manifest in a file in the image and name it with label " + LabelManifestFile
+	}
+	return fmt.Errorf("label %s: %d bytes with its key; containerd refuses labels over %d bytes (key and value)%s", key, n, MaxLabelSize, hint)
+}
+
 // Found is a manifest and where it came from.
 type Found struct {
 	Manifest *manifest.Manifest
@@ -62,6 +83,13 @@ func FindManifest(labels, annotations map[string]string, rootfs string) (*Found,
 		return nil, fmt.Errorf("%s %s and %s %s are both set: use one or the other",
 			kind, LabelManifest, kind, LabelManifestFile)
 	case hasInline:
+		if kind == "label" {
+			// containerd refuses such a label on a container; one that
+			// reached us from the image's config alone gets the same rule.
+			if err := CheckLabelSize(LabelManifest, inline); err != nil {
+				return nil, err
+			}
+		}
 		return parseInline(kind+" "+LabelManifest, inline)
 	case hasFile:
 		return loadFile(kind+" "+LabelManifestFile, file, rootfs)

@@ -161,9 +161,14 @@ func TestFindManifestErrors(t *testing.T) {
 			want:   "label dev.assure.manifest: is empty: set it to a manifest, or remove it",
 		},
 		{
-			name:   "huge inline",
-			labels: map[string]string{LabelManifest: strings.Repeat(" ", manifest.MaxSize+1)},
-			want:   fmt.Sprintf("label dev.assure.manifest: manifest is %d bytes, larger than the limit of %d", manifest.MaxSize+1, manifest.MaxSize),
+			name:        "huge inline",
+			annotations: map[string]string{LabelManifest: strings.Repeat(" ", manifest.MaxSize+1)},
+			want:        fmt.Sprintf("annotation dev.assure.manifest: manifest is %d bytes, larger than the limit of %d", manifest.MaxSize+1, manifest.MaxSize),
+		},
+		{
+			name:   "inline label over containerd's limit",
+			labels: map[string]string{LabelManifest: strings.Repeat(" ", 5000)},
+			want:   "label dev.assure.manifest: 5019 bytes with its key; containerd refuses labels over 4096 bytes (key and value): put the manifest in a file in the image and name it with label dev.assure.manifest.file",
 		},
 		{
 			name:   "empty file key",
@@ -276,9 +281,20 @@ func TestFindManifestSizeLimit(t *testing.T) {
 	if err != nil || functionOf(t, f) != "at_the_limit" {
 		t.Fatalf("file of exactly MaxSize bytes: %+v, %v", f, err)
 	}
-	f, err = FindManifest(map[string]string{LabelManifest: exact}, nil, root)
+	f, err = FindManifest(nil, map[string]string{LabelManifest: exact}, root)
 	if err != nil || functionOf(t, f) != "at_the_limit" {
-		t.Fatalf("label of exactly MaxSize bytes: %+v, %v", f, err)
+		t.Fatalf("annotation of exactly MaxSize bytes: %+v, %v", f, err)
+	}
+	// A label is bound by containerd's limit instead: key and value
+	// together at most 4096 bytes.
+	fits := doc + strings.Repeat(" ", MaxLabelSize-len(LabelManifest)-len(doc))
+	if f, err := FindManifest(map[string]string{LabelManifest: fits}, nil, root); err != nil || functionOf(t, f) != "at_the_limit" {
+		t.Fatalf("label of exactly 4096 bytes with its key: %+v, %v", f, err)
+	}
+	_, err = FindManifest(map[string]string{LabelManifest: fits + " "}, nil, root)
+	want := "label dev.assure.manifest: 4097 bytes with its key; containerd refuses labels over 4096 bytes (key and value): put the manifest in a file in the image and name it with label dev.assure.manifest.file"
+	if err == nil || err.Error() != want {
+		t.Fatalf("label one byte too large: %v, want %s", err, want)
 	}
 }
 

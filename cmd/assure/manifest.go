@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/assure-rt/assure/oci"
 	"github.com/assure-rt/assure/recovery/elfsym"
 	"github.com/assure-rt/assure/recovery/manifest"
 	"github.com/assure-rt/assure/recovery/resolve"
@@ -124,6 +125,11 @@ func validateManifest(stdout, stderr io.Writer, file, root string) error {
 		return cli.Exit(fmt.Sprintf("manifest validate: %v", err), 1)
 	}
 	fmt.Fprintln(stdout, summary(file, m, rows))
+	if compact, err := m.JSON(); err == nil {
+		if err := oci.CheckLabelSize(oci.LabelManifest, string(compact)); err != nil {
+			fmt.Fprintf(stderr, "assure: note: as an image label: %v\n", err)
+		}
+	}
 	return nil
 }
 

@@ -81,6 +81,24 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// A manifest too large for an image label is valid, with a note that
+// says what to do in an image.
+func TestValidateLabelNote(t *testing.T) {
+	root, _ := imageRoot(t)
+	var rps []string
+	for i := 0; i < 60; i++ {
+		rps = append(rps, fmt.Sprintf(`{"binary":"libnothere%03d.so","function":"parse_header_with_a_long_name_%03d"}`, i, i))
+	}
+	file := writeManifest(t, `{"version":1,"rescuePoints":[`+strings.Join(rps, ",")+`]}`)
+	_, stderr, err := runCLI(t, "manifest", "validate", file, "--root", root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stderr, "containerd refuses labels over 4096 bytes") || !strings.Contains(stderr, "dev.assure.manifest.file") {
+		t.Errorf("stderr %q: want the label limit and dev.assure.manifest.file", stderr)
+	}
+}
+
 func TestValidateErrors(t *testing.T) {
 	root, mainAddr := imageRoot(t)
 	if err := os.WriteFile(filepath.Join(root, "usr/bin/script"), []byte("#!/bin/sh\n"), 0o755); err != nil {

@@ -101,6 +101,17 @@ func NewDirty(pid, uffd int) (*Dirty, error) {
 	}, nil
 }
 
+// ShadowBytes is the memory the shadow copy and the undo logs of the
+// active checkpoints hold, a page per entry (cheap enough to ask at every
+// checkpoint).
+func (d *Dirty) ShadowBytes() int64 {
+	n := len(d.shadow)
+	for _, l := range d.levels {
+		n += len(l.undo)
+	}
+	return int64(n) * PageSize
+}
+
 // Close implements Tracker. Closing the userfaultfd unregisters every
 // range; the kernel drops the write-protect state with it.
 func (d *Dirty) Close() error {

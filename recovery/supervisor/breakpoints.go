@@ -226,6 +226,9 @@ const atBase = 7 // AT_BASE: where the dynamic loader is mapped
 func (s *Supervisor) plant(p *process, addr uint64, kind bpKind, rp *rescuePoint) error {
 	if bp, ok := p.breakpoints[addr]; ok {
 		if kind == bpRescue {
+			if bp.kind != bpRescue {
+				s.metrics.Armed(rp.site(), 1)
+			}
 			bp.kind, bp.rp = kind, rp
 		}
 		return nil
@@ -248,6 +251,9 @@ func (s *Supervisor) plant(p *process, addr uint64, kind bpKind, rp *rescuePoint
 		return err
 	}
 	p.breakpoints[addr] = &breakpoint{addr: addr, kind: kind, rp: rp, orig: orig}
+	if kind == bpRescue {
+		s.metrics.Armed(rp.site(), 1)
+	}
 	return nil
 }
 
@@ -277,6 +283,9 @@ func fileBytes(pid int, addr uint64, n int) ([]byte, error) {
 // unplant restores the displaced byte.
 func (s *Supervisor) unplant(p *process, bp *breakpoint) error {
 	delete(p.breakpoints, bp.addr)
+	if bp.kind == bpRescue {
+		s.metrics.Armed(bp.rp.site(), -1)
+	}
 	return p.writeMem(bp.addr, bp.orig[:len(arch.Breakpoint)])
 }
 

@@ -150,6 +150,7 @@ func (s *Supervisor) dropProcess(p *process) {
 		return
 	}
 	p.gone = true
+	s.forgetMetrics(p)
 	for _, t := range p.threads {
 		delete(s.threads, t.tid)
 	}

@@ -67,8 +67,13 @@ func (s *Supervisor) enterRescue(t *thread, bp *breakpoint, regs *arch.Regs) {
 		s.resume(t)
 		return
 	}
+	s.metrics.RescueCall(bp.rp.site())
 	procs := s.stopThreads(s.scopeOf(bp.rp, p), bp.rp.Scope == manifest.ScopeContainer)
+	start := time.Now()
 	id, err := s.checkpoint(procs, t, bp)
+	if err == nil {
+		s.metrics.Checkpointed(bp.rp.site(), time.Since(start))
+	}
 	s.debugf("checkpoint %d at %#x in %d: %v", id, bp.addr, t.tid, err)
 	if err == nil {
 		err = s.divertReturn(t, bp.rp, id, regs)
@@ -186,6 +191,7 @@ func (s *Supervisor) checkpointProcess(p *process, th *thread, codeAt uint64, id
 	if _, err := p.tracker.Checkpoint(id, c.maps); err != nil {
 		return err
 	}
+	s.noteShadow(p)
 	p.ckpts = append(p.ckpts, c)
 	return nil
 }
@@ -414,6 +420,7 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 	}
 	t.deliver = 0
 	elapsed := time.Since(start)
+	s.metrics.Recovered(fr.rp.site(), elapsed)
 	e := events.Event{
 		Type: events.Recovered, Pid: t.proc.pid, Tid: t.tid,
 		RescuePoint: s.rpEvent(fr.rp), Return: fr.rp.Return,

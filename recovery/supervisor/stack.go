@@ -16,6 +16,11 @@ const maxFrames = 32
 
 // crash reports a fault that is delivered to the program.
 func (s *Supervisor) crash(t *thread, sig unix.Signal, si ptrace.Siginfo, why string) {
+	var rp *rescuePoint
+	if f := s.activeFrame(t); f != nil {
+		rp = f.rp
+	}
+	s.metrics.Crashed(rp.site())
 	e := events.Event{Type: events.Crash, Pid: t.proc.pid, Tid: t.tid, Message: why}
 	describeSignal(&e, sig, si)
 	if s.cfg.Events.Wants(events.Crash) {

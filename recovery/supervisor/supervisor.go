@@ -58,6 +58,7 @@ type Supervisor struct {
 	adopts   chan adoptRequest
 	stopCh   chan struct{}
 	rps      []*rescuePoint
+	metrics  *Metrics
 }
 
 type waitEvent struct {
@@ -75,6 +76,7 @@ func New(cfg Config) *Supervisor {
 		limiter: make(map[*rescuePoint][]time.Time),
 		adopts:  make(chan adoptRequest, 16),
 		stopCh:  make(chan struct{}, 1),
+		metrics: newMetrics(),
 	}
 }
 
