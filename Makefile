@@ -1,6 +1,8 @@
 # assure — see README.md.
 #   make demo    a crashing program surviving under `assure run`
-#   make test    all tests (as root: ptrace, userfaultfd, /proc/PID/pagemap)
+#   make test    all tests (as root: ptrace, userfaultfd, /proc/PID/pagemap);
+#                the integration tests twice: with Debian's containerd 1.6 and
+#                with containerd 2.x (hack/install-deps.sh --containerd2)
 #   make bench   per-call cost of a rescue point and recovery time
 #                (BENCHFLAGS="-readme" also records them in README.md)
 #   make lint    go vet + gofmt;  make build  bin/assure;  make clean
@@ -12,12 +14,19 @@ GO ?= go
 
 all: build
 
+DEPS = --containerd --redis --containerd2 --cri
+CONTAINERD2 = /opt/assure/containerd2/bin
+
 deps:
-	bash hack/install-deps.sh --containerd --redis
+	bash hack/install-deps.sh $(DEPS)
+
+# Stripped (-s -w): containerd runs the shim binary several times per
+# container, and a smaller binary starts faster (see README, Benchmarks).
+BUILDFLAGS = -trimpath -ldflags=-s\ -w
 
 build:
-	$(GO) build -o bin/assure ./cmd/assure
-	$(GO) build -o bin/containerd-shim-assure-v1 ./cmd/containerd-shim-assure-v1
+	$(GO) build $(BUILDFLAGS) -o bin/assure ./cmd/assure
+	$(GO) build $(BUILDFLAGS) -o bin/containerd-shim-assure-v1 ./cmd/containerd-shim-assure-v1
 
 # The tests trace processes, inject syscalls into them and read their
 # /proc/PID/pagemap: they need root.
@@ -26,8 +35,10 @@ test:
 		echo "make test: the tests need root (ptrace, userfaultfd, /proc/PID/pagemap); run it as root" >&2; \
 		exit 1; \
 	fi
-	bash hack/install-deps.sh --containerd --redis
+	bash hack/install-deps.sh $(DEPS)
 	$(GO) test -count=1 -timeout 30m ./...
+	@echo "== integration tests again, with containerd 2.x ($(CONTAINERD2))"
+	CONTAINERD_BIN=$(CONTAINERD2)/containerd CTR_BIN=$(CONTAINERD2)/ctr $(GO) test -count=1 -timeout 20m ./integration
 
 # The main job: a C server crashing natively and surviving under
 # `assure run`, then redis in a container under io.containerd.assure.v1.

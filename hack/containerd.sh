@@ -3,10 +3,20 @@
 # socket and config under one directory; no change to any system-wide
 # containerd or its configuration.
 #
-#   hack/containerd.sh start DIR [--force]   start it (DIR must be empty or absent)
+#   hack/containerd.sh start DIR [--force] [--cri]   start it (DIR must be empty or absent)
+#   hack/containerd.sh restart DIR           stop containerd alone (shims and
+#                                            containers keep running) and start it again
 #   hack/containerd.sh stop DIR [--force]    stop it, unmount what is left, remove DIR
 #   hack/containerd.sh env DIR               print the environment for ctr
 #   hack/containerd.sh status DIR            exit 0 when it answers
+#
+# --cri enables containerd's CRI plugin (socket DIR/containerd.sock, as for
+# the other services) with a runtime handler "assure" (runtime_type
+# io.containerd.assure.v1, pod_annotations dev.assure.manifest and
+# dev.assure.manifest.file), the sandbox image $ASSURE_SANDBOX_IMAGE
+# (default assure.test/pause:1, to be imported into namespace k8s.io),
+# restrict_oom_score_adj (root here lacks CAP_SYS_RESOURCE), host-network
+# pods only (no CNI plugin), a stream server on a free loopback port.
 #
 # DIR must be under /tmp unless --force. Layout: DIR/config.toml,
 # DIR/root, DIR/state, DIR/containerd.sock, DIR/containerd.log,
@@ -15,9 +25,10 @@
 # containerd finds containerd-shim-assure-v1 there. The namespace assure-test
 # is created with the snapshotter as its default.
 #
-# Environment: CONTAINERD_BIN (default: containerd on PATH), CTR_BIN
-# (default: ctr on PATH), CONTAINERD_LOG_LEVEL (default: info),
-# ASSURE_SNAPSHOTTER (overlayfs or native: skip the overlay probe).
+# Environment: CONTAINERD_BIN (default: containerd on PATH; containerd 1.6
+# and 2.x both work), CTR_BIN (default: ctr on PATH), CONTAINERD_LOG_LEVEL
+# (default: info), ASSURE_SNAPSHOTTER (overlayfs or native: skip the overlay
+# probe).
 set -euo pipefail
 
 NAMESPACE=assure-test
@@ -36,14 +47,16 @@ die() {
 	exit 1
 }
 usage() {
-	sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 force=0
+cri=0
 args=()
 for a in "$@"; do
 	case "$a" in
 	--force) force=1 ;;
+	--cri) cri=1 ;;
 	-h | --help)
 		usage
 		exit 0
@@ -69,6 +82,8 @@ esac
 sock=$dir/containerd.sock
 pidfile=$dir/containerd.pid
 
+# ctr 2.x warns on stderr at every call that cgroup v1 is deprecated.
+export CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS=1
 ctr_() { "$CTR_BIN" --address "$sock" --connect-timeout 2s "$@"; }
 
 # pid of our containerd when it is alive (and is containerd), else empty.
@@ -79,7 +94,7 @@ live_pid() {
 	[[ "$pid" =~ ^[0-9]+$ ]] || return 0
 	[ -d "/proc/$pid" ] || return 0
 	# A recycled pid would not have our config on its command line.
-	if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$dir/config.toml"; then
+	if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -qF -- "$dir/config.toml"; then
 		echo "$pid"
 	fi
 }
@@ -110,15 +125,17 @@ overlay_works() {
 }
 
 write_config() {
-	local snap=$1
+	local snap=$1 cri_plugins='"io.containerd.grpc.v1.cri",'
+	[ "$cri" = 1 ] && cri_plugins=""
 	cat >"$dir/config.toml" <<EOF
 $MARKER
 version = 2
 root = "$dir/root"
 state = "$dir/state"
-# Only what ctr and the assure shim need: no CRI, no exotic snapshotters.
+# Only what ctr, crictl and the assure shim need: no exotic snapshotters,
+# CRI only with --cri. (containerd 2.x migrates this version 2 file.)
 disabled_plugins = [
-  "io.containerd.grpc.v1.cri",
+  $cri_plugins
   "io.containerd.snapshotter.v1.aufs",
   "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.devmapper",
@@ -148,7 +165,33 @@ disabled_plugins = [
   [plugins."io.containerd.gc.v1.scheduler"]
     startup_delay = "100ms"
 EOF
+	[ "$cri" = 1 ] && write_cri_config "$snap"
 	echo "$snap" >"$dir/snapshotter"
+}
+
+# The CRI plugin as a kubelet on this machine needs it (see usage).
+write_cri_config() {
+	local snap=$1
+	mkdir -p "$dir/cni/bin" "$dir/cni/conf"
+	cat >>"$dir/config.toml" <<EOF
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "${ASSURE_SANDBOX_IMAGE:-assure.test/pause:1}"
+    restrict_oom_score_adj = true
+    stream_server_address = "127.0.0.1"
+    stream_server_port = "0"
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      bin_dir = "$dir/cni/bin"
+      conf_dir = "$dir/cni/conf"
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      snapshotter = "$snap"
+      default_runtime_name = "runc"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.assure]
+        runtime_type = "io.containerd.assure.v1"
+        pod_annotations = ["dev.assure.manifest", "dev.assure.manifest.file"]
+EOF
+	echo cri >"$dir/cri"
 }
 
 do_start() {
@@ -186,10 +229,23 @@ do_start() {
 	esac
 	write_config "$snap"
 	mkdir -p "$dir/root" "$dir/state"
+	launch
+	if ! ctr_ namespaces ls -q | grep -qx "$NAMESPACE"; then
+		ctr_ namespaces create "$NAMESPACE" "containerd.io/defaults/snapshotter=$snap" >/dev/null
+	fi
+	log "started in $dir (pid $(cat "$pidfile"), snapshotter $snap, socket $sock)"
+}
 
+# launch runs containerd on DIR's config and waits until it answers.
+launch() {
+	local pid
 	# setsid: not in the caller's process group or session; all fds redirected,
-	# so a caller reading our output is not kept waiting by containerd.
-	PATH="$module_dir/bin:$PATH" setsid "$CONTAINERD_BIN" --config "$dir/config.toml" \
+	# so a caller reading our output is not kept waiting by containerd. Its
+	# PATH: our shim, then the shims next to the containerd binary (a
+	# containerd 2.x wants its own containerd-shim-runc-v2).
+	local bindir
+	bindir=$(dirname "$(command -v "$CONTAINERD_BIN")")
+	PATH="$module_dir/bin:$bindir:$PATH" setsid "$CONTAINERD_BIN" --config "$dir/config.toml" \
 		</dev/null >>"$dir/containerd.log" 2>&1 &
 	pid=$!
 	echo "$pid" >"$pidfile"
@@ -207,10 +263,32 @@ do_start() {
 		fi
 		sleep 0.1
 	done
-	if ! ctr_ namespaces ls -q | grep -qx "$NAMESPACE"; then
-		ctr_ namespaces create "$NAMESPACE" "containerd.io/defaults/snapshotter=$snap" >/dev/null
+}
+
+# stop_containerd ends containerd alone: SIGTERM, SIGKILL after a deadline.
+stop_containerd() {
+	local pid=$1
+	kill -TERM "$pid" 2>/dev/null || true
+	local deadline=$((SECONDS + STOP_DEADLINE))
+	while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		log "containerd (pid $pid) did not stop within ${STOP_DEADLINE}s: SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
 	fi
-	log "started in $dir (pid $pid, snapshotter $snap, socket $sock)"
+}
+
+# do_restart stops containerd without touching its tasks (its shims run on,
+# as after a containerd upgrade) and starts it again on the same state.
+do_restart() {
+	head -n1 "$dir/config.toml" 2>/dev/null | grep -qxF "$MARKER" || die "$dir does not hold a containerd started by this script"
+	local pid
+	pid=$(live_pid)
+	[ -n "$pid" ] && stop_containerd "$pid"
+	launch
+	log "restarted in $dir (pid $(cat "$pidfile"))"
 }
 
 # Kill and delete every task and container, so that no shim outlives
@@ -236,8 +314,8 @@ clean_tasks() {
 leftover_shims() {
 	local p
 	for p in /proc/[0-9]*; do
-		if tr '\0' '\n' <"$p/cmdline" 2>/dev/null | grep -qxF -- "$sock"; then
-			case "$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" in
+		if tr '\0' '\n' 2>/dev/null <"$p/cmdline" | grep -qxF -- "$sock"; then
+			case "$(tr '\0' ' ' 2>/dev/null <"$p/cmdline")" in
 			*containerd-shim*) echo "${p#/proc/}" ;;
 			esac
 		fi
@@ -277,16 +355,7 @@ do_stop() {
 	pid=$(live_pid)
 	if [ -n "$pid" ]; then
 		clean_tasks
-		kill -TERM "$pid" 2>/dev/null || true
-		local deadline=$((SECONDS + STOP_DEADLINE))
-		while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-			sleep 0.1
-		done
-		if kill -0 "$pid" 2>/dev/null; then
-			log "containerd (pid $pid) did not stop within ${STOP_DEADLINE}s: SIGKILL"
-			kill -KILL "$pid" 2>/dev/null || true
-			while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-		fi
+		stop_containerd "$pid"
 	fi
 	clean_runc
 	local s
@@ -315,6 +384,7 @@ do_stop() {
 
 case "$cmd" in
 start) do_start ;;
+restart) do_restart ;;
 stop) do_stop ;;
 env)
 	snap=$(cat "$dir/snapshotter" 2>/dev/null || echo overlayfs)

@@ -6,6 +6,11 @@
 #                                      busybox-static (a static /bin/busybox
 #                                      for test images)
 #   hack/install-deps.sh --redis       also redis-server (for make demo)
+#   hack/install-deps.sh --containerd2 also containerd 2.x (containerd, ctr and
+#                                      containerd-shim-runc-v2, built from their Go
+#                                      module) in /opt/assure/containerd2/bin
+#   hack/install-deps.sh --cri         also crictl (built from its Go module) in
+#                                      /opt/assure/crictl/bin, for the CRI tests
 #
 # Idempotent: installs only what is missing, and runs `apt-get update` only
 # when something must be installed. Needs root only in that case. Works
@@ -14,12 +19,16 @@ set -euo pipefail
 
 want_containerd=0
 want_redis=0
+want_containerd2=0
+want_cri=0
 for arg in "$@"; do
 	case "$arg" in
 	--containerd) want_containerd=1 ;;
 	--redis) want_redis=1 ;;
+	--containerd2) want_containerd2=1 ;;
+	--cri) want_cri=1 ;;
 	-h | --help)
-		sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -104,4 +113,37 @@ log "go: $gov ($(command -v go))"
 
 if [ "$want_containerd" = 1 ]; then
 	log "containerd: $(containerd --version 2>/dev/null | head -n1); runc: $(runc --version 2>/dev/null | head -n1); busybox: $(busybox 2>/dev/null | head -n1)"
+fi
+
+# Go tools built from their modules (not Debian packages), each version in
+# its own directory, kept between runs (a second run finds it and builds
+# nothing), the current one behind a stable symlink.
+CONTAINERD2_VERSION=v2.4.2
+CRICTL_VERSION=v1.37.0
+go_tool() { # NAME VERSION BINARY MODULE/CMD...
+	local name=$1 version=$2 check=$3
+	shift 3
+	local dir=/opt/assure/$name-$version
+	if [ ! -x "$dir/bin/$check" ]; then
+		[ "$(id -u)" -eq 0 ] || die "$name $version is not installed in $dir; run as root"
+		log "building $name $version from its Go module (a few minutes, once)"
+		local pkgs=()
+		for p in "$@"; do pkgs+=("$p@$version"); done
+		mkdir -p "$dir"
+		GOBIN=$dir/bin.tmp GOFLAGS=-mod=mod go install "${pkgs[@]}" || die "go install ${pkgs[*]} failed"
+		rm -rf "$dir/bin" && mv "$dir/bin.tmp" "$dir/bin"
+	fi
+	ln -sfn "$dir" "/opt/assure/$name.tmp" && mv -T "/opt/assure/$name.tmp" "/opt/assure/$name"
+	log "$name: $version (/opt/assure/$name/bin)"
+}
+if [ "$want_containerd2" = 1 ]; then
+	mkdir -p /opt/assure
+	go_tool containerd2 "$CONTAINERD2_VERSION" containerd-shim-runc-v2 \
+		github.com/containerd/containerd/v2/cmd/containerd \
+		github.com/containerd/containerd/v2/cmd/ctr \
+		github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2
+fi
+if [ "$want_cri" = 1 ]; then
+	mkdir -p /opt/assure
+	go_tool crictl "$CRICTL_VERSION" crictl sigs.k8s.io/cri-tools/cmd/crictl
 fi

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/assure-rt/assure/recovery/control"
 )
 
 // TestAnnotationOverridesLabel: an OCI annotation of the same key (how a
@@ -40,6 +42,13 @@ func TestMoreBadManifests(t *testing.T) {
 	for name, c := range map[string]struct{ manifest, want string }{
 		"nobinary": {`{"version":1,"rescuePoints":[{"binary":"/usr/sbin/nothere","function":"f","return":-1}]}`, "/usr/sbin/nothere does not exist in the image"},
 		"unknown":  {`{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"handle_request","retrun":-1}]}`, `"retrun"`},
+		// Diverting the return there would corrupt the process.
+		"start": {`{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"_start","return":-1}]}`, "is the entry point of /app/bugs (_start)"},
+		"init":  {`{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"_init","return":-1}]}`, "is in _init (.init) of /app/bugs"},
+		// One rule for every path: refused like the manifest-file label
+		// with a ".." above the root (TestBadManifestsFailCreate/escape).
+		"climb": {`{"version":1,"rescuePoints":[{"binary":"/../../app/bugs","function":"handle_request","return":-1}]}`,
+			`/../../app/bugs: escapes the container root filesystem (".." above /)`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			id := "more-" + name
@@ -60,7 +69,18 @@ func TestMoreBadManifests(t *testing.T) {
 // noLeftovers checks that nothing of a container outlives its deletion.
 func noLeftovers(t *testing.T, id string) {
 	t.Helper()
-	state := filepath.Join(env.dir, "state", "io.containerd.runtime.v2.task", namespace, id)
+	noLeftoversIn(t, namespace, id)
+}
+
+// noLeftoversIn checks that nothing of container id of namespace ns
+// outlives its deletion: no task state, supervisor, shim, rootfs mount or
+// control socket.
+func noLeftoversIn(t *testing.T, ns, id string) {
+	t.Helper()
+	if sock := control.SocketPath(env.address, ns, id); fileExists(sock) {
+		t.Errorf("control socket %s of %s left behind", sock, id)
+	}
+	state := filepath.Join(env.dir, "state", "io.containerd.runtime.v2.task", ns, id)
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
 		t.Errorf("state directory %s left behind", state)
 	}
@@ -74,8 +94,11 @@ func noLeftovers(t *testing.T, id string) {
 			t.Errorf("shim of %s left behind: %s", id, c)
 		}
 	}
+	if d := filepath.Join("/sys/fs/cgroup/memory", ns, id); fileExists(d) {
+		t.Errorf("memory cgroup %s left behind", d)
+	}
 	data, _ := os.ReadFile("/proc/self/mountinfo")
-	if strings.Contains(string(data), "/"+namespace+"/"+id+"/rootfs") {
+	if strings.Contains(string(data), "/"+ns+"/"+id+"/rootfs") {
 		t.Errorf("rootfs mount of %s left behind", id)
 	}
 }
@@ -177,4 +200,9 @@ func TestKillInsideRescuePoint(t *testing.T) {
 	}
 	noTask(t, id)
 	noLeftovers(t, id)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }

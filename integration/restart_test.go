@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,7 +25,7 @@ type server struct {
 
 func startServerContainer(t *testing.T, id string) *server {
 	t.Helper()
-	cmd := exec.Command("ctr", "--address", env.address, "--namespace", namespace,
+	cmd := exec.Command(env.ctr, "--address", env.address, "--namespace", namespace,
 		"run", "--rm", "--runtime", runtime, "assure.test/server:1", id, "/app/server", "serve", "0")
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -110,6 +111,7 @@ func supervisorOf(t *testing.T, id string) int {
 // its state, and faults are recovered again.
 func TestSupervisorRestart(t *testing.T) {
 	const id = "restart"
+	evs := subscribeEvents(t)
 	s := startServerContainer(t, id)
 	s.want("GOOD 1", "ok 1")
 	s.want("BAD", "error")
@@ -132,6 +134,18 @@ func TestSupervisorRestart(t *testing.T) {
 	s.want("GOOD 2", "ok 2")
 	s.want("BAD", "error")
 	s.want("GOOD 3", "ok 3")
+	// Each recovery reaches containerd once: the shim goes on forwarding
+	// from where it was, not from the start of the events file.
+	waitFor(t, 30*time.Second, "two /assure/recovered events", func() bool {
+		return evs.count(namespace+" /assure/recovered", id) >= 2
+	})
+	if n := evs.count(namespace+" /assure/recovered", id); n != 2 {
+		t.Errorf("%d /assure/recovered events, want 2", n)
+	}
+	data, _ := os.ReadFile(filepath.Join(env.dir, "containerd.log"))
+	if n := strings.Count(string(data), "assure: container "+id+": recovered SIGSEGV"); n != 2 {
+		t.Errorf("containerd's log has %d recoveries of %s, want 2", n, id)
+	}
 }
 
 // TestSupervisorRestartInsideRescuePoint: the supervisor dies while the

@@ -32,7 +32,7 @@ func TestRuncFeaturesKeepWorking(t *testing.T) {
 	})
 	t.Run("tty", func(t *testing.T) {
 		// script(1) gives ctr a terminal; the container sees one too.
-		cmd := exec.Command("script", "-qec", "ctr --address "+env.address+" --namespace "+namespace+
+		cmd := exec.Command("script", "-qec", env.ctr+" --address "+env.address+" --namespace "+namespace+
 			" run --rm -t --runtime "+runtime+" assure.test/bugs:label ttyc /bin/busybox sh -c 'test -t 0 && echo is-a-tty'", "/dev/null")
 		out, err := cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "is-a-tty") {
@@ -76,7 +76,7 @@ func removeDetached(t *testing.T, id string) {
 // container work as under runc.
 func TestOOMAndUpdate(t *testing.T) {
 	t.Run("oom-event", func(t *testing.T) {
-		evs := exec.Command("ctr", "--address", env.address, "events")
+		evs := exec.Command(env.ctr, "--address", env.address, "events")
 		var buf lockedBuffer
 		evs.Stdout = &buf
 		if err := evs.Start(); err != nil {

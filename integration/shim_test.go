@@ -1,6 +1,11 @@
 // Package integration tests the containerd shim against a real, private
 // containerd (hack/containerd.sh) and the distribution's runc, driving it
-// with the ctr command as a user would.
+// with the ctr command as a user would, and through containerd's CRI
+// plugin with crictl as a kubelet would.
+//
+// The containerd is the distribution's (1.6) unless CONTAINERD_BIN and
+// CTR_BIN name others (make test runs the main scenarios again with a
+// containerd 2.x built by hack/install-deps.sh --containerd2).
 package integration
 
 import (
@@ -29,6 +34,10 @@ var env struct {
 	address string
 	work    string // compiled programs, image tarballs
 	skip    string
+	// containerd and ctr: the distribution's, or $CONTAINERD_BIN and
+	// $CTR_BIN.
+	containerd, ctr string
+	crictl          string // "" when not installed: CRI tests skip
 }
 
 func TestMain(m *testing.M) {
@@ -52,29 +61,32 @@ func setup() (int, error) {
 		fmt.Println("integration: skipped: needs root (containerd, runc, ptrace)")
 		return 0, nil
 	}
-	for _, c := range []string{"containerd", "ctr", "runc", "gcc", "busybox"} {
+	env.containerd, env.ctr = envOr("CONTAINERD_BIN", "containerd"), envOr("CTR_BIN", "ctr")
+	for _, c := range []string{env.containerd, env.ctr, "runc", "gcc", "busybox"} {
 		if _, err := exec.LookPath(c); err != nil {
 			fmt.Printf("integration: skipped: %s not installed (hack/install-deps.sh --containerd)\n", c)
 			return 0, nil
 		}
 	}
+	env.crictl = findCrictl()
+	// ctr 2.x warns at every call that cgroup v1 is deprecated.
+	os.Setenv("CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS", "1")
 	root, err := filepath.Abs("..")
 	if err != nil {
 		return 1, err
 	}
 	env.root = root
-	for bin, pkg := range map[string]string{"assure": "./cmd/assure", "containerd-shim-assure-v1": "./cmd/containerd-shim-assure-v1"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(root, "bin", bin), pkg)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return 1, fmt.Errorf("build %s: %v\n%s", bin, err, out)
-		}
+	// bin/ as make builds it (containerd finds the shim there).
+	build := exec.Command("make", "-s", "build")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return 1, fmt.Errorf("make build: %v\n%s", err, out)
 	}
 	if env.work, err = os.MkdirTemp("", "assure-integration-"); err != nil {
 		return 1, err
 	}
 	progs := filepath.Join(root, "recovery", "testdata", "progs")
-	for _, prog := range []string{"bugs", "server", "prefork"} {
+	for _, prog := range []string{"bugs", "server", "prefork", "faults"} {
 		cc := exec.Command("gcc", "-O2", "-g", "-pthread", "-I", progs, "-o", filepath.Join(env.work, prog), filepath.Join(progs, prog+".c"))
 		if out, err := cc.CombinedOutput(); err != nil {
 			return 1, fmt.Errorf("compile %s.c: %v\n%s", prog, err, out)
@@ -84,16 +96,19 @@ func setup() (int, error) {
 		return 1, err
 	}
 	env.address = filepath.Join(env.dir, "containerd.sock")
-	if out, err := exec.Command("bash", filepath.Join(root, "hack", "containerd.sh"), "start", env.dir).CombinedOutput(); err != nil {
+	if out, err := containerdScript("start", "--cri"); err != nil {
 		return 1, fmt.Errorf("start containerd: %v\n%s", err, out)
 	}
-	// The namespace gets the snapshotter the script chose, as the
-	// script's own namespace has.
+	// The namespaces get the snapshotter the script chose, as the
+	// script's own namespace has (CRI's k8s.io too, for the images
+	// imported there).
 	snap, _ := os.ReadFile(filepath.Join(env.dir, "snapshotter"))
-	if out, err := exec.Command("ctr", "--address", env.address, "namespaces", "create", namespace,
-		"containerd.io/defaults/snapshotter="+strings.TrimSpace(string(snap))).CombinedOutput(); err != nil {
-		teardown()
-		return 1, fmt.Errorf("create namespace %s: %v\n%s", namespace, err, out)
+	for _, ns := range []string{namespace, criNamespace} {
+		if out, err := exec.Command(env.ctr, "--address", env.address, "namespaces", "create", ns,
+			"containerd.io/defaults/snapshotter="+strings.TrimSpace(string(snap))).CombinedOutput(); err != nil && !strings.Contains(string(out), "already exists") {
+			teardown()
+			return 1, fmt.Errorf("create namespace %s: %v\n%s", ns, err, out)
+		}
 	}
 	if err := importImages(); err != nil {
 		teardown()
@@ -104,11 +119,31 @@ func setup() (int, error) {
 
 func teardown() {
 	if env.dir != "" {
-		if out, err := exec.Command("bash", filepath.Join(env.root, "hack", "containerd.sh"), "stop", env.dir).CombinedOutput(); err != nil {
+		if out, err := containerdScript("stop"); err != nil {
 			fmt.Fprintf(os.Stderr, "integration: stop containerd: %v\n%s", err, out)
 		}
 	}
 	os.RemoveAll(env.work)
+	// runc leaves the namespace's (empty) cgroup in every hierarchy.
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", namespace))
+	for _, d := range dirs {
+		os.Remove(d)
+	}
+}
+
+// containerdScript runs hack/containerd.sh CMD on the private containerd,
+// with the containerd and ctr chosen.
+func containerdScript(cmd string, flags ...string) ([]byte, error) {
+	c := exec.Command("bash", append([]string{filepath.Join(env.root, "hack", "containerd.sh"), cmd, env.dir}, flags...)...)
+	c.Env = append(os.Environ(), "CONTAINERD_BIN="+env.containerd, "CTR_BIN="+env.ctr)
+	return c.CombinedOutput()
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
 }
 
 const goodManifest = `{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"handle_request","return":-1}]}`
@@ -132,6 +167,8 @@ func importImages() error {
 		{Name: "assure.test/bugs:abslink", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true,
 			Symlinks: map[string]string{"/usr/local/bin/srv": "/app/bugs"},
 			Labels:   map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/usr/local/bin/srv","function":"handle_request","return":-1}]}`}},
+		{Name: "assure.test/faults:1", Files: []image.File{{Src: filepath.Join(env.work, "faults"), Dst: "/app/faults"}}, WithLibs: true,
+			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/faults","function":"rescue_fault","return":-1}]}`}},
 		{Name: "assure.test/bugs:none", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true},
 		{Name: "assure.test/bugs:badfunc", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true,
 			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"no_such_function","return":-1}]}`}},
@@ -141,11 +178,21 @@ func importImages() error {
 			Labels: map[string]string{"dev.assure.manifest.file": "/etc/../../../../etc/passwd"}},
 	}
 	for _, spec := range images {
-		tar := filepath.Join(env.work, strings.NewReplacer("/", "_", ":", "_").Replace(spec.Name)+".tar")
-		if err := image.Build(spec, tar); err != nil {
+		if err := buildImport(spec, namespace); err != nil {
 			return err
 		}
-		if err := image.Import(env.address, namespace, tar); err != nil {
+	}
+	return importCRIImages()
+}
+
+// buildImport builds an image and imports it into each namespace.
+func buildImport(spec image.Spec, namespaces ...string) error {
+	tar := filepath.Join(env.work, strings.NewReplacer("/", "_", ":", "_").Replace(spec.Name)+".tar")
+	if err := image.Build(spec, tar); err != nil {
+		return err
+	}
+	for _, ns := range namespaces {
+		if err := image.Import(env.address, ns, tar); err != nil {
 			return err
 		}
 	}
@@ -161,7 +208,13 @@ func writeFile(name, content string) string {
 // ctr runs the ctr command against the private containerd, with a deadline.
 func ctr(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command("ctr", append([]string{"--address", env.address, "--namespace", namespace, "--timeout", "60s"}, args...)...)
+	return ctrIn(t, namespace, args...)
+}
+
+// ctrIn runs ctr in namespace ns.
+func ctrIn(t *testing.T, ns string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(env.ctr, append([]string{"--address", env.address, "--namespace", ns, "--timeout", "60s"}, args...)...)
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	if err := cmd.Start(); err != nil {
@@ -287,7 +340,7 @@ func TestBadManifestsFailCreate(t *testing.T) {
 func TestExecIsSupervised(t *testing.T) {
 	id := "exec-target"
 	// The init waits on its stdin, which stays open: a long-running task.
-	initCmd := exec.Command("ctr", "--address", env.address, "--namespace", namespace,
+	initCmd := exec.Command(env.ctr, "--address", env.address, "--namespace", namespace,
 		"run", "--rm", "--runtime", runtime, "assure.test/bugs:label", id, "/bin/busybox", "sh", "-c", "read x")
 	initIn, err := initCmd.StdinPipe()
 	if err != nil {
@@ -307,7 +360,7 @@ func TestExecIsSupervised(t *testing.T) {
 	})
 	// The exec'd shell waits for a line before it execs the program, so
 	// that the test can see it traced first.
-	ex := exec.Command("ctr", "--address", env.address, "--namespace", namespace,
+	ex := exec.Command(env.ctr, "--address", env.address, "--namespace", namespace,
 		"task", "exec", "--exec-id", "e1", id, "/bin/busybox", "sh", "-c", "read x; exec /app/bugs null 100 25")
 	exIn, err := ex.StdinPipe()
 	if err != nil {
@@ -341,6 +394,28 @@ func TestExecIsSupervised(t *testing.T) {
 	}
 	if want := reference(t); out.String() != want {
 		t.Errorf("exec output:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
+// TestExecSupervisedFromFirstInstruction: a process started with exec
+// is supervised before it runs its program's first instruction (the
+// shim's seccomp listener holds its execve until the supervisor has it):
+// a program whose very first request faults is recovered, every time.
+func TestExecSupervisedFromFirstInstruction(t *testing.T) {
+	const id = "exec-first"
+	if out, err := ctr(t, "run", "-d", "--runtime", runtime, "assure.test/bugs:label", id, "/bin/busybox", "sleep", "120"); err != nil {
+		t.Fatalf("ctr run -d: %v\n%s", err, out)
+	}
+	defer removeDetached(t, id)
+	want, err := exec.Command(filepath.Join(env.work, "bugs"), "none", "20", "1").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		out, err := ctr(t, "task", "exec", "--exec-id", fmt.Sprintf("x%d", i), id, "/app/bugs", "null", "20", "1")
+		if err != nil || out != string(want) {
+			t.Fatalf("exec %d: %v\n%s\nwant:\n%s", i, err, out, want)
+		}
 	}
 }
 

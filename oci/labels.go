@@ -8,6 +8,7 @@ import (
 	"unicode"
 
 	"github.com/assure-rt/assure/recovery/manifest"
+	"github.com/assure-rt/assure/recovery/resolve"
 )
 
 // Image label keys, which are also the OCI annotation keys that override
@@ -19,6 +20,27 @@ const (
 	// filesystem, by its absolute path in the container.
 	LabelManifestFile = "dev.assure.manifest.file"
 )
+
+// MaxLabelSize is containerd's limit on a label, key and value together:
+// ctr run and the CRI plugin copy an image's labels onto the container,
+// and containerd refuses the container when one is larger.
+const MaxLabelSize = 4096
+
+// CheckLabelSize refuses a label that containerd would refuse, with an
+// error that says what to do about an assure manifest:
+//
+//	label dev.assure.manifest: 5123 bytes with its key; containerd refuses labels over 4096 bytes (key and value): put the manifest in a file in the image and name it with label dev.assure.manifest.file
+func CheckLabelSize(key, value string) error {
+	n := len(key) + len(value)
+	if n <= MaxLabelSize {
+		return nil
+	}
+	hint := ""
+	if key == LabelManifest {
+		hint = ": put the manifest in a file in the image and name it with label " + LabelManifestFile
+	}
+	return fmt.Errorf("label %s: %d bytes with its key; containerd refuses labels over %d bytes (key and value)%s", key, n, MaxLabelSize, hint)
+}
 
 // Found is a manifest and where it came from.
 type Found struct {
@@ -61,6 +83,13 @@ func FindManifest(labels, annotations map[string]string, rootfs string) (*Found,
 		return nil, fmt.Errorf("%s %s and %s %s are both set: use one or the other",
 			kind, LabelManifest, kind, LabelManifestFile)
 	case hasInline:
+		if kind == "label" {
+			// containerd refuses such a label on a container; one that
+			// reached us from the image's config alone gets the same rule.
+			if err := CheckLabelSize(LabelManifest, inline); err != nil {
+				return nil, err
+			}
+		}
 		return parseInline(kind+" "+LabelManifest, inline)
 	case hasFile:
 		return loadFile(kind+" "+LabelManifestFile, file, rootfs)
@@ -122,12 +151,12 @@ func checkFileValue(p string) error {
 	switch {
 	case p == "":
 		return errors.New("is empty: it must name a manifest file inside the image, such as /etc/assure.json")
-	case len(p) > maxPathLen:
-		return fmt.Errorf("path is %d bytes long (limit %d)", len(p), maxPathLen)
+	case len(p) > resolve.MaxPathLen:
+		return fmt.Errorf("path is %d bytes long (limit %d)", len(p), resolve.MaxPathLen)
 	case strings.IndexFunc(p, unicode.IsControl) >= 0 || strings.IndexByte(p, 0) >= 0:
-		return fmt.Errorf("path %s contains control characters", printable(p))
+		return fmt.Errorf("path %s contains control characters", resolve.Printable(p))
 	case !strings.HasPrefix(p, "/"):
-		return fmt.Errorf("must be an absolute path inside the image, got %s", printable(p))
+		return fmt.Errorf("must be an absolute path inside the image, got %s", resolve.Printable(p))
 	}
 	return nil
 }
@@ -136,19 +165,19 @@ func checkFileValue(p string) error {
 // filesystem rootfs: confined to rootfs, a regular file only, at most
 // manifest.MaxSize bytes.
 func readManifest(rootfs, p string) (*manifest.Manifest, error) {
-	r, err := openRoot(rootfs)
+	r, err := resolve.OpenRoot(rootfs)
 	if err != nil {
 		return nil, &PathError{Path: p, Err: err}
 	}
 	defer r.Close()
-	f, _, err := r.open(p)
+	f, _, err := r.Open(p)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, manifest.MaxSize+1))
 	if err != nil {
-		return nil, &PathError{Path: p, Err: fmt.Errorf("read: %w", errno(err))}
+		return nil, &PathError{Path: p, Err: fmt.Errorf("read: %w", resolve.Errno(err))}
 	}
 	if len(data) > manifest.MaxSize {
 		return nil, &PathError{Path: p, Err: fmt.Errorf("larger than the limit of %d bytes", manifest.MaxSize)}

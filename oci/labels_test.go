@@ -1,6 +1,8 @@
 package oci
 
 import (
+	rt "github.com/assure-rt/assure/recovery/resolve/resolvetest"
+
 	"errors"
 	"fmt"
 	"io/fs"
@@ -42,8 +44,8 @@ func TestFindManifestNone(t *testing.T) {
 
 func TestFindManifestSources(t *testing.T) {
 	root := t.TempDir()
-	writeFile(t, root, "etc/assure.json", manifestFor("from_label_file"))
-	writeFile(t, root, "etc/pod.json", manifestFor("from_annotation_file"))
+	rt.WriteFile(t, root, "etc/assure.json", manifestFor("from_label_file"))
+	rt.WriteFile(t, root, "etc/pod.json", manifestFor("from_annotation_file"))
 
 	cases := []struct {
 		name                string
@@ -110,11 +112,11 @@ func TestFindManifestSources(t *testing.T) {
 
 func TestFindManifestErrors(t *testing.T) {
 	root := t.TempDir()
-	writeFile(t, root, "etc/bad-field.json", `{"version": 1, "rescuePoints": [{"binary": "/srv/app", "function": "handle", "scope": "global"}]}`)
-	writeFile(t, root, "etc/bad-json.json", "{\n  \"version\": 1,\n  oops\n}")
-	mkfifo(t, root, "etc/fifo.json")
-	mkdir(t, root, "etc/dir.json")
-	writeFile(t, root, "etc/big.json", strings.Repeat(" ", manifest.MaxSize)+"{}")
+	rt.WriteFile(t, root, "etc/bad-field.json", `{"version": 1, "rescuePoints": [{"binary": "/srv/app", "function": "handle", "scope": "global"}]}`)
+	rt.WriteFile(t, root, "etc/bad-json.json", "{\n  \"version\": 1,\n  oops\n}")
+	rt.Mkfifo(t, root, "etc/fifo.json")
+	rt.Mkdir(t, root, "etc/dir.json")
+	rt.WriteFile(t, root, "etc/big.json", strings.Repeat(" ", manifest.MaxSize)+"{}")
 
 	both := "are both set: use one or the other"
 	cases := []struct {
@@ -159,9 +161,14 @@ func TestFindManifestErrors(t *testing.T) {
 			want:   "label dev.assure.manifest: is empty: set it to a manifest, or remove it",
 		},
 		{
-			name:   "huge inline",
-			labels: map[string]string{LabelManifest: strings.Repeat(" ", manifest.MaxSize+1)},
-			want:   fmt.Sprintf("label dev.assure.manifest: manifest is %d bytes, larger than the limit of %d", manifest.MaxSize+1, manifest.MaxSize),
+			name:        "huge inline",
+			annotations: map[string]string{LabelManifest: strings.Repeat(" ", manifest.MaxSize+1)},
+			want:        fmt.Sprintf("annotation dev.assure.manifest: manifest is %d bytes, larger than the limit of %d", manifest.MaxSize+1, manifest.MaxSize),
+		},
+		{
+			name:   "inline label over containerd's limit",
+			labels: map[string]string{LabelManifest: strings.Repeat(" ", 5000)},
+			want:   "label dev.assure.manifest: 5019 bytes with its key; containerd refuses labels over 4096 bytes (key and value): put the manifest in a file in the image and name it with label dev.assure.manifest.file",
 		},
 		{
 			name:   "empty file key",
@@ -256,7 +263,7 @@ func TestFindManifestErrors(t *testing.T) {
 
 func TestFindManifestDevice(t *testing.T) {
 	root := t.TempDir()
-	mkdev(t, root, "dev/watchdog")
+	rt.Mkdev(t, root, "dev/watchdog")
 	_, err := FindManifest(map[string]string{LabelManifestFile: "/dev/watchdog"}, nil, root)
 	want := "label dev.assure.manifest.file: /dev/watchdog: not a regular file (device)"
 	if err == nil || err.Error() != want {
@@ -268,15 +275,26 @@ func TestFindManifestSizeLimit(t *testing.T) {
 	root := t.TempDir()
 	doc := manifestFor("at_the_limit")
 	exact := doc + strings.Repeat(" ", manifest.MaxSize-len(doc))
-	writeFile(t, root, "etc/exact.json", exact)
+	rt.WriteFile(t, root, "etc/exact.json", exact)
 
 	f, err := FindManifest(map[string]string{LabelManifestFile: "/etc/exact.json"}, nil, root)
 	if err != nil || functionOf(t, f) != "at_the_limit" {
 		t.Fatalf("file of exactly MaxSize bytes: %+v, %v", f, err)
 	}
-	f, err = FindManifest(map[string]string{LabelManifest: exact}, nil, root)
+	f, err = FindManifest(nil, map[string]string{LabelManifest: exact}, root)
 	if err != nil || functionOf(t, f) != "at_the_limit" {
-		t.Fatalf("label of exactly MaxSize bytes: %+v, %v", f, err)
+		t.Fatalf("annotation of exactly MaxSize bytes: %+v, %v", f, err)
+	}
+	// A label is bound by containerd's limit instead: key and value
+	// together at most 4096 bytes.
+	fits := doc + strings.Repeat(" ", MaxLabelSize-len(LabelManifest)-len(doc))
+	if f, err := FindManifest(map[string]string{LabelManifest: fits}, nil, root); err != nil || functionOf(t, f) != "at_the_limit" {
+		t.Fatalf("label of exactly 4096 bytes with its key: %+v, %v", f, err)
+	}
+	_, err = FindManifest(map[string]string{LabelManifest: fits + " "}, nil, root)
+	want := "label dev.assure.manifest: 4097 bytes with its key; containerd refuses labels over 4096 bytes (key and value): put the manifest in a file in the image and name it with label dev.assure.manifest.file"
+	if err == nil || err.Error() != want {
+		t.Fatalf("label one byte too large: %v, want %s", err, want)
 	}
 }
 
@@ -285,25 +303,25 @@ func TestFindManifestSizeLimit(t *testing.T) {
 // ever reaches a file of the host.
 func TestFindManifestSymlinks(t *testing.T) {
 	root := t.TempDir()
-	host := outside(t, manifestFor("HOST_FILE"))
+	host := rt.Outside(t, manifestFor("HOST_FILE"))
 
 	// Links inside the image.
-	writeFile(t, root, "opt/app/conf/assure.json", manifestFor("inside"))
-	symlink(t, root, "etc/app", "/opt/app/conf")           // absolute, to a directory
-	symlink(t, root, "etc/assure.json", "app/assure.json") // relative, through it
-	symlink(t, root, "etc/chain.json", "/etc/assure.json") // a chain
-	symlink(t, root, "etc/up.json", "../opt/app/conf/../conf/assure.json")
+	rt.WriteFile(t, root, "opt/app/conf/assure.json", manifestFor("inside"))
+	rt.Symlink(t, root, "etc/app", "/opt/app/conf")           // absolute, to a directory
+	rt.Symlink(t, root, "etc/assure.json", "app/assure.json") // relative, through it
+	rt.Symlink(t, root, "etc/chain.json", "/etc/assure.json") // a chain
+	rt.Symlink(t, root, "etc/up.json", "../opt/app/conf/../conf/assure.json")
 
 	// Links that point at the host, one way or another.
-	symlink(t, root, "etc/host-abs.json", host)
-	symlink(t, root, "etc/host-climb.json", climb("etc", host))
-	symlink(t, root, "etc/dir-climb", climb("etc", filepath.Dir(host)))
-	symlink(t, root, "etc/passwd-link.json", "/etc/passwd")
-	symlink(t, root, "etc/hostname-link.json", "/etc/hostname")
+	rt.Symlink(t, root, "etc/host-abs.json", host)
+	rt.Symlink(t, root, "etc/host-climb.json", rt.Climb("etc", host))
+	rt.Symlink(t, root, "etc/dir-climb", rt.Climb("etc", filepath.Dir(host)))
+	rt.Symlink(t, root, "etc/passwd-link.json", "/etc/passwd")
+	rt.Symlink(t, root, "etc/hostname-link.json", "/etc/hostname")
 
 	// In the image, /etc/passwd is a manifest (the host's is not): a link
 	// to /etc/passwd must read this one.
-	writeFile(t, root, "etc/passwd", manifestFor("image_passwd"))
+	rt.WriteFile(t, root, "etc/passwd", manifestFor("image_passwd"))
 
 	for path, fn := range map[string]string{
 		"/etc/assure.json":             "inside",
@@ -326,9 +344,9 @@ func TestFindManifestSymlinks(t *testing.T) {
 	for path, want := range map[string]string{
 		"/etc/host-abs.json": "label dev.assure.manifest.file: /etc/host-abs.json does not exist in the image (via symlink /etc/host-abs.json -> " + host + ")",
 		"/etc/host-climb.json": "label dev.assure.manifest.file: /etc/host-climb.json: escapes the container root filesystem (symlink /etc/host-climb.json -> " +
-			climb("etc", host) + " goes above /)",
+			rt.Climb("etc", host) + " goes above /)",
 		"/etc/dir-climb/outside.json": "label dev.assure.manifest.file: /etc/dir-climb/outside.json: escapes the container root filesystem (symlink /etc/dir-climb -> " +
-			climb("etc", filepath.Dir(host)) + " goes above /)",
+			rt.Climb("etc", filepath.Dir(host)) + " goes above /)",
 		"/etc/hostname-link.json": "label dev.assure.manifest.file: /etc/hostname-link.json does not exist in the image (via symlink /etc/hostname-link.json -> /etc/hostname)",
 		// The host's own path, named directly: the image's, which is missing.
 		host: "label dev.assure.manifest.file: " + host + " does not exist in the image",
@@ -355,7 +373,7 @@ func TestFindManifestHostPasswd(t *testing.T) {
 		t.Skip("no /etc/passwd on this host")
 	}
 	root := t.TempDir()
-	symlink(t, root, "etc/assure.json", "/etc/passwd")
+	rt.Symlink(t, root, "etc/assure.json", "/etc/passwd")
 	labels := map[string]string{LabelManifestFile: "/etc/assure.json"}
 
 	_, err := FindManifest(labels, nil, root)
@@ -364,7 +382,7 @@ func TestFindManifestHostPasswd(t *testing.T) {
 		t.Fatalf("err:\n got %v\nwant %s", err, want)
 	}
 
-	writeFile(t, root, "etc/passwd", "[1, 2, 3]\n")
+	rt.WriteFile(t, root, "etc/passwd", "[1, 2, 3]\n")
 	_, err = FindManifest(labels, nil, root)
 	want = "label dev.assure.manifest.file: manifest /etc/assure.json: must be an object, got an array"
 	if err == nil || err.Error() != want {
@@ -374,9 +392,9 @@ func TestFindManifestHostPasswd(t *testing.T) {
 
 func TestFoundCheckBinaries(t *testing.T) {
 	root := t.TempDir()
-	writeFile(t, root, "usr/bin/server", fakeELF)
+	rt.WriteFile(t, root, "usr/bin/server", rt.FakeELF)
 	bad := `{"version": 1, "rescuePoints": [{"binary": "/usr/bin/server", "function": "a"}, {"binary": "/usr/bin/gone", "function": "handle"}]}`
-	writeFile(t, root, "etc/assure.json", bad)
+	rt.WriteFile(t, root, "etc/assure.json", bad)
 
 	f, err := FindManifest(map[string]string{LabelManifest: bad}, nil, root)
 	if err != nil {

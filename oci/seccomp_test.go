@@ -2,6 +2,7 @@ package oci
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -522,5 +523,49 @@ func TestAllowInjectedSyscallsNoFork(t *testing.T) {
 	}
 	if added := AllowInjectedSyscalls(s); added != nil {
 		t.Errorf("second call added %q", added)
+	}
+}
+
+func TestNotifyExecs(t *testing.T) {
+	const path = "/run/assure/control/x.exec"
+	notify := func(sc *specs.LinuxSeccomp) []string {
+		for _, r := range sc.Syscalls {
+			if r.Action == specs.ActNotify {
+				return r.Names
+			}
+		}
+		return nil
+	}
+	// No profile: one that allows all but watches exec.
+	s := &specs.Spec{}
+	if !NotifyExecs(s, path) || s.Linux.Seccomp.DefaultAction != specs.ActAllow || s.Linux.Seccomp.ListenerPath != path ||
+		fmt.Sprint(notify(s.Linux.Seccomp)) != "[execve execveat]" {
+		t.Fatalf("no profile: %+v", s.Linux.Seccomp)
+	}
+	if !NotifyExecs(s, path) || len(s.Linux.Seccomp.Syscalls) != 1 {
+		t.Errorf("a second call changed the profile: %+v", s.Linux.Seccomp.Syscalls)
+	}
+	// A denying profile that allows exec among others: exec moves to the
+	// watched rule, the rest stays allowed.
+	s = &specs.Spec{Linux: &specs.Linux{Seccomp: &specs.LinuxSeccomp{DefaultAction: specs.ActErrno,
+		Syscalls: []specs.LinuxSyscall{{Names: []string{"read", "execve", "write", "execveat"}, Action: specs.ActAllow}}}}}
+	if !NotifyExecs(s, path) {
+		t.Fatal("denying profile allowing execve: not watched")
+	}
+	if got := s.Linux.Seccomp.Syscalls; len(got) != 2 || fmt.Sprint(got[0].Names) != "[read write]" || got[0].Action != specs.ActAllow {
+		t.Errorf("rules %+v", got)
+	}
+	// Exec denied, conditioned, or another agent listening: unchanged.
+	for name, sc := range map[string]*specs.LinuxSeccomp{
+		"denied by default": {DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"read"}, Action: specs.ActAllow}}},
+		"denied by a rule":  {DefaultAction: specs.ActAllow, Syscalls: []specs.LinuxSyscall{{Names: []string{"execve"}, Action: specs.ActErrno}}},
+		"conditions": {DefaultAction: specs.ActErrno, Syscalls: []specs.LinuxSyscall{{Names: []string{"execve"}, Action: specs.ActAllow,
+			Args: []specs.LinuxSeccompArg{{Index: 1, Value: 0, Op: specs.OpEqualTo}}}}},
+		"another listener": {DefaultAction: specs.ActAllow, ListenerPath: "/run/agent.sock"},
+	} {
+		before := fmt.Sprintf("%+v", *sc)
+		if NotifyExecs(&specs.Spec{Linux: &specs.Linux{Seccomp: sc}}, path) || fmt.Sprintf("%+v", *sc) != before {
+			t.Errorf("%s: watched, or changed: %+v", name, *sc)
+		}
 	}
 }

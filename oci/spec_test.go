@@ -1,6 +1,8 @@
 package oci
 
 import (
+	rt "github.com/assure-rt/assure/recovery/resolve/resolvetest"
+
 	"errors"
 	"io/fs"
 	"os"
@@ -89,7 +91,7 @@ func TestWriteSpecErrors(t *testing.T) {
 	// A failed rename (config.json is a non-empty directory) leaves the
 	// bundle as it was, with no temporary file.
 	bundle := t.TempDir()
-	writeFile(t, bundle, "config.json/x", "")
+	rt.WriteFile(t, bundle, "config.json/x", "")
 	if err := WriteSpec(bundle, testSpec(t)); err == nil {
 		t.Error("no error when config.json cannot be replaced")
 	}
@@ -105,7 +107,7 @@ func TestSpecFromBundleErrors(t *testing.T) {
 		t.Errorf("missing bundle: %v", err)
 	}
 	bundle := t.TempDir()
-	writeFile(t, bundle, "config.json", `{"ociVersion": "1.1.0", "process": [`)
+	rt.WriteFile(t, bundle, "config.json", `{"ociVersion": "1.1.0", "process": [`)
 	_, err = SpecFromBundle(bundle)
 	if err == nil || !strings.Contains(err.Error(), "parse runtime spec "+filepath.Join(bundle, "config.json")) {
 		t.Errorf("bad JSON: %v", err)

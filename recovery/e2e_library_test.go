@@ -13,7 +13,10 @@ import (
 //
 //   - linked: the program is linked against the library (-lparse, rpath);
 //   - dlopen: the program loads it with dlopen() after start and calls
-//     parse_header through dlsym, so the rescue point resolves only then.
+//     parse_header through dlsym, so the rescue point resolves only then;
+//   - dlopen-reload: the program loads the library, uses it, dlclose()s it
+//     (gone from its maps: reloaded=1) and loads it again: the rescue point
+//     is armed again in the new mapping.
 func TestE2ESharedLibrary(t *testing.T) {
 	const n, every = "60", "10"
 	m := manifest{Version: 1, RescuePoints: []rescuePoint{fn("libparse.so", "parse_header", -1)}}.JSON()
@@ -22,18 +25,23 @@ func TestE2ESharedLibrary(t *testing.T) {
 		name string
 		prog string
 		args []string // before validate|fault
+		tail []string // after N EVERY
 	}{
-		{"linked", "useparse", nil},
-		{"dlopen", "dlparse", []string{lib}},
+		{"linked", "useparse", nil, nil},
+		{"dlopen", "dlparse", []string{lib}, nil},
+		{"dlopen-reload", "dlparse", []string{lib}, []string{"reload"}},
 	}
 	for _, v := range variants {
 		t.Run(v.name, func(t *testing.T) {
 			args := func(mode string) []string {
-				return append(append([]string{}, v.args...), mode, n, every)
+				return append(append(append([]string{}, v.args...), mode, n, every), v.tail...)
 			}
 			ref := runNative(t, v.prog, args("validate")...)
 			wantStatus(t, ref, 0)
 			wantKV(t, ref, map[string]string{"ok": "54", "errors": "6", "parse_count": "54"})
+			if v.tail != nil {
+				wantKV(t, ref, map[string]string{"reloaded": "1"})
+			}
 			t.Run("native", func(t *testing.T) {
 				wantSignalDeath(t, runNative(t, v.prog, args("fault")...), syscall.SIGSEGV)
 			})

@@ -90,8 +90,13 @@ func testMain(m *testing.M) int {
 		}
 		runTimeout = v
 	}
-	// Crashing natively is part of the tests: no core files.
-	_ = syscall.Setrlimit(syscall.RLIMIT_CORE, &syscall.Rlimit{})
+	// Crashing natively is part of the tests: no core files, unless a
+	// program raises its own soft limit (the hard one stays).
+	var core syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_CORE, &core) == nil {
+		core.Cur = 0
+		_ = syscall.Setrlimit(syscall.RLIMIT_CORE, &core)
+	}
 
 	dir, err := os.MkdirTemp("", "assure-e2e-")
 	if err != nil {
@@ -378,6 +383,9 @@ type event struct {
 	ProcessesRolledBack int64    `json:"processesRolledBack"`
 	Stack               []string `json:"stack"`
 	Message             string   `json:"message"`
+	SignalCode          string   `json:"signalCode"`
+	SenderPid           int      `json:"senderPid"`
+	Count               int      `json:"count"`
 }
 
 func (e event) String() string {
@@ -399,6 +407,7 @@ type result struct {
 	Lines     []string // the events file, line by line
 	EventsErr error    // the events file was missing or malformed
 	Took      time.Duration
+	Dir       string // the run's working directory (core files land here)
 }
 
 func clip(s string, n int) string {
@@ -472,7 +481,7 @@ func run(t *testing.T, s runSpec) result {
 		eventsFile = filepath.Join(work, "events.jsonl")
 		argv = append([]string{assureBin, "run", "--manifest", mf, "--events", eventsFile, "--"}, argv...)
 	}
-	res := result{cmdline: strings.Join(argv, " "), underAs: s.manifest != ""}
+	res := result{cmdline: strings.Join(argv, " "), underAs: s.manifest != "", Dir: work}
 
 	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
 	defer cancel()

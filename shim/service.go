@@ -5,6 +5,8 @@
 package shim
 
 import (
+	"flag"
+
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/pkg/shutdown"
 	"github.com/containerd/containerd/plugin"
@@ -12,6 +14,9 @@ import (
 	"github.com/containerd/containerd/runtime/v2/shim"
 	"github.com/containerd/ttrpc"
 )
+
+// RuntimeName is the runtime type containerd knows the shim by.
+const RuntimeName = "io.containerd.assure.v1"
 
 // The registration replaces runc's task plugin (this binary must not
 // import runtime/v2/runc/task/plugin, which registers the same ID).
@@ -36,7 +41,12 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return &service{TaskService: inner, address: ic.Address, st: &state{containers: map[string]*supervised{}}}, nil
+			s := &service{TaskService: inner, address: ic.Address, publisher: pp.(shim.Publisher),
+				st: &state{containers: map[string]*supervised{}}}
+			if f := flag.Lookup("id"); f != nil { // the shim library's flag
+				s.prefetchLabels(ic.Context, f.Value.String())
+			}
+			return s, nil
 		},
 	})
 }
@@ -45,8 +55,12 @@ func init() {
 // supervision.
 type service struct {
 	taskAPI.TaskService
-	address string // containerd's gRPC address
-	st      *state
+	address   string // containerd's gRPC address
+	publisher shim.Publisher
+	st        *state
+	// prefetched: the labels of the container the shim was started for,
+	// asked for at start (labels.go).
+	prefetched *prefetch
 }
 
 // RegisterTTRPC serves this wrapper, not the inner service.

@@ -1,83 +1,62 @@
 package shim
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"time"
 
-	"github.com/containerd/containerd"
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/log"
 	"github.com/containerd/containerd/namespaces"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"github.com/assure-rt/assure/oci"
 	"github.com/assure-rt/assure/recovery/control"
 	"github.com/assure-rt/assure/recovery/events"
+	"github.com/assure-rt/assure/recovery/procfs"
 )
+
+// criContainerType is the annotation containerd's CRI plugin sets to
+// "sandbox" or "container".
+const criContainerType = "io.kubernetes.cri.container-type"
 
 // supervised is a container whose tasks run under a supervisor.
 type supervised struct {
 	id, ns, bundle   string
-	cgroup           string // the container's cgroup path, "" if unknown
-	manifest, events string // files
+	cgroup           string   // the container's cgroup path, "" if unknown
+	manifest, events string   // files
+	socket           string   // the supervisor's control socket
+	cgroups          []string // the supervisor's own (see supervisorCgroups)
 	log              *logrus.Entry
 	cmd              *exec.Cmd
 	client           *control.Client
-	exited           <-chan struct{}
-	stopping         bool // set under state.mu when the task is deleted
+	gate             *os.File   // the write end of the supervisor's gate, until released
+	execs            *execWatch // the seccomp listener that sees exec calls, or nil
+	// mu guards cmd, exited and client, which a restart replaces while
+	// the exec listener and Start read them (peer).
+	mu       sync.Mutex
+	exited   <-chan struct{}
+	stopping bool // set under state.mu when the task is deleted
+	// fwd forwards the events of every supervisor the container has
+	// had, once each; closing fwdStop makes it read what is left and
+	// return, closing fwdDone.
+	fwd              *forwarder
+	fwdStop, fwdDone chan struct{}
 }
 
 type state struct {
 	mu         sync.Mutex
 	containers map[string]*supervised
-}
-
-// labels returns the container's labels and its image's config labels
-// (the container's win): the shim asks containerd itself, so that users
-// only pick the runtime.
-func (s *service) labels(ctx context.Context, id string) (map[string]string, error) {
-	ns, err := namespaces.NamespaceRequired(ctx)
-	if err != nil {
-		return nil, err
-	}
-	client, err := containerd.New(s.address, containerd.WithDefaultNamespace(ns), containerd.WithTimeout(10*time.Second))
-	if err != nil {
-		return nil, fmt.Errorf("connect to containerd at %s: %w", s.address, err)
-	}
-	defer client.Close()
-	ctx = namespaces.WithNamespace(ctx, ns)
-	c, err := client.LoadContainer(ctx, id)
-	if err != nil {
-		return nil, fmt.Errorf("container %s: %w", id, err)
-	}
-	out := map[string]string{}
-	if img, err := c.Image(ctx); err == nil {
-		if spec, err := img.Spec(ctx); err == nil {
-			for k, v := range spec.Config.Labels {
-				out[k] = v
-			}
-		}
-	}
-	cl, err := c.Labels(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("labels of container %s: %w", id, err)
-	}
-	for k, v := range cl {
-		out[k] = v
-	}
-	return out, nil
 }
 
 // Create creates the task as runc's shim does; when the image declares
@@ -88,6 +67,12 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	spec, err := oci.SpecFromBundle(r.Bundle)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
+	}
+	if spec.Annotations[criContainerType] == "sandbox" {
+		// A pod's sandbox (pause) container. CRI gives it the pod's
+		// annotations too, a manifest among them, which is for the
+		// pod's containers.
+		return s.TaskService.Create(ctx, r)
 	}
 	labels, err := s.labels(ctx, r.ID)
 	if err != nil {
@@ -107,14 +92,34 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 			return s.TaskService.Create(ctx, r)
 		}
 	}
-	if added := oci.AllowInjectedSyscalls(spec); len(added) > 0 {
+	sv := s.newSupervised(ctx, r, spec)
+	added := oci.AllowInjectedSyscalls(spec)
+	if len(added) > 0 {
 		log.G(ctx).Infof("assure: seccomp profile of %s now allows %v (injected by the supervisor)", r.ID, added)
+	}
+	watchExecs := oci.NotifyExecs(spec, sv.execSocket())
+	if len(added) > 0 || watchExecs {
 		if err := oci.WriteSpec(r.Bundle, spec); err != nil {
 			return nil, errdefs.ToGRPC(err)
 		}
 	}
+	if watchExecs {
+		if err := sv.watchExecs(); err != nil {
+			return nil, errdefs.ToGRPC(err)
+		}
+	} else {
+		log.G(ctx).Warnf("assure: the seccomp profile of %s keeps exec calls from being watched: processes started with exec are supervised only once they run", r.ID)
+	}
+	// The supervisor process starts while runc creates the container;
+	// it waits at its gate until the container's cgroups and the
+	// manifest are there.
+	if err := sv.spawn(); err != nil {
+		sv.abort()
+		return nil, errdefs.ToGRPC(err)
+	}
 	resp, err := s.TaskService.Create(ctx, r)
 	if err != nil {
+		sv.abort()
 		return nil, err
 	}
 	if fromFile {
@@ -124,7 +129,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		err = found.CheckBinaries(rootfs)
 	}
 	if err == nil {
-		err = s.startSupervisor(ctx, r, found, int(resp.Pid))
+		err = s.superviseInit(sv, found, int(resp.Pid))
+	} else {
+		sv.abort()
 	}
 	if err != nil {
 		s.undoCreate(ctx, r.ID)
@@ -140,55 +147,94 @@ func (s *service) undoCreate(ctx context.Context, id string) {
 	s.TaskService.Delete(ctx, &taskAPI.DeleteRequest{ID: id})
 }
 
-// startSupervisor starts `assure supervise` for the container and hands
-// it the init process, still waiting on its exec fifo.
-func (s *service) startSupervisor(ctx context.Context, r *taskAPI.CreateTaskRequest, found *oci.Found, pid int) error {
-	mf := filepath.Join(r.Bundle, "assure-manifest.json")
-	data, err := found.Manifest.JSON()
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(mf, data, 0o600); err != nil {
-		return err
-	}
+// newSupervised describes the supervision of the container being
+// created.
+func (s *service) newSupervised(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec) *supervised {
 	ns, _ := namespaces.Namespace(ctx)
-	sv := &supervised{
-		id: r.ID, ns: ns, bundle: r.Bundle, manifest: mf, cgroup: cgroupOf(r.Bundle),
-		events: events.ContainerFile(s.address, ns, r.ID),
-		log:    log.G(ctx).WithField("container", r.ID),
+	return &supervised{
+		id: r.ID, ns: ns, bundle: r.Bundle, cgroup: cgroupOf(spec),
+		manifest: filepath.Join(r.Bundle, "assure-manifest.json"),
+		events:   events.ContainerFile(s.address, ns, r.ID),
+		socket:   control.SocketPath(s.address, ns, r.ID),
+		log:      log.G(ctx).WithField("container", r.ID),
 	}
-	os.Remove(sv.events) // a new task: the events of an old one with this id go
-	if err := sv.launch(); err != nil {
-		return fmt.Errorf("%s: %w", found.Source, err)
+}
+
+// superviseInit lets the supervisor started at the container's creation
+// go on, with the manifest found, and hands it the init process, still
+// waiting on its exec fifo.
+func (s *service) superviseInit(sv *supervised, found *oci.Found, pid int) error {
+	data, err := found.Manifest.JSON()
+	if err == nil {
+		err = os.WriteFile(sv.manifest, data, 0o600)
+	}
+	if err == nil {
+		events.Remove(sv.events) // a new task: the events of an old one with this id go
+		sv.cgroups, err = supervisorCgroups(sv.cgroup)
+	}
+	if err != nil {
+		sv.abort()
+		return err
+	}
+	if err := sv.release(); err != nil {
+		return sv.fail(found, err)
 	}
 	if err := sv.client.Adopt(pid, true); err != nil {
-		return sv.fail(found, fmt.Errorf("supervise init %d of %s: %w", pid, r.ID, err))
+		return sv.fail(found, fmt.Errorf("supervise init %d of %s: %w", pid, sv.id, err))
 	}
-	sv.log.Infof("assure: container %s: supervisor %d supervises init %d (rescue points from %s)", r.ID, sv.cmd.Process.Pid, pid, found.Source)
+	sv.fwd = &forwarder{path: sv.events, log: sv.log, publish: s.publishFunc(sv.ns)}
+	sv.fwdStop, sv.fwdDone = make(chan struct{}), make(chan struct{})
+	go sv.fwd.run(sv.fwdStop, sv.fwdDone)
+	sv.log.Infof("assure: container %s: supervisor %d supervises init %d (rescue points from %s)", sv.id, sv.cmd.Process.Pid, pid, found.Source)
 	s.st.mu.Lock()
-	s.st.containers[r.ID] = sv
+	s.st.containers[sv.id] = sv
 	s.st.mu.Unlock()
 	go s.watch(sv)
 	return nil
 }
 
-// launch starts the supervisor process and connects to it.
+// launch starts a supervisor and connects to it at once (a restart).
 func (sv *supervised) launch() error {
+	if err := sv.spawn(); err != nil {
+		return err
+	}
+	if err := sv.release(); err != nil {
+		return sv.fail(nil, err)
+	}
+	return nil
+}
+
+// spawn starts the supervisor process, which waits at its gate (fd 3)
+// until release. The shim makes the control socket and hands the
+// supervisor its listening fd (fd 4): the shim can connect at once, with
+// no wait for the socket to appear.
+func (sv *supervised) spawn() error {
 	bin, err := assureBinary()
 	if err != nil {
 		return err
 	}
-	sock := filepath.Join(sv.bundle, "assure.sock")
-	args := []string{"supervise", "--manifest", sv.manifest, "--events", sv.events, "--container", sv.id,
-		"--socket", sock, "--root", filepath.Join(sv.bundle, "rootfs")}
+	lf, err := listenFile(sv.socket)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	args := []string{"supervise", "--gate", "--manifest", sv.manifest, "--events", sv.events, "--container", sv.id,
+		"--namespace", sv.ns, "--socket-fd", "4", "--root", filepath.Join(sv.bundle, "rootfs")}
 	if sv.cgroup != "" {
 		// Every pid handed over must be in the container's cgroup: a
 		// recycled pid never leads the supervisor outside.
 		args = append(args, "--cgroup", sv.cgroup)
 	}
+	gate, release, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer gate.Close()
 	cmd := exec.Command(bin, args...)
+	cmd.ExtraFiles = []*os.File{gate, lf}
 	logf, err := os.OpenFile(sv.logPath(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
+		release.Close()
 		return err
 	}
 	// A file, not a pipe: the supervisor must not depend on the shim
@@ -196,25 +242,93 @@ func (sv *supervised) launch() error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	defer logf.Close()
 	if err := cmd.Start(); err != nil {
+		release.Close()
 		return fmt.Errorf("start supervisor %s: %w", bin, err)
 	}
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
-	c, err := dialSupervisor(sock, exited)
-	sv.cmd, sv.client, sv.exited = cmd, c, exited
-	if err != nil {
-		return sv.fail(nil, err)
-	}
-	go forwardEvents(sv.log, sv.events, exited)
+	sv.mu.Lock()
+	sv.cmd, sv.exited, sv.gate, sv.client = cmd, exited, release, nil
+	sv.mu.Unlock()
 	return nil
+}
+
+// release opens the supervisor's gate: it joins its cgroups (the
+// container's exist by now) before it reads anything, then serves; the
+// shim connects.
+func (sv *supervised) release() error {
+	var msg strings.Builder
+	for _, d := range sv.cgroups {
+		fmt.Fprintf(&msg, "join %s\n", d)
+	}
+	msg.WriteString("go\n")
+	_, err := sv.gate.WriteString(msg.String())
+	sv.gate.Close()
+	sv.gate = nil
+	if err != nil {
+		return fmt.Errorf("supervisor gate: %w", err)
+	}
+	// The socket listens already (spawn): the connection waits in its
+	// backlog until the supervisor serves.
+	c, err := control.Dial(sv.socket, 0)
+	sv.mu.Lock()
+	sv.client = c
+	sv.mu.Unlock()
+	return err
+}
+
+// peer is the current supervisor: its client (nil while there is none)
+// and its pid.
+func (sv *supervised) peer() (*control.Client, int) {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	if sv.cmd == nil {
+		return sv.client, 0
+	}
+	return sv.client, sv.cmd.Process.Pid
+}
+
+// listenFile makes the unix socket a supervisor serves on and returns its
+// listening fd as a file (root only: the directory is 0700).
+func listenFile(path string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	os.Remove(path) // a supervisor killed before
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	defer l.Close()
+	l.SetUnlinkOnClose(false) // the supervisor serves it; stopSupervisor removes it
+	os.Chmod(path, 0o600)
+	return l.File()
+}
+
+// abort ends a supervisor whose container will not be supervised: closed
+// at its gate, it exits without a word.
+func (sv *supervised) abort() {
+	if sv.execs != nil {
+		sv.execs.close()
+		sv.execs = nil
+	}
+	if sv.gate != nil {
+		sv.gate.Close()
+		sv.gate = nil
+	}
+	if sv.cmd != nil {
+		sv.cmd.Process.Kill()
+		<-sv.exited
+	}
+	os.Remove(sv.socket)
+	removeCgroups(sv.cgroups)
 }
 
 // cgroupOf returns the container's cgroup path from its spec when it is a
 // plain path (cgroupfs); systemd's "slice:prefix:name" form shows up
 // differently in /proc/PID/cgroup and is not checked.
-func cgroupOf(bundle string) string {
-	spec, err := oci.SpecFromBundle(bundle)
-	if err != nil || spec.Linux == nil || !strings.HasPrefix(spec.Linux.CgroupsPath, "/") {
+func cgroupOf(spec *specs.Spec) string {
+	if spec.Linux == nil || !strings.HasPrefix(spec.Linux.CgroupsPath, "/") {
 		return ""
 	}
 	return spec.Linux.CgroupsPath
@@ -226,13 +340,14 @@ func (sv *supervised) logPath() string { return filepath.Join(sv.bundle, "assure
 // supervisor checks the manifest against the image's binaries (a function
 // that does not exist, say) and says why it stopped.
 func (sv *supervised) fail(found *oci.Found, err error) error {
-	sv.cmd.Process.Kill()
-	<-sv.exited
+	sv.abort()
 	out, _ := os.ReadFile(sv.logPath())
 	msg := strings.TrimSpace(strings.TrimPrefix(string(out), "assure: "))
 	// The manifest file is the shim's copy: name the label instead.
 	msg = strings.TrimPrefix(msg, "manifest "+sv.manifest+": ")
 	switch {
+	case msg == "" && found != nil:
+		return fmt.Errorf("%s: %w", found.Source, err)
 	case msg == "":
 		return err
 	case found != nil:
@@ -241,10 +356,11 @@ func (sv *supervised) fail(found *oci.Found, err error) error {
 	return errors.New(msg)
 }
 
-// watch restarts the supervisor if it dies while the container runs: the
-// kernel detached its tracees, so the new one adopts every process of the
-// container again (breakpoints the dead one left are recognised: their
-// original bytes come from the files).
+// watch restarts the supervisor if it dies while the container's task
+// runs: the kernel detached its tracees, so the new one adopts every
+// process of the container again (breakpoints the dead one left are
+// recognised: their original bytes come from the files). A task that is
+// no longer running gets no new supervisor.
 func (s *service) watch(sv *supervised) {
 	for {
 		<-sv.exited
@@ -254,94 +370,55 @@ func (s *service) watch(sv *supervised) {
 		if !live {
 			return
 		}
+		ctx := namespaces.WithNamespace(context.Background(), sv.ns)
+		if st, err := s.TaskService.State(ctx, &taskAPI.StateRequest{ID: sv.id}); err != nil || !taskLive(st.Status) {
+			sv.log.Infof("assure: container %s: supervisor %d exited; the task is not running (%v): no new supervisor", sv.id, sv.cmd.Process.Pid, statusOf(st, err))
+			return
+		}
 		sv.log.Errorf("assure: container %s: supervisor %d died; starting a new one", sv.id, sv.cmd.Process.Pid)
 		if err := sv.launch(); err != nil {
 			sv.log.WithError(err).Errorf("assure: container %s runs unsupervised", sv.id)
 			return
 		}
-		ctx := namespaces.WithNamespace(context.Background(), sv.ns)
+		s.st.mu.Lock()
+		stopped := sv.stopping
+		s.st.mu.Unlock()
+		if stopped { // the task was deleted meanwhile
+			sv.abort()
+			return
+		}
 		pids, err := s.TaskService.Pids(ctx, &taskAPI.PidsRequest{ID: sv.id})
 		if err != nil {
 			sv.log.WithError(err).Errorf("assure: container %s: list its processes", sv.id)
 			continue
 		}
+		adopted := 0
 		for _, p := range pids.Processes {
 			if err := sv.client.Adopt(int(p.Pid), false); err != nil {
 				sv.log.WithError(err).Errorf("assure: container %s: process %d runs unsupervised", sv.id, p.Pid)
+				continue
 			}
+			adopted++
 		}
-		sv.log.Infof("assure: container %s: supervisor %d re-attached to %d processes", sv.id, sv.cmd.Process.Pid, len(pids.Processes))
-	}
-}
-
-// forwardEvents copies the supervisor's events into the shim's log, which
-// containerd writes to its own log, until the supervisor exits.
-func forwardEvents(entry *logrus.Entry, path string, exited <-chan struct{}) {
-	var off int64
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		off = forwardNew(entry, path, off)
-		select {
-		case <-exited:
-			forwardNew(entry, path, off)
-			return
-		case <-tick.C:
+		switch {
+		case adopted == 0:
+			sv.log.Warnf("assure: container %s: supervisor %d started, but no process of the container could be re-attached (%d listed)", sv.id, sv.cmd.Process.Pid, len(pids.Processes))
+		default:
+			sv.log.Infof("assure: container %s: supervisor %d re-attached to %d of %d processes", sv.id, sv.cmd.Process.Pid, adopted, len(pids.Processes))
 		}
 	}
 }
 
-// forwardNew logs the complete lines of path past off; it returns the
-// offset after them.
-func forwardNew(entry *logrus.Entry, path string, off int64) int64 {
-	f, err := os.Open(path)
+// taskLive: a task whose processes may still run.
+func taskLive(st task.Status) bool {
+	return st == task.Status_RUNNING || st == task.Status_PAUSED || st == task.Status_PAUSING
+}
+
+func statusOf(st *taskAPI.StateResponse, err error) string {
 	if err != nil {
-		return off
+		return err.Error()
 	}
-	defer f.Close()
-	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return off
-	}
-	rd := bufio.NewReader(f)
-	for {
-		line, err := rd.ReadString('\n')
-		if err != nil {
-			return off // an incomplete line is read again next time
-		}
-		off += int64(len(line))
-		var e events.Event
-		if json.Unmarshal([]byte(line), &e) != nil {
-			continue
-		}
-		msg := events.Format(e)
-		switch e.Type {
-		case events.Crash, events.Error:
-			entry.Warn(msg)
-		default:
-			entry.Info(msg)
-		}
-	}
-}
-
-// dialSupervisor connects to a starting supervisor, giving up as soon as
-// it exits.
-func dialSupervisor(sock string, exited <-chan struct{}) (*control.Client, error) {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := control.Dial(sock, 0)
-		if err == nil {
-			return c, nil
-		}
-		select {
-		case <-exited:
-			return nil, fmt.Errorf("supervisor exited: %w", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return nil, err
-		}
-		time.Sleep(5 * time.Millisecond) // waiting for the socket, with a deadline
-	}
+	return strings.ToLower(st.Status.String())
 }
 
 // assureBinary finds the assure command next to the shim, else on PATH.
@@ -359,34 +436,65 @@ func assureBinary() (string, error) {
 	return p, nil
 }
 
-// Delete stops the container's supervisor with the task.
+// Delete stops the container's supervisor with the task: before runc
+// deletes the container, whose cgroups must be empty by then (the
+// supervisor's are children of the container's), unless the task still
+// runs and the deletion is bound to fail.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	if r.ExecID != "" {
+		return s.TaskService.Delete(ctx, r)
+	}
+	if st, err := s.TaskService.State(ctx, &taskAPI.StateRequest{ID: r.ID}); err == nil && !taskLive(st.Status) {
+		s.stopSupervisor(r.ID)
+	}
 	resp, err := s.TaskService.Delete(ctx, r)
-	if r.ExecID == "" {
-		s.st.mu.Lock()
-		sv := s.st.containers[r.ID]
-		if sv != nil {
-			sv.stopping = true
-		}
-		delete(s.st.containers, r.ID)
-		s.st.mu.Unlock()
-		if sv != nil {
-			sv.client.Stop()
-			sv.client.Close()
-			select {
-			case <-sv.exited:
-			case <-time.After(5 * time.Second):
-				sv.cmd.Process.Kill()
-			}
-		}
+	if err == nil {
+		s.stopSupervisor(r.ID)
 	}
 	return resp, err
 }
 
+// stopSupervisor ends the supervisor of container id, if it has one,
+// forwards its last events and removes its cgroups and sockets. The
+// task's processes are gone by then (its deletion comes after it stopped,
+// and runc kills what is left of it): there is nothing to detach from,
+// so the supervisor is killed rather than asked to detach and exit,
+// which is slower (its tracer thread must be woken from wait4).
+func (s *service) stopSupervisor(id string) {
+	s.st.mu.Lock()
+	sv := s.st.containers[id]
+	if sv != nil {
+		sv.stopping = true
+	}
+	delete(s.st.containers, id)
+	s.st.mu.Unlock()
+	if sv == nil {
+		return
+	}
+	sv.mu.Lock()
+	c, cmd, exited := sv.client, sv.cmd, sv.exited
+	sv.mu.Unlock()
+	if c != nil { // nil when a restart failed
+		c.Close()
+	}
+	cmd.Process.Kill()
+	<-exited
+	close(sv.fwdStop)
+	<-sv.fwdDone
+	os.Remove(sv.socket) // left by a supervisor that was killed
+	if sv.execs != nil {
+		sv.execs.close()
+	}
+	if err := removeCgroups(sv.cgroups); err != nil {
+		sv.log.WithError(err).Warnf("assure: container %s: remove the supervisor's cgroups", id)
+	}
+}
+
 // Start starts a task as runc's shim does. A process started with
-// `ctr task exec` in a supervised container is handed to its supervisor
-// right after it starts (runc starts exec'd processes at once, so its very
-// first instructions can run unsupervised).
+// `ctr task exec` in a supervised container has been handed to its
+// supervisor at its execve already (execWatch); it is handed over here
+// too, for a container whose seccomp profile kept exec calls from being
+// watched (the supervisor ignores a process it has).
 func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	resp, err := s.TaskService.Start(ctx, r)
 	if err != nil || r.ExecID == "" {
@@ -398,10 +506,45 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if sv == nil {
 		return resp, nil
 	}
-	if err := sv.client.Adopt(int(resp.Pid), false); err != nil {
+	c, _ := sv.peer()
+	if c == nil {
+		return resp, nil
+	}
+	if err := c.Adopt(int(resp.Pid), false); err != nil {
 		log.G(ctx).WithError(err).Errorf("assure: exec %s of %s (pid %d) runs unsupervised", r.ExecID, r.ID, resp.Pid)
 	} else {
 		log.G(ctx).Infof("assure: exec %s of %s (pid %d) supervised", r.ExecID, r.ID, resp.Pid)
 	}
 	return resp, nil
+}
+
+// execSocket is where the shim listens for the seccomp notifications of
+// the container's exec calls: next to the control socket, as short.
+func (sv *supervised) execSocket() string {
+	return strings.TrimSuffix(sv.socket, ".sock") + ".exec"
+}
+
+// watchExecs starts the container's seccomp listener: a process that
+// calls exec untraced (one runc exec started) is handed to the
+// supervisor first.
+func (sv *supervised) watchExecs() error {
+	w, err := newExecWatch(sv.execSocket(), func(pid int) {
+		c, _ := sv.peer()
+		if c == nil {
+			return // no supervisor right now: the restart adopts everything
+		}
+		if err := c.Adopt(pid, true); err != nil {
+			sv.log.WithError(err).Warnf("assure: container %s: process %d runs unsupervised", sv.id, pid)
+		}
+	}, func(pid int) bool {
+		_, sup := sv.peer()
+		st, err := procfs.ReadStatus(pid)
+		if err != nil || st.TracerPid == 0 || sup == 0 {
+			return false
+		}
+		tracer, err := procfs.ReadStatus(st.TracerPid) // a thread of the supervisor
+		return err == nil && tracer.Tgid == sup
+	})
+	sv.execs = w
+	return err
 }

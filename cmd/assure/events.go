@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -27,7 +28,7 @@ func eventsCommand() *cli.Command {
 				return cli.Exit("events: want exactly one CONTAINER", 2)
 			}
 			path := events.ContainerFile(c.String("address"), c.String("namespace"), c.Args().First())
-			f, err := os.Open(path)
+			data, err := events.ReadFiles(path)
 			if err != nil {
 				if os.IsNotExist(err) {
 					return cli.Exit(fmt.Sprintf("events: no events for container %s in namespace %s of %s (never supervised, or nothing happened yet)",
@@ -35,8 +36,7 @@ func eventsCommand() *cli.Command {
 				}
 				return cli.Exit(fmt.Sprintf("events: %v", err), 1)
 			}
-			defer f.Close()
-			sc := bufio.NewScanner(f)
+			sc := bufio.NewScanner(bytes.NewReader(data))
 			sc.Buffer(make([]byte, 64<<10), 1<<20)
 			for sc.Scan() {
 				if c.Bool("json") {

@@ -34,6 +34,7 @@ func main() {
 			manifestCommand(),
 			symbolsCommand(),
 			eventsCommand(),
+			metricsCommand(),
 			superviseCommand(),
 		},
 	}

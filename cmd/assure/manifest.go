@@ -12,13 +12,13 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/assure-rt/assure/oci"
 	"github.com/assure-rt/assure/recovery/elfsym"
-	"github.com/assure-rt/assure/recovery/fileinfo"
 	"github.com/assure-rt/assure/recovery/manifest"
+	"github.com/assure-rt/assure/recovery/resolve"
 )
 
 // libraryDirs are searched, under --root, for a rescue point whose binary
@@ -114,7 +114,6 @@ type resolution struct {
 	path    string // the in-root path checked, "" if resolved at run time
 	addr    uint64
 	funcCol string // FUNCTION column
-	warning string
 }
 
 func validateManifest(stdout, stderr io.Writer, file, root string) error {
@@ -126,11 +125,16 @@ func validateManifest(stdout, stderr io.Writer, file, root string) error {
 		return cli.Exit(fmt.Sprintf("manifest validate: %v", err), 1)
 	}
 	fmt.Fprintln(stdout, summary(file, m, rows))
+	if compact, err := m.JSON(); err == nil {
+		if err := oci.CheckLabelSize(oci.LabelManifest, string(compact)); err != nil {
+			fmt.Fprintf(stderr, "assure: note: as an image label: %v\n", err)
+		}
+	}
 	return nil
 }
 
 // resolveManifest loads a manifest and resolves every rescue point against
-// its binary under root. Warnings go to stderr; the error, a cli exit
+// its binary under root. When several fail, each is listed on stderr; the error, a cli exit
 // error, names the entries that failed. run and attach use it too, so that
 // a misspelt function fails before the program starts.
 func resolveManifest(stderr io.Writer, file, root string) (*manifest.Manifest, []resolution, error) {
@@ -139,6 +143,7 @@ func resolveManifest(stderr io.Writer, file, root string) (*manifest.Manifest, [
 		return nil, nil, cli.Exit(err.Error(), 1)
 	}
 	r := &resolver{root: root, files: map[string]*binaryFile{}}
+	defer r.close() // a supervisor must not hold the container's root open
 	var (
 		rows []resolution
 		errs []error
@@ -158,9 +163,6 @@ func resolveManifest(stderr io.Writer, file, root string) (*manifest.Manifest, [
 		if err != nil {
 			errs = append(errs, manifest.EntryError(file, i, rp, field, err))
 			continue
-		}
-		if res.warning != "" {
-			fmt.Fprintf(stderr, "assure: warning: %s\n", manifest.EntryError(file, i, rp, fieldName(rp), errors.New(res.warning)))
 		}
 		rows = append(rows, res)
 	}
@@ -210,9 +212,9 @@ func writeResolutions(w io.Writer, rows []resolution) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "BINARY\tFUNCTION\tADDRESS\tRETURN\tSCOPE")
 	for _, r := range rows {
-		bin := displayPath(r.rp.Binary)
+		bin := resolve.Printable(r.rp.Binary)
 		if r.path != "" && r.path != r.rp.Binary {
-			bin += " (" + displayPath(r.path) + ")"
+			bin += " (" + resolve.Printable(r.path) + ")"
 		}
 		addr := "(run time)"
 		if r.path != "" {
@@ -230,6 +232,7 @@ func writeResolutions(w io.Writer, rows []resolution) error {
 // resolver opens binaries under a root directory, each once.
 type resolver struct {
 	root  string
+	dir   *resolve.Root          // opened at the first binary
 	files map[string]*binaryFile // by in-root path
 }
 
@@ -250,27 +253,22 @@ func (r *resolver) resolve(rp manifest.RescuePoint) (resolution, string, error) 
 		return res, "", nil // a library not in the image's usual places
 	}
 	res.path = inRoot
+	res.addr = rp.Address
+	field := "address"
 	if !rp.HasAddress {
 		fn, err := f.Lookup(rp.Function)
 		if err != nil {
 			return res, "function", err
 		}
-		if !f.IsExecAddr(fn.Addr) {
-			return res, "function", fmt.Errorf("%s at 0x%x is not in an executable segment of %s", rp.Function, fn.Addr, inRoot)
-		}
-		res.addr = fn.Addr
-		return res, "", nil
+		res.addr, field = fn.Addr, "function"
 	}
-	res.addr = rp.Address
-	if !f.IsExecAddr(rp.Address) {
-		return res, "address", fmt.Errorf("0x%x is not in an executable segment of %s", rp.Address, inRoot)
+	if err := f.CheckRescuePoint(res.addr); err != nil {
+		return res, field, err
 	}
-	res.funcCol = "-"
-	if name, off, ok := f.Symbolize(rp.Address); ok {
-		res.funcCol = displayName(name)
-		if off != 0 {
-			res.funcCol += fmt.Sprintf("+0x%x", off)
-			res.warning = fmt.Sprintf("0x%x is 0x%x bytes into %s, not at a function start", rp.Address, off, displayName(name))
+	if rp.HasAddress {
+		res.funcCol = "-"
+		if name, _, ok := f.Symbolize(rp.Address); ok {
+			res.funcCol = displayName(name)
 		}
 	}
 	return res, "", nil
@@ -295,9 +293,9 @@ func (r *resolver) open(binary string) (*elfsym.File, string, error) {
 	return nil, "", nil
 }
 
-// openInRoot opens inRoot, a path inside the image, without letting ".."
-// or symlinks in the image escape the root: the path is resolved by
-// securejoin, and the final open refuses a symlink swapped in since.
+// openInRoot opens inRoot, a path inside the image, confined to the root
+// as every path of a manifest is (recovery/resolve): symlinks resolved as
+// in the container, ".." above the root refused.
 func (r *resolver) openInRoot(inRoot string) (*elfsym.File, error) {
 	if b, ok := r.files[inRoot]; ok {
 		return b.f, b.err
@@ -307,33 +305,28 @@ func (r *resolver) openInRoot(inRoot string) (*elfsym.File, error) {
 	return f, err
 }
 
-func (r *resolver) openUncached(inRoot string) (*elfsym.File, error) {
-	host, err := securejoin.SecureJoin(r.root, inRoot)
-	if err != nil {
-		return nil, fmt.Errorf("resolve %s under %s: %w", inRoot, r.root, err)
+func (r *resolver) close() {
+	if r.dir != nil {
+		r.dir.Close()
 	}
-	fd, err := os.OpenFile(host, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open %s%s: %w", inRoot, r.underRoot(), unwrapPath(err))
-	}
-	defer fd.Close()
-	st, err := fd.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat %s%s: %w", inRoot, r.underRoot(), unwrapPath(err))
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s%s is not a regular file (%s)", inRoot, r.underRoot(), fileinfo.Kind(st.Mode()))
-	}
-	// Named by its in-image path: that is what the manifest says and what
-	// the user can act on.
-	return elfsym.NewFile(fd, st.Size(), inRoot)
 }
 
-func (r *resolver) underRoot() string {
-	if r.root == "/" {
-		return ""
+func (r *resolver) openUncached(inRoot string) (*elfsym.File, error) {
+	if r.dir == nil {
+		d, err := resolve.OpenRoot(r.root)
+		if err != nil {
+			return nil, &resolve.PathError{Path: inRoot, Err: err}
+		}
+		r.dir = d
 	}
-	return " under " + r.root
+	fd, res, err := r.dir.Open(inRoot)
+	if err != nil {
+		return nil, err
+	}
+	defer fd.Close()
+	// Named by its in-image path: that is what the manifest says and what
+	// the user can act on.
+	return elfsym.NewFile(fd, res.Stat.Size, inRoot)
 }
 
 // unwrapPath drops the path from an *fs.PathError when the message

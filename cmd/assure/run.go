@@ -101,22 +101,35 @@ func newContainerSupervisor(c *cli.Context, root, container string) (*supervisor
 	if err != nil {
 		return nil, nil, err
 	}
-	var jsonOut io.Writer
+	var (
+		jsonOut  io.Writer
+		leftover string // what an earlier supervisor died in the middle of
+	)
 	closeFn := func() {}
 	if path := c.String("events"); path != "" {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, nil, cli.Exit(fmt.Sprintf("events file: %v", err), 1)
 		}
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		leftover = events.TakeJournal(path)
+		f, err := events.OpenFile(path, 0)
 		if err != nil {
-			return nil, nil, cli.Exit(fmt.Sprintf("events file: %v", err), 1)
+			return nil, nil, cli.Exit(err.Error(), 1)
 		}
 		jsonOut = f
 		closeFn = func() { f.Close() }
 	}
 	sink := events.NewSink(os.Stderr, jsonOut)
 	sink.Container = container
-	return supervisor.New(supervisor.Config{Manifest: m, Events: sink, Log: os.Stderr}), closeFn, nil
+	if leftover != "" {
+		sink.Emit(events.Event{Type: events.Error, Message: "the previous supervisor died in the middle of a " + leftover +
+			": the kernel killed the processes of that rollback (PTRACE_O_EXITKILL) rather than let them run on half rolled back"})
+	}
+	closeFile := closeFn
+	closeFn = func() {
+		sink.Flush()
+		closeFile()
+	}
+	return supervisor.New(supervisor.Config{Manifest: m, Events: sink, Log: sink.LimitLog(os.Stderr)}), closeFn, nil
 }
 
 // forwardSignals passes termination signals sent to assure on to the

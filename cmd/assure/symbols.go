@@ -68,16 +68,3 @@ func displayName(s string) string {
 	}
 	return s
 }
-
-// displayPath is displayName for paths, which may hold spaces.
-func displayPath(s string) string {
-	if !utf8.ValidString(s) {
-		return strconv.Quote(s)
-	}
-	for _, r := range s {
-		if !unicode.IsGraphic(r) {
-			return strconv.Quote(s)
-		}
-	}
-	return s
-}

@@ -205,7 +205,4 @@ func TestDisplayName(t *testing.T) {
 			t.Errorf("displayName(%q) = %s, want %s", in, got, want)
 		}
 	}
-	if got := displayPath("/opt/my app/x"); got != "/opt/my app/x" {
-		t.Errorf("displayPath = %q", got)
-	}
 }

@@ -5,14 +5,24 @@ package main
 
 import (
 	"context"
+	"os"
 
 	"github.com/containerd/containerd/runtime/v2/runc/manager"
 	_ "github.com/containerd/containerd/runtime/v2/runc/pause"
 	"github.com/containerd/containerd/runtime/v2/shim"
 
-	_ "github.com/assure-rt/assure/shim" // registers the task service
+	assureshim "github.com/assure-rt/assure/shim" // registers the task service
 )
 
 func main() {
-	shim.RunManager(context.Background(), manager.NewShimManager("io.containerd.assure.v1"))
+	// containerd 2.x asks a shim what it is with -info, a flag of its own
+	// shim library that the v1.7 one (which containerd 1.6 needs) lacks.
+	if len(os.Args) == 2 && (os.Args[1] == "-info" || os.Args[1] == "--info") {
+		if err := assureshim.WriteInfo(os.Stdout, assureshim.RuntimeName); err != nil {
+			os.Stderr.WriteString(assureshim.RuntimeName + ": " + err.Error() + "\n")
+			os.Exit(1)
+		}
+		return
+	}
+	shim.RunManager(context.Background(), manager.NewShimManager(assureshim.RuntimeName))
 }

@@ -1,6 +1,7 @@
 // Command bench measures what an armed rescue point costs under assure.
 //
 //	go run ./hack/bench [-calls N] [-mem 4,256] [-rounds 5] [-native-only] [-readme]
+//	go run ./hack/bench -start-only [-start-rounds 20] [-readme]
 //
 // It compiles rpbench.c (embedded) with gcc -O2 into a temporary directory
 // and, for each amount of touched heap memory, measures side by side in one
@@ -17,6 +18,10 @@
 // shared and noisy. The result is a Markdown table on stdout; with -readme
 // it also replaces the text between <!-- bench:begin --> and
 // <!-- bench:end --> in README.md.
+//
+// Then (or alone, with -start-only) it measures the start overhead of the
+// assure runtime against io.containerd.runc.v2 (start.go), recorded
+// between <!-- bench-start:begin --> and <!-- bench-start:end -->.
 package main
 
 import (
@@ -66,6 +71,10 @@ type config struct {
 	root       string
 	keep       bool
 	verbose    bool
+	// startRounds: pairs of container starts per image (0: none);
+	// startOnly: only those.
+	startRounds int
+	startOnly   bool
 }
 
 func main() {
@@ -99,6 +108,8 @@ func parseFlags() (*config, error) {
 	flag.StringVar(&cfg.assure, "assure", "", "path of the assure binary (default: bin/assure in the module root)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (program, manifests, events)")
 	flag.BoolVar(&cfg.verbose, "v", false, "log every run")
+	flag.IntVar(&cfg.startRounds, "start-rounds", 20, "container starts per runtime and image for the start overhead (0: skip it)")
+	flag.BoolVar(&cfg.startOnly, "start-only", false, "measure only the start overhead of the container runtime")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./hack/bench [flags]\n\n")
 		flag.PrintDefaults()
@@ -127,6 +138,8 @@ func parseFlags() (*config, error) {
 		return nil, errors.New("-faults × -fault-every: too large")
 	case cfg.readme && cfg.nativeOnly:
 		return nil, errors.New("-readme needs the assure figures: drop -native-only")
+	case cfg.startOnly && (cfg.nativeOnly || cfg.startRounds < 1):
+		return nil, errors.New("-start-only needs -start-rounds ≥ 1 and the assure runtime")
 	}
 	return cfg, nil
 }
@@ -191,6 +204,9 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 	b.prog = filepath.Join(dir, "rpbench")
 	if out, err := exec.CommandContext(ctx, gcc, "-O2", "-o", b.prog, src).CombinedOutput(); err != nil {
 		return fmt.Errorf("gcc -O2 rpbench.c: %v\n%s", err, out)
+	}
+	if cfg.startOnly {
+		return b.startSection(ctx)
 	}
 	if !cfg.nativeOnly {
 		if err := b.writeManifests(); err != nil {
@@ -282,6 +298,27 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 			return err
 		}
 		log("README.md updated")
+	}
+	if cfg.startRounds > 0 && !cfg.nativeOnly {
+		fmt.Println()
+		return b.startSection(ctx)
+	}
+	return nil
+}
+
+// startSection measures the start overhead and prints (and with -readme
+// records) its table.
+func (b *bench) startSection(ctx context.Context) error {
+	md, err := b.startOverhead(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Print(md)
+	if b.cfg.readme {
+		if err := rewriteSection(filepath.Join(b.cfg.root, "README.md"), startBegin, startEnd, md); err != nil {
+			return err
+		}
+		b.log("README.md updated (start overhead)")
 	}
 	return nil
 }
@@ -649,21 +686,31 @@ func moduleRoot() (string, error) {
 
 // splitReadme returns README.md's text before and after the bench section.
 func splitReadme(path string) (before, after string, err error) {
+	return splitSection(path, beginMarker, endMarker)
+}
+
+// splitSection returns a file's text before and after the section between
+// the markers.
+func splitSection(path, begin, end string) (before, after string, err error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return "", "", err
 	}
 	text := string(data)
-	i := strings.Index(text, beginMarker)
-	j := strings.Index(text, endMarker)
+	i := strings.Index(text, begin)
+	j := strings.Index(text, end)
 	if i < 0 || j < 0 || j < i {
-		return "", "", fmt.Errorf("%s: no %s ... %s section", path, beginMarker, endMarker)
+		return "", "", fmt.Errorf("%s: no %s ... %s section", path, begin, end)
 	}
-	return text[:i+len(beginMarker)], text[j:], nil
+	return text[:i+len(begin)], text[j:], nil
 }
 
 func rewriteReadme(path, md string) error {
-	before, after, err := splitReadme(path)
+	return rewriteSection(path, beginMarker, endMarker, md)
+}
+
+func rewriteSection(path, begin, end, md string) error {
+	before, after, err := splitSection(path, begin, end)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/assure-rt/assure/oci"
 )
 
 // File is a host file copied into the image.
@@ -79,6 +81,11 @@ func build(spec Spec, out string) error {
 	ref, err := name.ParseReference(spec.Name, name.StrictValidation)
 	if err != nil {
 		return fmt.Errorf("invalid image name: %w", err)
+	}
+	for k, v := range spec.Labels {
+		if err := oci.CheckLabelSize(k, v); err != nil {
+			return err
+		}
 	}
 	t, err := layerTree(spec)
 	if err != nil {
@@ -259,7 +266,7 @@ func tarDir(dir, out string) error {
 // `ctr images import`, which also unpacks it for the namespace's default
 // snapshotter. The image is named by the tarball itself (see Build).
 func Import(address, namespace, tarball string) error {
-	ctr, err := exec.LookPath("ctr")
+	ctr, err := exec.LookPath(ctrBin())
 	if err != nil {
 		return fmt.Errorf("import %s: ctr not found: %w", tarball, err)
 	}
@@ -281,4 +288,13 @@ func Import(address, namespace, tarball string) error {
 		return fmt.Errorf("import %s: ctr %s: %w\n%s", tarball, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// ctrBin is the ctr command: $CTR_BIN (as for hack/containerd.sh, e.g. a
+// containerd 2.x ctr), else ctr on PATH.
+func ctrBin() string {
+	if b := os.Getenv("CTR_BIN"); b != "" {
+		return b
+	}
+	return "ctr"
 }

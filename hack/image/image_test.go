@@ -278,6 +278,7 @@ func TestBuildErrors(t *testing.T) {
 		"symlink over file": {Name: "a/b:1", Files: []File{{Src: src, Dst: "/f"}}, Symlinks: map[string]string{"/f": "x"}},
 		"dir is root":       {Name: "a/b:1", Dirs: []string{"/"}},
 		"dir src":           {Name: "a/b:1", Files: []File{{Src: dir, Dst: "/d"}}},
+		"label over 4096":   {Name: "a/b:1", Labels: map[string]string{"dev.assure.manifest": strings.Repeat(" ", 4096)}},
 	}
 	for name, spec := range cases {
 		if err := Build(spec, out); err == nil {

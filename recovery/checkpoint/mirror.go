@@ -204,6 +204,20 @@ func (m *Mirror) Rebuild(maps []procfs.Mapping) error {
 // may be active; the process is stopped).
 func (m *Mirror) Sync(maps []procfs.Mapping) error { return m.sync(maps) }
 
+// ShadowBytes is the memory the shadow holds (the file's allocated pages)
+// and the logs of nested levels.
+func (m *Mirror) ShadowBytes() int64 {
+	var st unix.Stat_t
+	n := int64(0)
+	if unix.Fstat(m.shadowFd, &st) == nil {
+		n = st.Blocks * 512
+	}
+	for _, l := range m.levels {
+		n += int64(len(l.log)) * PageSize
+	}
+	return n
+}
+
 // Exclude keeps [start, end) out of tracking (call before Init).
 func (m *Mirror) Exclude(start, end uint64) { m.exclude = append(m.exclude, span{start, end}) }
 

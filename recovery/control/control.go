@@ -7,17 +7,36 @@ package control
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"sync"
 	"time"
 )
 
+// Dir holds the control sockets of a node's supervisors (mode 0700:
+// root only). `assure metrics` finds the supervisors there.
+const Dir = "/run/assure/control"
+
+// SocketPath is the control socket of the supervisor of one container.
+// Its length does not depend on containerd's state directory, namespace
+// or container id, which together easily exceed the 108 bytes a unix
+// socket address holds (a CRI id alone is 64 characters): the key is
+// hashed into a fixed-size name of 41 bytes.
+func SocketPath(address, namespace, id string) string {
+	sum := sha256.Sum256([]byte(address + "\x00" + namespace + "\x00" + id))
+	return filepath.Join(Dir, hex.EncodeToString(sum[:8])+".sock")
+}
+
 // Request is one line from the shim.
 type Request struct {
-	// Op is "adopt" (supervise Pid), "ping" or "stop" (detach and exit).
+	// Op is "adopt" (supervise Pid), "ping", "metrics" (the
+	// supervisor's counters, in Response.Metrics) or "stop" (detach and
+	// exit).
 	Op  string `json:"op"`
 	Pid int    `json:"pid,omitempty"`
 	// Launcher: Pid has not exec'd its program yet (runc init waiting on
@@ -29,16 +48,25 @@ type Request struct {
 type Response struct {
 	OK    bool   `json:"ok"`
 	Error string `json:"error,omitempty"`
+	// Metrics answers "metrics": whatever the handler's Metrics returns,
+	// as JSON (recovery/supervisor.MetricsSnapshot for a supervisor).
+	Metrics json.RawMessage `json:"metrics,omitempty"`
 }
 
 // Handler carries out requests.
 type Handler interface {
 	Adopt(pid int, launcher bool) error
+	// Metrics returns a JSON-encodable snapshot of the handler's counters.
+	Metrics() any
 	Stop()
 }
 
-// maxLine bounds a request line.
-const maxLine = 4096
+// maxLine bounds a request line; maxResponse a response line (metrics
+// of up to 1024 rescue points).
+const (
+	maxLine     = 4096
+	maxResponse = 8 << 20
+)
 
 // Serve answers requests on l until Stop is requested or l is closed.
 func Serve(l net.Listener, h Handler) error {
@@ -77,6 +105,13 @@ func serveConn(conn net.Conn, h Handler) bool {
 		} else {
 			switch req.Op {
 			case "ping":
+			case "metrics":
+				data, err := json.Marshal(h.Metrics())
+				if err != nil {
+					resp = Response{Error: fmt.Sprintf("metrics: %v", err)}
+				} else {
+					resp.Metrics = data
+				}
 			case "adopt":
 				if req.Pid <= 0 {
 					resp = Response{Error: fmt.Sprintf("adopt: bad pid %d", req.Pid)}
@@ -114,7 +149,7 @@ func Dial(path string, timeout time.Duration) (*Client, error) {
 		conn, err := net.Dial("unix", path)
 		if err == nil {
 			sc := bufio.NewScanner(conn)
-			sc.Buffer(make([]byte, maxLine), maxLine)
+			sc.Buffer(make([]byte, maxLine), maxResponse)
 			return &Client{conn: conn, sc: sc}, nil
 		}
 		if time.Now().After(deadline) {
@@ -127,24 +162,45 @@ func Dial(path string, timeout time.Duration) (*Client, error) {
 // Close closes the connection.
 func (c *Client) Close() error { return c.conn.Close() }
 
+// SetDeadline bounds the requests made until t.
+func (c *Client) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
+
 func (c *Client) call(req Request) error {
+	_, err := c.roundTrip(req)
+	return err
+}
+
+func (c *Client) roundTrip(req Request) (*Response, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err := json.NewEncoder(c.conn).Encode(req); err != nil {
-		return fmt.Errorf("supervisor: %w", err)
+		return nil, fmt.Errorf("supervisor: %w", err)
 	}
 	if !c.sc.Scan() {
 		if err := c.sc.Err(); err != nil {
-			return fmt.Errorf("supervisor: %w", err)
+			return nil, fmt.Errorf("supervisor: %w", err)
 		}
-		return errors.New("supervisor: connection closed")
+		return nil, errors.New("supervisor: connection closed")
 	}
 	var resp Response
 	if err := json.Unmarshal(c.sc.Bytes(), &resp); err != nil {
-		return fmt.Errorf("supervisor: bad response: %w", err)
+		return nil, fmt.Errorf("supervisor: bad response: %w", err)
 	}
 	if !resp.OK {
-		return errors.New(resp.Error)
+		return nil, errors.New(resp.Error)
+	}
+	return &resp, nil
+}
+
+// Metrics asks for the supervisor's counters and decodes them into v
+// (a *supervisor.MetricsSnapshot).
+func (c *Client) Metrics(v any) error {
+	resp, err := c.roundTrip(Request{Op: "metrics"})
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(resp.Metrics, v); err != nil {
+		return fmt.Errorf("supervisor: bad metrics: %w", err)
 	}
 	return nil
 }

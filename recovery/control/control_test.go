@@ -28,6 +28,12 @@ func (h *fakeHandler) Adopt(pid int, launcher bool) error {
 
 func (h *fakeHandler) Stop() { close(h.stopped) }
 
+// Metrics answers with a large body: responses are not bound by the
+// request line limit.
+func (h *fakeHandler) Metrics() any {
+	return map[string]string{"container": "c1", "padding": strings.Repeat("x", 100000)}
+}
+
 // The protocol over a real unix socket: adopt, errors carried back, bad
 // requests answered, stop ends Serve.
 func TestProtocol(t *testing.T) {
@@ -59,6 +65,10 @@ func TestProtocol(t *testing.T) {
 	if err := c.call(Request{Op: "dance"}); err == nil || !strings.Contains(err.Error(), `unknown op "dance"`) {
 		t.Fatalf("unknown op: %v", err)
 	}
+	var m map[string]string
+	if err := c.Metrics(&m); err != nil || m["container"] != "c1" || len(m["padding"]) != 100000 {
+		t.Fatalf("metrics: %v, %d bytes of padding, container %q", err, len(m["padding"]), m["container"])
+	}
 	if err := c.Stop(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
@@ -88,5 +98,28 @@ func TestDialGivesUp(t *testing.T) {
 	}
 	if time.Since(start) > 5*time.Second {
 		t.Errorf("Dial took %v, deadline was 100ms", time.Since(start))
+	}
+}
+
+// Socket paths fit a unix socket address whatever the id, namespace and
+// containerd address, and differ for each.
+func TestSocketPath(t *testing.T) {
+	long := strings.Repeat("a", 64)
+	paths := map[string]bool{}
+	for _, k := range [][3]string{
+		{"/run/containerd/containerd.sock", "k8s.io", long},
+		{"/run/containerd/containerd.sock", "k8s.io", long[:63] + "b"},
+		{"/run/containerd/containerd.sock", strings.Repeat("n", 76), long},
+		{"/tmp/other/containerd.sock", "k8s.io", long},
+		{"/run/containerd/containerd.sock", "k8s.io\x00" + long, ""},
+	} {
+		p := SocketPath(k[0], k[1], k[2])
+		if len(p) >= 108 || !strings.HasPrefix(p, Dir+"/") {
+			t.Errorf("SocketPath%q = %s (%d bytes)", k, p, len(p))
+		}
+		paths[p] = true
+	}
+	if len(paths) != 5 {
+		t.Errorf("collisions: %v", paths)
 	}
 }

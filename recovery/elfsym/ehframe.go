@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"time"
 )
 
 // This file reads function starts out of .eh_frame, the unwind table that
@@ -73,6 +74,8 @@ type ehFrame struct {
 	// lenient makes parsing stop quietly at the first malformed entry
 	// (after at least one FDE), for data whose end is not known exactly.
 	lenient bool
+	// deadline, when set, ends parsing (MaxParseTime).
+	deadline time.Time
 }
 
 // fde is the part of an FDE that matters here.
@@ -83,14 +86,15 @@ type fde struct {
 // loadEHFrame returns the functions described by the file's unwind table,
 // sorted and deduplicated, restricted to executable segments when the
 // file has any.
-func (f *File) loadEHFrame(ef *elf.File, r io.ReaderAt, size int64) ([]Func, error) {
+func (f *File) loadEHFrame(ef *elf.File, r io.ReaderAt, size int64) ([]fentry, error) {
 	eh, err := f.findEHFrame(ef, r, size)
 	if err != nil || eh == nil {
 		return nil, err
 	}
-	fdes, err := parseEHFrame(eh)
-	if err != nil {
-		return nil, fmt.Errorf(".eh_frame: %w", err)
+	fdes, perr := parseEHFrame(eh)
+	eh.data = nil // parsed: let it go before the functions are built
+	if perr != nil {
+		perr = fmt.Errorf(".eh_frame: %w", perr)
 	}
 	sort.Slice(fdes, func(i, j int) bool {
 		if fdes[i].start != fdes[j].start {
@@ -98,7 +102,7 @@ func (f *File) loadEHFrame(ef *elf.File, r io.ReaderAt, size int64) ([]Func, err
 		}
 		return fdes[i].size > fdes[j].size
 	})
-	var out []Func
+	out := make([]fentry, 0, len(fdes))
 	for i, d := range fdes {
 		if i > 0 && d.start == fdes[i-1].start {
 			continue
@@ -106,15 +110,15 @@ func (f *File) loadEHFrame(ef *elf.File, r io.ReaderAt, size int64) ([]Func, err
 		if len(f.loads) > 0 && !f.IsExecAddr(d.start) {
 			continue
 		}
-		out = append(out, Func{Addr: d.start, Size: d.size, Source: SourceEHFrame})
+		out = append(out, fentry{addr: d.start, size: d.size, sym: -1})
 	}
-	return out, nil
+	return out, perr
 }
 
 // findEHFrame locates .eh_frame by its section header or, in a file
 // without section headers, through PT_GNU_EH_FRAME.
 func (f *File) findEHFrame(ef *elf.File, r io.ReaderAt, size int64) (*ehFrame, error) {
-	eh := &ehFrame{order: ef.ByteOrder, ptrSize: 8}
+	eh := &ehFrame{order: ef.ByteOrder, ptrSize: 8, deadline: f.deadline}
 	if ef.Class == elf.ELFCLASS32 {
 		eh.ptrSize = 4
 	}
@@ -226,12 +230,16 @@ type cie struct {
 
 // parseEHFrame walks every entry of eh.data and returns the FDEs' ranges.
 // Structural damage (an entry running past the data, a CIE pointer
-// outside it) is an error; a CIE with an augmentation this parser does not
-// know only makes its FDEs be skipped, as a future toolchain may add some.
+// outside it) is an error, returned with the FDEs found before it; a CIE
+// with an augmentation this parser does not know only makes its FDEs be
+// skipped, as a future toolchain may add some.
 func parseEHFrame(eh *ehFrame) ([]fde, error) {
-	var out []fde
+	out := make([]fde, 0, min(eh.countFDEs(), MaxSymbols))
 	cies := make(map[int]*cie)
-	for off := 0; off < len(eh.data); {
+	for off, n := 0, 0; off < len(eh.data); n++ {
+		if n%4096 == 0 && !eh.deadline.IsZero() && time.Now().After(eh.deadline) {
+			return out, errTooSlow
+		}
 		e, err := eh.entryAt(off)
 		if err != nil {
 			return eh.stop(out, fmt.Errorf("entry at offset 0x%x: %w", off, err))
@@ -246,7 +254,7 @@ func parseEHFrame(eh *ehFrame) ([]fde, error) {
 			}
 			if ok {
 				if len(out) == MaxSymbols {
-					return nil, fmt.Errorf("more than %d FDEs", MaxSymbols)
+					return out, fmt.Errorf("more than %d FDEs", MaxSymbols)
 				}
 				out = append(out, d)
 			}
@@ -256,13 +264,30 @@ func parseEHFrame(eh *ehFrame) ([]fde, error) {
 	return out, nil
 }
 
+// countFDEs counts the entries that look like FDEs, up to the first
+// malformed one, so that the FDEs are allocated once, at their size.
+func (eh *ehFrame) countFDEs() int {
+	n := 0
+	for off := 0; off < len(eh.data); {
+		e, err := eh.entryAt(off)
+		if err != nil || e.terminator {
+			break
+		}
+		if e.id != 0 {
+			n++
+		}
+		off = e.end
+	}
+	return n
+}
+
 // stop ends parsing at a malformed entry: an error, or in lenient mode the
 // FDEs found so far.
 func (eh *ehFrame) stop(out []fde, err error) ([]fde, error) {
 	if eh.lenient && len(out) > 0 {
 		return out, nil
 	}
-	return nil, err
+	return out, err
 }
 
 // entry is the framing of one CIE or FDE.

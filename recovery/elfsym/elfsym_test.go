@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -215,8 +216,6 @@ const (
 
 func TestMalformed(t *testing.T) {
 	good := sampleELF(sampleOpts{})
-	stripped := sampleELF(sampleOpts{noSymtab: true})
-	ehOff := stripped.off[".eh_frame"]
 	for _, tc := range []struct {
 		name string
 		data []byte
@@ -242,9 +241,6 @@ func TestMalformed(t *testing.T) {
 			62, uint16(elf.SHN_XINDEX)), good.shoff+shLink, uint32(7)), "compressed section name table"},
 		{"PT_LOAD past EOF", patch(good.data, 64+8, uint64(1<<40)), "program header 0 (PT_LOAD): extent"},
 		{"filesz > memsz", patch(good.data, 64+40, uint64(1)), "invalid PT_LOAD extent"},
-		{"eh_frame past EOF", patch(stripped.data, shdr(stripped, ".eh_frame", shSize), uint64(1<<40)), ".eh_frame: extent"},
-		{"eh_frame entry too long", patch(stripped.data, ehOff, uint32(0x7fffffff)), ".eh_frame: entry at offset 0x0: length 0x7fffffff exceeds"},
-		{"eh_frame 64-bit length", patch(patch(stripped.data, ehOff, uint32(0xffffffff)), ehOff+4, uint64(1<<63)), ".eh_frame: entry at offset 0x0: length 0x8000000000000000 exceeds"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := NewFile(bytes.NewReader(tc.data), int64(len(tc.data)), "bad")
@@ -253,6 +249,51 @@ func TestMalformed(t *testing.T) {
 			}
 			if !strings.HasPrefix(err.Error(), "bad: ") || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %q, want it to start with the name and contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestDamagedEHFrame: a stripped file whose unwind table is damaged
+// still opens, with the functions found before the damage, and says why
+// the rest is missing.
+func TestDamagedEHFrame(t *testing.T) {
+	stripped := sampleELF(sampleOpts{noSymtab: true})
+	whole, err := NewFile(bytes.NewReader(stripped.data), int64(len(stripped.data)), "good")
+	if err != nil || whole.Incomplete() != nil {
+		t.Fatalf("undamaged: %v, %v", err, whole.Incomplete())
+	}
+	ehOff := stripped.off[".eh_frame"]
+	le := binary.LittleEndian
+	second := ehOff + 4 + uint64(le.Uint32(stripped.data[ehOff:])) // after the CIE
+	third := second + 4 + uint64(le.Uint32(stripped.data[second:]))
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string
+		fdes int // functions from .eh_frame still found
+	}{
+		{"eh_frame past EOF", patch(stripped.data, shdr(stripped, ".eh_frame", shSize), uint64(1<<40)), ".eh_frame: extent", 0},
+		{"eh_frame entry too long", patch(stripped.data, ehOff, uint32(0x7fffffff)), ".eh_frame: entry at offset 0x0: length 0x7fffffff exceeds", 0},
+		{"eh_frame 64-bit length", patch(patch(stripped.data, ehOff, uint32(0xffffffff)), ehOff+4, uint64(1<<63)), ".eh_frame: entry at offset 0x0: length 0x8000000000000000 exceeds", 0},
+		{"damage after the first FDE", patch(stripped.data, third, uint32(0x7fffffff)), fmt.Sprintf(".eh_frame: entry at offset 0x%x: length 0x7fffffff exceeds", third-ehOff), 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := NewFile(bytes.NewReader(tc.data), int64(len(tc.data)), "bad")
+			if err != nil {
+				t.Fatalf("NewFile: %v", err)
+			}
+			if inc := f.Incomplete(); inc == nil || !strings.Contains(inc.Error(), tc.want) {
+				t.Errorf("Incomplete() = %v, want it to contain %q", inc, tc.want)
+			}
+			n := 0
+			for _, fn := range f.Funcs() {
+				if fn.Source == SourceEHFrame {
+					n++
+				}
+			}
+			if n != tc.fdes {
+				t.Errorf("%d functions from .eh_frame, want %d", n, tc.fdes)
 			}
 		})
 	}
@@ -405,14 +446,9 @@ func TestLookupRules(t *testing.T) {
 }
 
 func TestMergeFuncs(t *testing.T) {
-	named := []Func{{Name: "a", Addr: 0x10, Source: SourceDynsym}, {Name: "b", Addr: 0x30, Size: 4, Source: SourceDynsym}}
-	fdes := []Func{{Addr: 0x10, Size: 8, Source: SourceEHFrame}, {Addr: 0x20, Size: 8, Source: SourceEHFrame}, {Addr: 0x40, Size: 2, Source: SourceEHFrame}}
-	want := []Func{
-		{Name: "a", Addr: 0x10, Size: 8, Source: SourceDynsym},
-		{Addr: 0x20, Size: 8, Source: SourceEHFrame},
-		{Name: "b", Addr: 0x30, Size: 4, Source: SourceDynsym},
-		{Addr: 0x40, Size: 2, Source: SourceEHFrame},
-	}
+	named := []fentry{{addr: 0x10, sym: 0}, {addr: 0x30, size: 4, sym: 1}}
+	fdes := []fentry{{addr: 0x10, size: 8, sym: -1}, {addr: 0x20, size: 8, sym: -1}, {addr: 0x40, size: 2, sym: -1}}
+	want := []fentry{{addr: 0x10, size: 8, sym: 0}, {addr: 0x20, size: 8, sym: -1}, {addr: 0x30, size: 4, sym: 1}, {addr: 0x40, size: 2, sym: -1}}
 	if got := mergeFuncs(named, fdes); !reflect.DeepEqual(got, want) {
 		t.Errorf("mergeFuncs = %+v", got)
 	}

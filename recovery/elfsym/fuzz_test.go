@@ -11,6 +11,12 @@ func FuzzNewFile(f *testing.F) {
 	for _, o := range []sampleOpts{{}, {noSymtab: true}, {noSections: true}} {
 		f.Add(sampleELF(o).data)
 	}
+	// Many symbols and names across string-table windows, many FDEs, and
+	// a table damaged part way.
+	f.Add(largeELF(300, false))
+	f.Add(largeELF(300, true))
+	st := sampleELF(sampleOpts{noSymtab: true})
+	f.Add(patch(st.data, st.off[".eh_frame"]+0x20, uint32(0x7fffffff)))
 	// A real compiler's output, when one is installed.
 	haveTools := true
 	for _, tool := range []string{"gcc", "nm", "strip", "readelf"} {
@@ -43,6 +49,8 @@ func FuzzNewFile(f *testing.F) {
 				t.Fatal("function at address 0")
 			}
 			if i < 64 {
+				file.CheckRescuePoint(fn.Addr)
+				file.CheckRescuePoint(fn.Addr + 1)
 				file.Symbolize(fn.Addr)
 				file.Symbolize(fn.Addr + fn.Size)
 				file.FileOffset(fn.Addr)
@@ -55,6 +63,9 @@ func FuzzNewFile(f *testing.F) {
 		for _, name := range []string{"main", "f1", "", "@", "a@@b"} {
 			file.Lookup(name)
 		}
+		file.Incomplete()
+		file.CheckRescuePoint(0)
+		file.CheckRescuePoint(^uint64(0))
 		file.Symbolize(0)
 		file.Symbolize(^uint64(0))
 		file.FileOffset(^uint64(0))

@@ -17,6 +17,9 @@ const (
 	Attached  = "attached"
 	Detached  = "detached"
 	Error     = "error"
+	// Suppressed counts the events of one type (Message) the rate limit
+	// dropped (Count).
+	Suppressed = "suppressed"
 )
 
 // RescuePoint identifies the rescue point an event concerns.
@@ -29,12 +32,19 @@ type RescuePoint struct {
 // Event is one line of the events file. The field names are a public
 // interface (README "Events").
 type Event struct {
-	Time                string       `json:"time"`
-	Type                string       `json:"type"`
-	Container           string       `json:"container,omitempty"`
-	Pid                 int          `json:"pid,omitempty"`
-	Tid                 int          `json:"tid,omitempty"`
-	Signal              string       `json:"signal,omitempty"`
+	Time      string `json:"time"`
+	Type      string `json:"type"`
+	Container string `json:"container,omitempty"`
+	Pid       int    `json:"pid,omitempty"`
+	Tid       int    `json:"tid,omitempty"`
+	Signal    string `json:"signal,omitempty"`
+	// SignalCode is si_code by name: how the signal came ("SEGV_MAPERR",
+	// "SI_TKILL" for raise/abort/pthread_kill, "SI_USER" for kill).
+	SignalCode string `json:"signalCode,omitempty"`
+	// SenderPid is the pid (in the receiver's PID namespace) of the
+	// process that sent the signal, for signals sent by a process.
+	SenderPid int `json:"senderPid,omitempty"`
+	// FaultAddress is set only for faults that have one.
 	FaultAddress        string       `json:"faultAddress,omitempty"`
 	RescuePoint         *RescuePoint `json:"rescuePoint,omitempty"`
 	Return              *int64       `json:"return,omitempty"`
@@ -44,6 +54,7 @@ type Event struct {
 	ProcessesRolledBack int          `json:"processesRolledBack"`
 	Stack               []string     `json:"stack,omitempty"`
 	Message             string       `json:"message,omitempty"`
+	Count               int          `json:"count,omitempty"`
 }
 
 // Sink writes events. It is safe for concurrent use.
@@ -54,21 +65,38 @@ type Sink struct {
 	human     io.Writer // stderr; nil for none
 	json      io.Writer // events file; nil for none
 	stamp     func() time.Time
+	// clock drives the rate limit (limit.go).
+	clock      func() time.Time
+	buckets    map[string]*bucket
+	flushTimer *time.Timer
 }
 
 // NewSink returns a sink writing readable lines to human and JSON lines
 // to jsonOut; either may be nil.
 func NewSink(human, jsonOut io.Writer) *Sink {
-	return &Sink{human: human, json: jsonOut, stamp: time.Now}
+	return &Sink{human: human, json: jsonOut, stamp: time.Now, clock: time.Now}
 }
 
-// Emit writes one event, filling in its time.
+// Emit writes one event, filling in its time, unless the rate limit of
+// its type drops it (counted in a later "suppressed" event).
 func (s *Sink) Emit(e Event) {
 	if s == nil {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.admit(e.Type) {
+		return
+	}
+	// What was dropped is counted before the next event of the type.
+	if b := s.buckets[e.Type]; b != nil && b.suppressed > 0 {
+		s.flushLocked()
+	}
+	s.write(e)
+}
+
+// write writes one event. Caller holds s.mu.
+func (s *Sink) write(e Event) {
 	if e.Time == "" {
 		e.Time = s.stamp().UTC().Format(time.RFC3339Nano)
 	}
@@ -85,6 +113,20 @@ func (s *Sink) Emit(e Event) {
 			fmt.Fprintln(s.human, line)
 		}
 	}
+}
+
+// Begin notes, in the journal of the events file when the sink writes
+// one (File), that what has begun; the function returned ends it. A
+// supervisor that dies in between leaves the note for the next one
+// (TakeJournal).
+func (s *Sink) Begin(what string) func() {
+	if s == nil {
+		return func() {}
+	}
+	if f, ok := s.json.(*File); ok {
+		return f.Begin(what)
+	}
+	return func() {}
 }
 
 // Format renders the readable line for an event.
@@ -106,6 +148,9 @@ func Format(e Event) string {
 		return s
 	case Error:
 		return fmt.Sprintf("assure: %serror: pid %d: %s", in(e.Container), e.Pid, e.Message)
+	case Suppressed:
+		return fmt.Sprintf("assure: %ssuppressed %d %s events (rate limit: %d at once, then %d per second)",
+			in(e.Container), e.Count, e.Message, Burst, PerSecond)
 	case Attached, Detached:
 		return fmt.Sprintf("assure: %s%s pid %d%s", in(e.Container), e.Type, e.Pid, suffix(e.Message))
 	}

@@ -34,6 +34,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/assure-rt/assure/recovery/fileinfo"
+	"github.com/assure-rt/assure/recovery/resolve"
 )
 
 // Version is the only manifest format version this package reads.
@@ -398,7 +399,12 @@ func parseBinary(raw json.RawMessage) (string, error) {
 	case !filepath.IsAbs(s):
 		return "", fmt.Errorf("relative path %q is not allowed: use an absolute path, or a bare file name to match a loaded module by base name", printable(s))
 	}
-	clean := filepath.Clean(s)
+	// The rule every lookup inside a root applies (recovery/resolve): a
+	// ".." above "/" is refused, with the message a lookup gives.
+	clean, err := resolve.Clean(s)
+	if err != nil {
+		return "", err
+	}
 	if clean == "/" {
 		return "", fmt.Errorf("must name a file, got %q", s)
 	}

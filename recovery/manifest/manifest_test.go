@@ -94,7 +94,9 @@ func TestParseAccepts(t *testing.T) {
 		{name: "address max", entry: `{"binary":"/b","address":"0xffffffffffffffff"}`, check: wantAddr(^uint64(0))},
 		{name: "return min int64", entry: `{"binary":"/b","function":"f","return":-9223372036854775808}`, check: wantReturn(-1 << 63)},
 		{name: "return max int64", entry: `{"binary":"/b","function":"f","return":9223372036854775807}`, check: wantReturn(1<<63 - 1)},
-		{name: "path cleaned", entry: `{"binary":"/usr//bin/../bin/./server/","function":"f"}`, check: wantBinary("/usr/bin/server")},
+		{name: "path cleaned", entry: `{"binary":"/usr//bin/./server/","function":"f"}`, check: wantBinary("/usr/bin/server")},
+		// ".." is resolved in the root as the kernel does, not cleaned away.
+		{name: "dotdot kept", entry: `{"binary":"/usr/lib/../bin/server","function":"f"}`, check: wantBinary("/usr/lib/../bin/server")},
 		{name: "bare name", entry: `{"binary":"libc.so.6","function":"f"}`, check: wantBinary("libc.so.6")},
 		{name: "path with space", entry: `{"binary":"/opt/my app/srv","function":"f"}`, check: wantBinary("/opt/my app/srv")},
 		{name: "versioned symbol", entry: `{"binary":"/b","function":"memcpy@@GLIBC_2.14"}`, check: wantFunction("memcpy@@GLIBC_2.14")},
@@ -219,7 +221,7 @@ func TestParseErrors(t *testing.T) {
 		{"rescuePoints object", `{"version":1,"rescuePoints":{}}`, `manifest: field "rescuePoints": must be an array, got an object`},
 		{"entry not object", `{"version":1,"rescuePoints":[{"binary":"/b","function":"f"}, 7]}`, `manifest: rescuePoints[1]: must be an object, got 7`},
 		{"too many", tooMany(), `manifest: field "rescuePoints": has more than 1024 entries (limit 1024)`},
-		{"duplicate function", `{"version":1,"rescuePoints":[{"binary":"/b","function":"f"},{"binary":"/x/../b","function":"f","return":1}]}`,
+		{"duplicate function", `{"version":1,"rescuePoints":[{"binary":"/b","function":"f"},{"binary":"//b/.","function":"f","return":1}]}`,
 			`manifest: rescuePoints[1] (f in /b): fields "binary" and "function": duplicates rescuePoints[0]`},
 		{"duplicate address", `{"version":1,"rescuePoints":[{"binary":"/b","address":"10"},{"binary":"/b","function":"f"},{"binary":"/b","address":"0x0010"}]}`,
 			`manifest: rescuePoints[2] (0x10 in /b): fields "binary" and "address": duplicates rescuePoints[0]`},
@@ -232,7 +234,12 @@ func TestParseErrors(t *testing.T) {
 		{"binary dot slash", rp0(`{"binary":"./server","function":"f"}`), `manifest: rescuePoints[0] (f in ./server): field "binary": relative path "./server" is not allowed: use an absolute path, or a bare file name to match a loaded module by base name`},
 		{"binary dot", rp0(`{"binary":".","function":"f"}`), `manifest: rescuePoints[0] (f in .): field "binary": must name a file, got "."`},
 		{"binary dotdot", rp0(`{"binary":"..","function":"f"}`), `manifest: rescuePoints[0] (f in ..): field "binary": must name a file, got ".."`},
-		{"binary root", rp0(`{"binary":"/..","function":"f"}`), `manifest: rescuePoints[0] (f in /..): field "binary": must name a file, got "/.."`},
+		{"binary root", rp0(`{"binary":"/.","function":"f"}`), `manifest: rescuePoints[0] (f in /.): field "binary": must name a file, got "/."`},
+		// The rule of every path inside a root (recovery/resolve), with the
+		// message a manifest-file label with that path gets.
+		{"binary above root", rp0(`{"binary":"/..","function":"f"}`), `manifest: rescuePoints[0] (f in /..): field "binary": /..: escapes the container root filesystem (".." above /)`},
+		{"binary climbs", rp0(`{"binary":"/../../x","function":"f"}`), `manifest: rescuePoints[0] (f in /../../x): field "binary": /../../x: escapes the container root filesystem (".." above /)`},
+		{"binary climbs later", rp0(`{"binary":"/usr/../../x","function":"f"}`), `manifest: rescuePoints[0] (f in /usr/../../x): field "binary": /usr/../../x: escapes the container root filesystem (".." above /)`},
 		{"binary NUL", rp0(`{"binary":"/bin/a\u0000b","function":"f"}`), `manifest: rescuePoints[0] (f in "/bin/a\x00b"): field "binary": must not contain NUL bytes`},
 		{"binary newline", rp0(`{"binary":"/bin/a\nb","function":"f"}`), `manifest: rescuePoints[0] (f in "/bin/a\nb"): field "binary": must not contain control characters, got "/bin/a\nb"`},
 		{"binary too long", rp0(`{"binary":"/` + strings.Repeat("a", 4096) + `","function":"f"}`), `field "binary": is 4097 bytes long (limit 4096)`},

@@ -161,8 +161,12 @@ type Status struct {
 	SigPnd    uint64 // signals pending for this thread
 	ShdPnd    uint64 // signals pending for the process
 	SigBlk    uint64 // signals blocked by this thread
-	State     byte
-	RssAnon   uint64 // bytes of resident anonymous memory
+	SigIgn    uint64 // signals ignored by the process
+	// NSpid is the thread's id in each PID namespace it is in, outermost
+	// first: the last is its id as the processes beside it see it.
+	NSpid   []int
+	State   byte
+	RssAnon uint64 // bytes of resident anonymous memory
 }
 
 // ReadStatus parses /proc/PID/status (works for thread ids too).
@@ -195,6 +199,14 @@ func ReadStatus(pid int) (Status, error) {
 			st.SigPnd, _ = strconv.ParseUint(v, 16, 64)
 		case "SigCgt":
 			st.SigCgt, _ = strconv.ParseUint(v, 16, 64)
+		case "SigIgn":
+			st.SigIgn, _ = strconv.ParseUint(v, 16, 64)
+		case "NSpid":
+			for _, f := range strings.Fields(v) {
+				if n, err := strconv.Atoi(f); err == nil {
+					st.NSpid = append(st.NSpid, n)
+				}
+			}
 		case "State":
 			if len(v) > 0 {
 				st.State = v[0]

@@ -118,16 +118,20 @@ func SetSigmask(tid int, m uint64) error {
 type Siginfo struct {
 	Signo unix.Signal
 	Code  int32
-	// Addr is si_addr for SIGSEGV, SIGBUS, SIGFPE, SIGILL and SIGTRAP.
+	// Addr is si_addr: meaningful only when HasAddr says so.
 	Addr uint64
-	// Pid is si_pid for signals sent with kill/tgkill (Code <= 0).
+	// Pid and Uid are si_pid and si_uid: meaningful only when Sent says
+	// so. The pid is the sender's as seen in the receiver's PID
+	// namespace (0 for a sender in an ancestor namespace).
 	Pid int32
+	Uid uint32
 }
 
 // Signal codes used to tell faults from signals sent by processes.
 const (
 	SIUser   = 0
 	SIKernel = 0x80
+	SIQueue  = -1
 	SITkill  = -6
 )
 
@@ -143,15 +147,73 @@ func GetSiginfo(tid int) (Siginfo, error) {
 		Code:  int32(le.Uint32(raw[8:])),
 	}
 	// The union starts at offset 16 on 64-bit: si_addr for faults,
-	// si_pid for kill().
+	// si_pid and si_uid for kill().
 	si.Addr = le.Uint64(raw[16:])
 	si.Pid = int32(le.Uint32(raw[16:]))
+	si.Uid = le.Uint32(raw[20:])
 	return si, nil
 }
 
 // FromKernel reports whether the signal was raised by the kernel for a
 // fault rather than sent by a process.
 func (s Siginfo) FromKernel() bool { return s.Code > 0 }
+
+// Sent reports whether the signal was sent by a process with kill,
+// tgkill (raise, abort, pthread_kill) or sigqueue: si_pid names it.
+func (s Siginfo) Sent() bool {
+	return s.Code == SIUser || s.Code == SITkill || s.Code == SIQueue
+}
+
+// HasAddr reports whether si_addr holds the faulting address: a fault
+// the kernel raised for an instruction (SIGSEGV, SIGBUS, SIGFPE, SIGILL,
+// SIGTRAP). A general-protection fault (SI_KERNEL) has none.
+func (s Siginfo) HasAddr() bool {
+	if s.Code <= 0 || s.Code == SIKernel {
+		return false
+	}
+	switch s.Signo {
+	case unix.SIGSEGV, unix.SIGBUS, unix.SIGFPE, unix.SIGILL, unix.SIGTRAP:
+		return true
+	}
+	return false
+}
+
+// CodeName names si_code as <asm-generic/siginfo.h> does ("SEGV_MAPERR",
+// "SI_TKILL"), or gives its number.
+func (s Siginfo) CodeName() string {
+	switch s.Code {
+	case SIUser:
+		return "SI_USER"
+	case SIKernel:
+		return "SI_KERNEL"
+	case SIQueue:
+		return "SI_QUEUE"
+	case -2:
+		return "SI_TIMER"
+	case -3:
+		return "SI_MESGQ"
+	case -4:
+		return "SI_ASYNCIO"
+	case -5:
+		return "SI_SIGIO"
+	case SITkill:
+		return "SI_TKILL"
+	}
+	if names := faultCodes[s.Signo]; s.Code > 0 && int(s.Code) <= len(names) {
+		return names[s.Code-1]
+	}
+	return fmt.Sprintf("%d", s.Code)
+}
+
+// faultCodes are the si_code names of kernel faults, from 1.
+var faultCodes = map[unix.Signal][]string{
+	unix.SIGSEGV: {"SEGV_MAPERR", "SEGV_ACCERR", "SEGV_BNDERR", "SEGV_PKUERR", "SEGV_ACCADI", "SEGV_ADIDERR", "SEGV_ADIPERR", "SEGV_MTEAERR", "SEGV_MTESERR", "SEGV_CPERR"},
+	unix.SIGBUS:  {"BUS_ADRALN", "BUS_ADRERR", "BUS_OBJERR", "BUS_MCEERR_AR", "BUS_MCEERR_AO"},
+	unix.SIGFPE:  {"FPE_INTDIV", "FPE_INTOVF", "FPE_FLTDIV", "FPE_FLTOVF", "FPE_FLTUND", "FPE_FLTRES", "FPE_FLTINV", "FPE_FLTSUB"},
+	unix.SIGILL:  {"ILL_ILLOPC", "ILL_ILLOPN", "ILL_ILLADR", "ILL_ILLTRP", "ILL_PRVOPC", "ILL_PRVREG", "ILL_COPROC", "ILL_BADSTK"},
+	unix.SIGTRAP: {"TRAP_BRKPT", "TRAP_TRACE", "TRAP_BRANCH", "TRAP_HWBKPT", "TRAP_UNK", "TRAP_PERF"},
+	unix.SIGSYS:  {"SYS_SECCOMP", "SYS_USER_DISPATCH"},
+}
 
 // Wait waits for a state change of any tracee (pid -1) or of one thread.
 func Wait(pid int, flags int) (int, unix.WaitStatus, error) {

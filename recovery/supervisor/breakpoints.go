@@ -6,13 +6,13 @@ import (
 	"os"
 	"path/filepath"
 
-	pathrs "github.com/cyphar/filepath-securejoin/pathrs-lite"
 	"golang.org/x/sys/unix"
 
 	"github.com/assure-rt/assure/recovery/arch"
 	"github.com/assure-rt/assure/recovery/elfsym"
 	"github.com/assure-rt/assure/recovery/procfs"
 	"github.com/assure-rt/assure/recovery/ptrace"
+	"github.com/assure-rt/assure/recovery/resolve"
 )
 
 // moduleCache keeps the ELF files of mapped modules, opened through
@@ -63,14 +63,11 @@ func findModule(pid int, maps []procfs.Mapping, binary string) []procfs.Mapping 
 	var dev uint64
 	var ino uint64
 	if filepath.IsAbs(binary) {
-		// Resolved inside the process's root, absolute symlinks included
-		// (openat2 RESOLVE_IN_ROOT), as the kernel resolves it there.
-		if f, err := pathrs.OpenInRoot(fmt.Sprintf("/proc/%d/root", pid), binary); err == nil {
-			var st unix.Stat_t
-			if unix.Fstat(int(f.Fd()), &st) == nil {
-				dev, ino = st.Dev, st.Ino
-			}
-			f.Close()
+		// Resolved inside the process's root by the rule of every
+		// manifest path (recovery/resolve), as the kernel resolves it
+		// there.
+		if _, st, err := resolve.ResolveBinary(fmt.Sprintf("/proc/%d/root", pid), binary); err == nil {
+			dev, ino = st.Dev, st.Ino
 		}
 	}
 	var out []procfs.Mapping
@@ -119,6 +116,7 @@ func (s *Supervisor) resolve(p *process, atExec bool) error {
 	if err != nil {
 		return err
 	}
+	forgetUnmapped(p, maps)
 	var errs []error
 	for _, rp := range s.rps {
 		if _, ok := p.resolved[rp]; ok {
@@ -135,6 +133,7 @@ func (s *Supervisor) resolve(p *process, atExec bool) error {
 			continue
 		}
 		p.resolved[rp] = addr
+		p.resolvedIn[rp] = moduleKey(mods[0])
 		if err := s.arm(p, rp, addr, mods); err != nil {
 			errs = append(errs, err)
 		}
@@ -143,6 +142,31 @@ func (s *Supervisor) resolve(p *process, atExec bool) error {
 		s.planLoaderHooks(p, maps)
 	}
 	return errors.Join(errs...)
+}
+
+// forgetUnmapped drops the rescue points whose module was unmapped
+// (dlclose): their breakpoints went with the memory, and a new dlopen of
+// the module must resolve and plant them again, wherever it lands.
+func forgetUnmapped(p *process, maps []procfs.Mapping) {
+	for rp, addr := range p.resolved {
+		if addr == 0 {
+			continue // failed to resolve: reported once, not retried
+		}
+		if m, ok := covering(maps, addr); ok && m.Executable() && m.Inode != 0 && moduleKey(m) == p.resolvedIn[rp] {
+			continue
+		}
+		delete(p.resolved, rp)
+		delete(p.resolvedIn, rp)
+		if bp := p.breakpoints[addr]; bp != nil && bp.rp == rp {
+			delete(p.breakpoints, addr)
+		}
+		if fs := p.fast; fs != nil {
+			fs.forgetSite(addr)
+		}
+	}
+	if fs := p.fast; fs != nil {
+		fs.forgetUnmappedHooks(maps)
+	}
 }
 
 func (s *Supervisor) resolveOne(p *process, rp *rescuePoint, mods []procfs.Mapping) (uint64, error) {
@@ -157,6 +181,9 @@ func (s *Supervisor) resolveOne(p *process, rp *rescuePoint, mods []procfs.Mappi
 			return 0, fmt.Errorf("rescue point %s: %w", rp, err)
 		}
 		vaddr = fn.Addr
+	}
+	if err := f.CheckRescuePoint(vaddr); err != nil {
+		return 0, fmt.Errorf("rescue point %s: %w", rp, err)
 	}
 	rp.vaddr = vaddr
 	addr, err := runtimeAddr(f, mods, vaddr)
@@ -205,6 +232,9 @@ const atBase = 7 // AT_BASE: where the dynamic loader is mapped
 func (s *Supervisor) plant(p *process, addr uint64, kind bpKind, rp *rescuePoint) error {
 	if bp, ok := p.breakpoints[addr]; ok {
 		if kind == bpRescue {
+			if bp.kind != bpRescue {
+				s.metrics.Armed(rp.site(), 1)
+			}
 			bp.kind, bp.rp = kind, rp
 		}
 		return nil
@@ -227,6 +257,9 @@ func (s *Supervisor) plant(p *process, addr uint64, kind bpKind, rp *rescuePoint
 		return err
 	}
 	p.breakpoints[addr] = &breakpoint{addr: addr, kind: kind, rp: rp, orig: orig}
+	if kind == bpRescue {
+		s.metrics.Armed(rp.site(), 1)
+	}
 	return nil
 }
 
@@ -256,6 +289,9 @@ func fileBytes(pid int, addr uint64, n int) ([]byte, error) {
 // unplant restores the displaced byte.
 func (s *Supervisor) unplant(p *process, bp *breakpoint) error {
 	delete(p.breakpoints, bp.addr)
+	if bp.kind == bpRescue {
+		s.metrics.Armed(bp.rp.site(), -1)
+	}
 	return p.writeMem(bp.addr, bp.orig[:len(arch.Breakpoint)])
 }
 

@@ -122,10 +122,12 @@ func (s *Supervisor) swallowChld(t *thread) bool {
 	if err != nil {
 		return false
 	}
-	pid := int(si.Pid)
-	if t.proc.expectChld[pid] {
-		delete(t.proc.expectChld, pid)
-		return true
+	// si_pid is the child's pid in the parent's PID namespace.
+	for pid := range t.proc.expectChld {
+		if int(si.Pid) == pid || nsPidOf(pid) == int(si.Pid) {
+			delete(t.proc.expectChld, pid)
+			return true
+		}
 	}
 	return false
 }
@@ -147,12 +149,24 @@ func (s *Supervisor) onExit(tid int, ws unix.WaitStatus) {
 	p := t.proc
 	s.removeThread(t)
 	// The leader's exit is reported once the whole group is gone.
-	if tid == p.pid || len(p.threads) == 0 && !procAlive(p.pid) {
+	// A leader let go to die of a fault is no longer reported to us
+	// (unless we are its parent).
+	if tid == p.pid || len(p.threads) == 0 && (!procAlive(p.pid) || p.refaulted && p.pid != s.root) {
 		s.dropProcess(p)
 	}
 }
 
 func procAlive(pid int) bool { return unix.Kill(pid, 0) == nil }
+
+// nsPidOf returns the pid of a process (a zombie too) in its own PID
+// namespace, or 0.
+func nsPidOf(pid int) int {
+	st, err := procfs.ReadStatus(pid)
+	if err != nil || len(st.NSpid) == 0 {
+		return 0
+	}
+	return st.NSpid[len(st.NSpid)-1]
+}
 
 // onUnknownStop handles a stop of a thread not yet known: the first stop
 // of a new task, which can arrive before its creator's clone event.
@@ -196,7 +210,9 @@ func (s *Supervisor) onClone(t *thread, ev int) []*thread {
 		c.frames = inheritedFrames(t.frames)
 	}
 	if _, ok := s.orphans[child]; ok {
+		// Its first stop came before this event.
 		delete(s.orphans, child)
+		s.firstStop(c)
 	} else {
 		c.awaitInitial = true
 	}
@@ -250,6 +266,7 @@ func (s *Supervisor) inherit(np, p *process, vfork bool) {
 	}
 	for rp, a := range p.resolved {
 		np.resolved[rp] = a
+		np.resolvedIn[rp] = p.resolvedIn[rp]
 	}
 }
 
@@ -281,6 +298,7 @@ func (s *Supervisor) onExec(t *thread) {
 	p.ckpts = nil
 	p.breakpoints = make(map[uint64]*breakpoint)
 	p.resolved = make(map[*rescuePoint]uint64)
+	p.resolvedIn = make(map[*rescuePoint]string)
 	p.modules = newModuleCache()
 	p.scratch = 0
 	p.sharedMM = false

@@ -73,9 +73,21 @@ type patchSite struct {
 	trap, back uint64
 }
 
+// nearPage is room for entry stubs: a page of their own near far
+// modules, or the code region's stub area.
 type nearPage struct {
-	addr, used       uint64
+	addr, size, used uint64
 	litCtl, litEnter uint64
+}
+
+// take returns room for one stub, or false.
+func (np *nearPage) take(addr uint64) (uint64, bool) {
+	if np.used+patch.EntryStubSize > np.size || !patch.Within2G(addr, np.addr) || !patch.Within2G(addr, np.addr+np.size) {
+		return 0, false
+	}
+	at := np.addr + np.used
+	np.used += patch.EntryStubSize
+	return at, true
 }
 
 var (
@@ -280,6 +292,16 @@ func (s *Supervisor) setupFast(t *thread) (err error) {
 	fs.ctl.SetStackLo(stackStart(p.pid, t))
 	p.fast = fs
 	p.tracker = fs.mirror
+	rps := s.rps
+	s.metrics.AddCalls(fs, func() map[Site]uint64 {
+		out := map[Site]uint64{}
+		for k, rp := range rps {
+			if n := fs.ctl.RescueCalls(k); n > 0 {
+				out[rp.site()] += n
+			}
+		}
+		return out
+	})
 	s.hookLayout(p)
 	s.startInit(p)
 	return nil
@@ -593,10 +615,11 @@ func (s *Supervisor) patchEntry(p *process, rp *rescuePoint, k int, d *patch.Dis
 	if err := p.writeMem(d.Addr, jmp); err != nil {
 		return err
 	}
-	s.debugf("patch %s at %#x: stub at %#x: % x", rp, d.Addr, stubAt, stub)
+	s.debugf("patch %s at %#x: stub at %#x", rp, d.Addr, stubAt)
 	site := &patchSite{rp: rp, k: k, addr: d.Addr, orig: d.Code, stub: stubAt, trap: trap, back: back}
 	fs.sites[d.Addr] = site
 	fs.traps[trap] = site
+	s.metrics.Armed(rp.site(), 1)
 	return nil
 }
 
@@ -630,17 +653,14 @@ func (s *Supervisor) threadsClear(p *process, addr, n uint64) error {
 // (within ±2 GiB of it) and the literals it uses.
 func (s *Supervisor) stubSlot(p *process, addr uint64) (uint64, uint64, uint64, error) {
 	fs := p.fast
-	for _, np := range fs.near {
-		if np.used+patch.EntryStubSize <= patch.NearSize && patch.Within2G(addr, np.addr) {
-			at := np.addr + np.used
-			np.used += patch.EntryStubSize
-			return at, np.litCtl, np.litEnter, nil
-		}
+	if len(fs.near) == 0 {
+		// The code region's own stub area comes first.
+		litCtl, litEnter := fs.code.RegionLiterals()
+		fs.near = append(fs.near, &nearPage{addr: fs.code.Base + patch.EntryStubsAt, size: patch.CodeSize - patch.EntryStubsAt,
+			litCtl: litCtl, litEnter: litEnter})
 	}
-	if fs.code.Near(addr) {
-		if np := fs.regionPage(); np.used+patch.EntryStubSize <= patch.CodeSize-patch.EntryStubsAt {
-			at := p.scratch + patch.EntryStubsAt + np.used
-			np.used += patch.EntryStubSize
+	for _, np := range fs.near {
+		if at, ok := np.take(addr); ok {
 			return at, np.litCtl, np.litEnter, nil
 		}
 	}
@@ -648,22 +668,8 @@ func (s *Supervisor) stubSlot(p *process, addr uint64) (uint64, uint64, uint64, 
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	at := np.addr + np.used
-	np.used += patch.EntryStubSize
+	at, _ := np.take(addr)
 	return at, np.litCtl, np.litEnter, nil
-}
-
-// regionPage is the pseudo near page of the code region's stub area.
-func (fs *fastState) regionPage() *nearPage {
-	for _, np := range fs.near {
-		if np.addr == fs.code.Base {
-			return np
-		}
-	}
-	litCtl, litEnter := fs.code.RegionLiterals()
-	np := &nearPage{addr: fs.code.Base, litCtl: litCtl, litEnter: litEnter}
-	fs.near = append(fs.near, np)
-	return np
 }
 
 // mapNearPage maps a page for entry stubs in a free gap within ±2 GiB of
@@ -689,7 +695,7 @@ func (s *Supervisor) mapNearPage(p *process, addr uint64) (*nearPage, error) {
 		if err := p.writeMem(a, fill); err != nil {
 			return nil, err
 		}
-		np := &nearPage{addr: a, used: 16, litCtl: litCtl, litEnter: litEnter}
+		np := &nearPage{addr: a, size: patch.NearSize, used: 16, litCtl: litCtl, litEnter: litEnter}
 		p.fast.near = append(p.fast.near, np)
 		return np, nil
 	}
@@ -738,6 +744,7 @@ func (s *Supervisor) unpatchAll(p *process) {
 		if err := p.writeMem(site.addr, site.orig); err != nil {
 			s.logf("restore the entry of %s in %d: %v", site.rp, p.pid, err)
 		}
+		s.metrics.Armed(site.rp.site(), -1)
 	}
 	for addr, orig := range fs.hooks {
 		if err := p.writeMem(addr, orig); err != nil {

@@ -53,6 +53,7 @@ func (p *process) isFastTrap(pc uint64) bool {
 func (s *Supervisor) enterPatched(t *thread, site *patchSite, regs *arch.Regs) {
 	p := t.proc
 	fs := p.fast
+	s.debugf("patched entry of %s in %d: flags %#x", site.rp, t.tid, fs.ctl.Flags())
 	const resync = patch.FlagBroken | patch.FlagStale | patch.FlagLayout
 	if fl := fs.ctl.Flags(); fl&resync != 0 && fs.isReady() && fs.extID == 0 && !fs.ctl.Frame().Active {
 		if fl&patch.FlagBroken != 0 {
@@ -81,8 +82,10 @@ func (s *Supervisor) enterPatched(t *thread, site *patchSite, regs *arch.Regs) {
 	}
 	s.syncFastFrame(p)
 	procs := s.stopThreads(s.scopeOf(site.rp, p), site.rp.Scope == manifest.ScopeContainer)
+	start := time.Now()
 	id, err := s.checkpoint(procs, t, &breakpoint{addr: site.addr, kind: bpRescue, rp: site.rp})
 	if err == nil {
+		s.metrics.Checkpointed(site.rp.site(), time.Since(start))
 		err = s.divertReturn(t, site.rp, id, regs)
 	}
 	if err != nil {
@@ -224,6 +227,7 @@ func (s *Supervisor) recoverFast(t *thread, sig unix.Signal, si ptrace.Siginfo, 
 		s.resumeThreads(stopped)
 		return fmt.Errorf("no checkpoint for the frame of %s", rp)
 	}
+	unguard := s.guardRollback(stopped, p.pid, fs.extID)
 	var pages int
 	err := func() error {
 		if c := fs.snap; c != nil {
@@ -241,9 +245,11 @@ func (s *Supervisor) recoverFast(t *thread, sig unix.Signal, si ptrace.Siginfo, 
 			return err
 		}
 		pages = st.Pages
+		failpoint("mid-rollback")
 		return s.returnFromFrame(t, rp, f)
 	}()
 	if err != nil {
+		unguard()
 		s.resumeThreads(stopped)
 		return err
 	}
@@ -253,13 +259,17 @@ func (s *Supervisor) recoverFast(t *thread, sig unix.Signal, si ptrace.Siginfo, 
 	t.staleSigs = pendingFaults(t.tid)
 	t.deliver = 0
 	s.dropQueued(p)
-	s.cfg.Events.Emit(events.Event{
+	elapsed := time.Since(start)
+	s.metrics.Recovered(rp.site(), elapsed)
+	e := events.Event{
 		Type: events.Recovered, Pid: p.pid, Tid: t.tid,
-		Signal: manifest.SignalName(sig), FaultAddress: fmt.Sprintf("%#x", si.Addr),
 		RescuePoint: s.rpEvent(rp), Return: rp.Return,
-		RecoveryMicros: max(1, time.Since(start).Microseconds()), PagesRestored: pages,
+		RecoveryMicros: max(1, elapsed.Microseconds()), PagesRestored: pages,
 		ThreadsRolledBack: 1, ProcessesRolledBack: 1,
-	})
+	}
+	describeSignal(&e, sig, si)
+	s.cfg.Events.Emit(e)
+	unguard()
 	s.resumeThreads(stopped)
 	return nil
 }

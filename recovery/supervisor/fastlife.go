@@ -77,18 +77,13 @@ func (s *Supervisor) fastFault(t *thread, sig unix.Signal, si ptrace.Siginfo) bo
 	if !ok {
 		return false
 	}
-	switch {
-	case !s.allow(rp):
-		s.crash(t, sig, si, fmt.Sprintf("maxRecoveries (%d per minute) reached for %s", s.cfg.Manifest.MaxRecoveries, rp))
-	default:
-		err := s.recoverFast(t, sig, si, rp, f)
-		if err == nil {
-			return true
-		}
-		s.crash(t, sig, si, "rollback failed: "+err.Error())
+	if !s.allow(rp) {
+		s.passOn(t, sig, si, fmt.Sprintf("maxRecoveries (%d per minute) reached for %s", s.cfg.Manifest.MaxRecoveries, rp), true)
+		return true
 	}
-	t.deliver = sig
-	s.resume(t)
+	if err := s.recoverFast(t, sig, si, rp, f); err != nil {
+		s.passOn(t, sig, si, "rollback failed: "+err.Error(), true)
+	}
 	return true
 }
 
@@ -157,7 +152,7 @@ func (s *Supervisor) cleanFast(p *process) {
 	s.inject(th, unix.SYS_MUNMAP, fs.shadowRs, checkpoint.ShadowSize+2*pageSize)
 	s.inject(th, unix.SYS_MUNMAP, fs.ctlAddr, patch.CtlSize)
 	for _, np := range fs.near {
-		if np.addr != fs.code.Base && !s.executesIn(p, np.addr, patch.NearSize) {
+		if np.size == patch.NearSize && !s.executesIn(p, np.addr, patch.NearSize) {
 			s.inject(th, unix.SYS_MUNMAP, np.addr, patch.NearSize)
 		}
 	}
@@ -182,6 +177,11 @@ func (s *Supervisor) releaseFast(p *process) {
 		return
 	}
 	<-fs.ready // the background copy uses the engine
+	s.metrics.DropCalls(fs)
+	for _, site := range fs.sites {
+		s.metrics.Armed(site.rp.site(), -1)
+	}
+	fs.sites = nil
 	s.debugf("fast path of %d: flags %#x broken %v", p.pid, fs.ctl.Flags(), fs.broken)
 	if c := fs.ctl.Counters(); c.Calls+c.Unprotected+c.Slow > 0 {
 		s.logf("process %d: fast path: %d checkpoints, %d pages copied, %d unprotected, %d through the supervisor, %d commits, %d longjmps",
@@ -319,4 +319,34 @@ func (s *Supervisor) afterLoad(p *process) {
 	}
 	s.hookLayout(p)
 	fs.ctl.SetFlags(patch.FlagLayout, 0)
+}
+
+// forgetSite drops the patch at addr, whose module was unmapped (its
+// stub stays unused in its page).
+func (fs *fastState) forgetSite(addr uint64) {
+	if site := fs.sites[addr]; site != nil {
+		delete(fs.traps, site.trap)
+		delete(fs.sites, addr)
+	}
+}
+
+// forgetUnmappedHooks drops the layout hooks of modules that are gone,
+// so that one loaded again (maybe at the same place) is hooked again.
+func (fs *fastState) forgetUnmappedHooks(maps []procfs.Mapping) {
+	for addr := range fs.hooks {
+		if m, ok := covering(maps, addr); !ok || !m.Executable() || m.Inode == 0 {
+			delete(fs.hooks, addr)
+		}
+	}
+	live := map[string]bool{}
+	for _, m := range maps {
+		if m.Executable() && m.Inode != 0 {
+			live[moduleKey(m)] = true
+		}
+	}
+	for k := range fs.hooked {
+		if !live[k] {
+			delete(fs.hooked, k)
+		}
+	}
 }

@@ -84,7 +84,7 @@ func (s *Supervisor) Attach(pid int) error {
 	}
 	s.prepare()
 	lockThread()
-	s.root = pid
+	s.root, s.attached = pid, true
 	if err := s.adopt(pid, ptrace.Options, false); err != nil {
 		return fmt.Errorf("attach to %d: %w", pid, err)
 	}

@@ -26,7 +26,9 @@ type process struct {
 	// resolved maps rescue points (manifest order) to their address here
 	// once their module is mapped.
 	resolved map[*rescuePoint]uint64
-	modules  *moduleCache
+	// resolvedIn is the module (moduleKey) each rescue point resolved in.
+	resolvedIn map[*rescuePoint]string
+	modules    *moduleCache
 
 	scratch uint64 // address of the injected code page, 0 until made
 	// views opened at the first checkpoint after exec: maps by
@@ -47,6 +49,10 @@ type process struct {
 	preExec bool
 	// entryDone is set once the program entry breakpoint has fired.
 	entryDone bool
+	// nsPid is the pid in the process's own PID namespace (0: not read
+	// yet); refaulted is set once a thread was let go to die of a fault.
+	nsPid     int
+	refaulted bool
 	// fast is the in-process fast path (nil: none); noFast says why it
 	// could not be set up. forkedFrom is set for a child forked from a
 	// process with a fast path, until its first stop undoes what it
@@ -125,6 +131,7 @@ func (s *Supervisor) newProcess(pid, parent int) (*process, error) {
 		threads:     make(map[int]*thread),
 		breakpoints: make(map[uint64]*breakpoint),
 		resolved:    make(map[*rescuePoint]uint64),
+		resolvedIn:  make(map[*rescuePoint]string),
 		modules:     newModuleCache(),
 		expectChld:  make(map[int]bool),
 	}
@@ -151,6 +158,7 @@ func (s *Supervisor) dropProcess(p *process) {
 		return
 	}
 	p.gone = true
+	s.forgetMetrics(p)
 	for _, t := range p.threads {
 		delete(s.threads, t.tid)
 	}

@@ -67,8 +67,13 @@ func (s *Supervisor) enterRescue(t *thread, bp *breakpoint, regs *arch.Regs) {
 		s.resume(t)
 		return
 	}
+	s.metrics.RescueCall(bp.rp.site())
 	procs := s.stopThreads(s.scopeOf(bp.rp, p), bp.rp.Scope == manifest.ScopeContainer)
+	start := time.Now()
 	id, err := s.checkpoint(procs, t, bp)
+	if err == nil {
+		s.metrics.Checkpointed(bp.rp.site(), time.Since(start))
+	}
 	s.debugf("checkpoint %d at %#x in %d: %v", id, bp.addr, t.tid, err)
 	if err == nil {
 		err = s.divertReturn(t, bp.rp, id, regs)
@@ -186,6 +191,7 @@ func (s *Supervisor) checkpointProcess(p *process, th *thread, codeAt uint64, id
 	if _, err := p.tracker.Checkpoint(id, c.maps); err != nil {
 		return err
 	}
+	s.noteShadow(p)
 	p.ckpts = append(p.ckpts, c)
 	return nil
 }
@@ -316,32 +322,31 @@ func (s *Supervisor) onReturn(t *thread, regs *arch.Regs) {
 	s.resume(t)
 }
 
-// onFault decides whether a fault signal is recovered or delivered.
+// onFault decides whether a fault signal is recovered or passed on.
 func (s *Supervisor) onFault(t *thread, sig unix.Signal) {
 	p := t.proc
 	si, _ := ptrace.GetSiginfo(t.tid)
 	f := s.activeFrame(t)
 	switch {
-	case !s.cfg.Manifest.WantsSignal(sig) || !(si.FromKernel() || int(si.Pid) == p.pid):
-		// Not a fault we recover (or sent by another process): deliver.
-		if s.cfg.Manifest.WantsSignal(sig) || sig != unix.SIGTRAP {
-			s.crash(t, sig, si, "not a fault assure recovers (sent by another process)")
-		}
+	case !s.cfg.Manifest.WantsSignal(sig):
+		// A SIGTRAP the manifest does not name is the program's own
+		// business (a debugger's breakpoint): passed on without a word.
+		s.passOn(t, sig, si, "not a signal the manifest recovers", sig != unix.SIGTRAP)
+	case !si.FromKernel() && !selfSent(p, si):
+		s.passOn(t, sig, si, "sent by another process", true)
 	case f == nil && s.fastFault(t, sig, si):
 		return
 	case f == nil:
-		s.crash(t, sig, si, "outside any rescue point")
+		s.passOn(t, sig, si, "outside any rescue point", true)
 	case !s.allow(f.rp):
-		s.crash(t, sig, si, fmt.Sprintf("maxRecoveries (%d per minute) reached for %s", s.cfg.Manifest.MaxRecoveries, f.rp))
+		s.passOn(t, sig, si, fmt.Sprintf("maxRecoveries (%d per minute) reached for %s", s.cfg.Manifest.MaxRecoveries, f.rp), true)
 	default:
-		if err := s.recover(t, sig, si, f); err == nil {
+		err := s.recover(t, sig, si, f)
+		if err == nil {
 			return
-		} else {
-			s.crash(t, sig, si, "rollback failed: "+err.Error())
 		}
+		s.passOn(t, sig, si, "rollback failed: "+err.Error(), true)
 	}
-	t.deliver = sig
-	s.resume(t)
 }
 
 // activeFrame returns the innermost rescue-point call of t that has a
@@ -392,6 +397,9 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 	// Processes forked meanwhile are stopped too; they are newer than the
 	// checkpoint and end with the rollback (killNewProcesses).
 	stopped := s.stopThreads(procs, coordinated)
+	// Undone before the threads run again: options are set on stopped
+	// threads only.
+	unguard := s.guardRollback(stopped, t.proc.pid, fr.ckpt)
 	s.debugf("rollback to %d in %d processes", fr.ckpt, len(procs))
 	var pages, threads int
 	var firstErr error
@@ -403,25 +411,30 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 			firstErr = err
 		}
 	}
+	failpoint("mid-rollback")
 	if firstErr == nil {
 		firstErr = s.returnError(t, fr)
 	}
 	if firstErr != nil {
+		unguard()
 		s.resumeThreads(stopped)
 		return firstErr
 	}
 	t.deliver = 0
 	elapsed := time.Since(start)
-	s.cfg.Events.Emit(events.Event{
+	s.metrics.Recovered(fr.rp.site(), elapsed)
+	e := events.Event{
 		Type: events.Recovered, Pid: t.proc.pid, Tid: t.tid,
-		Signal: manifest.SignalName(sig), FaultAddress: fmt.Sprintf("%#x", si.Addr),
 		RescuePoint: s.rpEvent(fr.rp), Return: fr.rp.Return,
 		RecoveryMicros: max(1, elapsed.Microseconds()), PagesRestored: pages,
 		ThreadsRolledBack: threads, ProcessesRolledBack: len(procs),
-	})
+	}
+	describeSignal(&e, sig, si)
+	s.cfg.Events.Emit(e)
 	for _, p := range procs {
 		s.saveFrames(p)
 	}
+	unguard()
 	s.resumeThreads(stopped)
 	return nil
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/assure-rt/assure/recovery/arch"
 	"github.com/assure-rt/assure/recovery/events"
-	"github.com/assure-rt/assure/recovery/manifest"
 	"github.com/assure-rt/assure/recovery/procfs"
 	"github.com/assure-rt/assure/recovery/ptrace"
 )
@@ -17,11 +16,21 @@ const maxFrames = 32
 
 // crash reports a fault that is delivered to the program.
 func (s *Supervisor) crash(t *thread, sig unix.Signal, si ptrace.Siginfo, why string) {
-	s.cfg.Events.Emit(events.Event{
-		Type: events.Crash, Pid: t.proc.pid, Tid: t.tid,
-		Signal: manifest.SignalName(sig), FaultAddress: fmt.Sprintf("%#x", si.Addr),
-		Stack: s.stack(t), Message: why,
-	})
+	var rp *rescuePoint
+	if f := s.activeFrame(t); f != nil {
+		rp = f.rp
+	} else if frp, _, ok := s.fastFrameOf(t); ok {
+		rp = frp
+	}
+	s.metrics.Crashed(rp.site())
+	e := events.Event{Type: events.Crash, Pid: t.proc.pid, Tid: t.tid, Message: why}
+	describeSignal(&e, sig, si)
+	if s.cfg.Events.Wants(events.Crash) {
+		// Symbolizing reads the stack and the maps: not for an event
+		// the rate limit drops anyway.
+		e.Stack = s.stack(t)
+	}
+	s.cfg.Events.Emit(e)
 }
 
 // stack symbolizes the faulting thread's stack: the instruction pointer,

@@ -46,6 +46,8 @@ type Supervisor struct {
 	root     int // pid whose exit status is reported
 	rootWS   unix.WaitStatus
 	rootDone bool
+	// attached: the root was attached to, not started (Attach).
+	attached bool
 	stopReq  atomic.Bool
 	rootPid  atomic.Int64
 	stopping bool
@@ -56,6 +58,7 @@ type Supervisor struct {
 	adopts   chan adoptRequest
 	stopCh   chan struct{}
 	rps      []*rescuePoint
+	metrics  *Metrics
 	logged   map[string]bool // logOnce keys
 }
 
@@ -74,6 +77,7 @@ func New(cfg Config) *Supervisor {
 		limiter: make(map[*rescuePoint][]time.Time),
 		adopts:  make(chan adoptRequest, 16),
 		stopCh:  make(chan struct{}, 1),
+		metrics: newMetrics(),
 	}
 }
 

@@ -2,16 +2,34 @@
  * dlsym, so the rescue point can only be resolved once the library is
  * loaded.
  *
- *   dlparse LIBPATH validate|fault N EVERY
+ *   dlparse LIBPATH validate|fault N EVERY [reload]
+ *
+ * reload: load the library, call parse_header once, dlclose it (checked
+ * gone from /proc/self/maps: reloaded=1), then load it again for the run.
  */
 #include "parse_driver.h"
 
 #include <dlfcn.h>
 
+/* mapped reports whether a file of that name is mapped. */
+static int mapped(const char *name)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[4096];
+	int found = 0;
+	if (!f)
+		die("maps");
+	while (fgets(line, sizeof line, f))
+		if (strstr(line, name))
+			found = 1;
+	fclose(f);
+	return found;
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 5) {
-		fprintf(stderr, "usage: dlparse LIBPATH validate|fault N EVERY\n");
+	if (argc != 5 && !(argc == 6 && !strcmp(argv[5], "reload"))) {
+		fprintf(stderr, "usage: dlparse LIBPATH validate|fault N EVERY [reload]\n");
 		return 2;
 	}
 	/* some work before the library is there */
@@ -20,6 +38,15 @@ int main(int argc, char **argv)
 		h = fnv1a(h, &i, sizeof i);
 	escape(&h);
 
+	if (argc == 6) {
+		void *first = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+		int (*p1)(const char *) = first ? (int (*)(const char *))dlsym(first, "parse_header") : NULL;
+		if (!p1 || p1("Host: example") < 0 || dlclose(first)) {
+			fprintf(stderr, "dlparse: first load: %s\n", dlerror());
+			return 100;
+		}
+		printf("reloaded=%d\n", !mapped("libparse.so"));
+	}
 	void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
 	if (!lib) {
 		fprintf(stderr, "dlparse: %s\n", dlerror());

@@ -1,6 +1,8 @@
-package oci
+package resolve
 
 import (
+	rt "github.com/assure-rt/assure/recovery/resolve/resolvetest"
+
 	"errors"
 	"fmt"
 	"io/fs"
@@ -11,124 +13,43 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/assure-rt/assure/recovery/manifest"
 )
-
-// fakeELF is enough of an ELF file for CheckBinaries, which reads the magic.
-var fakeELF = "\x7fELF\x02\x01\x01\x00" + strings.Repeat("\x00", 56)
-
-func writeFile(t *testing.T, root, rel, content string) string {
-	t.Helper()
-	p := filepath.Join(root, rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func mkdir(t *testing.T, root, rel string) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Join(root, rel), 0o755); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func symlink(t *testing.T, root, rel, target string) {
-	t.Helper()
-	p := filepath.Join(root, rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(target, p); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func mkfifo(t *testing.T, root, rel string) {
-	t.Helper()
-	p := filepath.Join(root, rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mkfifo(p, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// mkdev makes a character device like /dev/null, or skips the test when
-// that is not allowed here.
-func mkdev(t *testing.T, root, rel string) {
-	t.Helper()
-	p := filepath.Join(root, rel)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
-		t.Skipf("cannot make a device node here: %v", err)
-	}
-}
-
-func inode(t *testing.T, p string) (uint64, uint64) {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat(p, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st.Dev, st.Ino
-}
-
-// outside makes a directory next to (not under) a root filesystem, with a
-// file the image must never reach, and returns the file's host path.
-func outside(t *testing.T, content string) string {
-	t.Helper()
-	return writeFile(t, t.TempDir(), "secret/outside.json", content)
-}
-
-// climb returns a relative symlink target that, resolved naively on the
-// host from dir, leads to the host path target.
-func climb(dir, target string) string {
-	return strings.Repeat("../", strings.Count(dir, "/")+4) + strings.TrimPrefix(target, "/")
-}
 
 func TestResolveBinary(t *testing.T) {
 	root := t.TempDir()
-	host := outside(t, fakeELF)
+	host := rt.Outside(t, rt.FakeELF)
 
-	writeFile(t, root, "usr/bin/server", fakeELF)
-	writeFile(t, root, "usr/bin/redis-check-rdb", fakeELF)
-	symlink(t, root, "usr/bin/redis-server", "redis-check-rdb")
-	writeFile(t, root, "usr/bin/vim.basic", fakeELF)
-	symlink(t, root, "etc/alternatives/vi", "/usr/bin/vim.basic")
-	symlink(t, root, "usr/bin/vi", "/etc/alternatives/vi")
-	writeFile(t, root, "usr/lib64/ld-linux-x86-64.so.2", fakeELF)
-	symlink(t, root, "lib64", "usr/lib64")
+	rt.WriteFile(t, root, "usr/bin/server", rt.FakeELF)
+	rt.WriteFile(t, root, "usr/bin/redis-check-rdb", rt.FakeELF)
+	rt.Symlink(t, root, "usr/bin/redis-server", "redis-check-rdb")
+	rt.WriteFile(t, root, "usr/bin/vim.basic", rt.FakeELF)
+	rt.Symlink(t, root, "etc/alternatives/vi", "/usr/bin/vim.basic")
+	rt.Symlink(t, root, "usr/bin/vi", "/etc/alternatives/vi")
+	rt.WriteFile(t, root, "usr/lib64/ld-linux-x86-64.so.2", rt.FakeELF)
+	rt.Symlink(t, root, "lib64", "usr/lib64")
 	// ".." after a symlink to a directory is the target's parent, not the
 	// symlink's: /opt/link/../file is /srv/deep/file.
-	writeFile(t, root, "srv/deep/file", fakeELF)
-	mkdir(t, root, "srv/deep/dir")
-	writeFile(t, root, "opt/file", "the wrong file")
-	symlink(t, root, "opt/link", "/srv/deep/dir")
+	rt.WriteFile(t, root, "srv/deep/file", rt.FakeELF)
+	rt.Mkdir(t, root, "srv/deep/dir")
+	rt.WriteFile(t, root, "opt/file", "the wrong file")
+	rt.Symlink(t, root, "opt/link", "/srv/deep/dir")
 	// A chain of 40 links is the most the kernel follows.
-	writeFile(t, root, "chain/target", fakeELF)
-	symlink(t, root, "chain/l0", "target")
+	rt.WriteFile(t, root, "chain/target", rt.FakeELF)
+	rt.Symlink(t, root, "chain/l0", "target")
 	for i := 1; i < 41; i++ {
-		symlink(t, root, fmt.Sprintf("chain/l%d", i), fmt.Sprintf("l%d", i-1))
+		rt.Symlink(t, root, fmt.Sprintf("chain/l%d", i), fmt.Sprintf("l%d", i-1))
 	}
-	symlink(t, root, "loop/a", "b")
-	symlink(t, root, "loop/b", "/loop/a")
+	rt.Symlink(t, root, "loop/a", "b")
+	rt.Symlink(t, root, "loop/b", "/loop/a")
 	// An absolute symlink to a host file leads to that path in the image,
 	// which does not exist there.
-	symlink(t, root, "usr/bin/host", host)
-	symlink(t, root, "usr/bin/escape", climb("usr/bin", host))
-	symlink(t, root, "usr/bin/dotdot-at-root", "/../usr/bin/server")
-	symlink(t, root, "usr/bin/dangling", "/opt/server/bin/server")
-	symlink(t, root, "usr/bin/empty-dir", "/usr/share")
-	mkdir(t, root, "usr/share")
-	mkfifo(t, root, "usr/bin/fifo")
+	rt.Symlink(t, root, "usr/bin/host", host)
+	rt.Symlink(t, root, "usr/bin/escape", rt.Climb("usr/bin", host))
+	rt.Symlink(t, root, "usr/bin/dotdot-at-root", "/../usr/bin/server")
+	rt.Symlink(t, root, "usr/bin/dangling", "/opt/server/bin/server")
+	rt.Symlink(t, root, "usr/bin/empty-dir", "/usr/share")
+	rt.Mkdir(t, root, "usr/share")
+	rt.Mkfifo(t, root, "usr/bin/fifo")
 
 	ok := []struct{ path, want string }{
 		{"/usr/bin/server", "usr/bin/server"},
@@ -150,7 +71,7 @@ func TestResolveBinary(t *testing.T) {
 			if hostPath != want {
 				t.Errorf("host path = %s, want %s", hostPath, want)
 			}
-			dev, ino := inode(t, want)
+			dev, ino := rt.Inode(t, want)
 			if st.Dev != dev || st.Ino != ino {
 				t.Errorf("stat = dev %d ino %d, want dev %d ino %d", st.Dev, st.Ino, dev, ino)
 			}
@@ -168,7 +89,7 @@ func TestResolveBinary(t *testing.T) {
 			"/usr/bin/dangling does not exist in the image (via symlink /usr/bin/dangling -> /opt/server/bin/server)"},
 		{"/usr/bin/host", fs.ErrNotExist, "/usr/bin/host does not exist in the image (via symlink /usr/bin/host -> " + host + ")"},
 		{"/usr/bin/escape", ErrEscapesRoot,
-			"/usr/bin/escape: escapes the container root filesystem (symlink /usr/bin/escape -> " + climb("usr/bin", host) + " goes above /)"},
+			"/usr/bin/escape: escapes the container root filesystem (symlink /usr/bin/escape -> " + rt.Climb("usr/bin", host) + " goes above /)"},
 		{"/usr/bin/dotdot-at-root", ErrEscapesRoot,
 			"/usr/bin/dotdot-at-root: escapes the container root filesystem (symlink /usr/bin/dotdot-at-root -> /../usr/bin/server goes above /)"},
 		{"/../usr/bin/server", ErrEscapesRoot, `/../usr/bin/server: escapes the container root filesystem (".." above /)`},
@@ -208,7 +129,7 @@ func TestResolveBinary(t *testing.T) {
 
 func TestResolveBinaryDevice(t *testing.T) {
 	root := t.TempDir()
-	mkdev(t, root, "dev/watchdog")
+	rt.Mkdev(t, root, "dev/watchdog")
 	_, _, err := ResolveBinary(root, "/dev/watchdog")
 	if err == nil || err.Error() != "/dev/watchdog: not a regular file (device)" {
 		t.Fatalf("err = %v", err)
@@ -231,7 +152,7 @@ func TestResolveBinaryNoRoot(t *testing.T) {
 func TestResolveBinaryRootThroughSymlink(t *testing.T) {
 	dir := t.TempDir()
 	real := filepath.Join(dir, "real")
-	writeFile(t, real, "bin/app", fakeELF)
+	rt.WriteFile(t, real, "bin/app", rt.FakeELF)
 	link := filepath.Join(dir, "rootfs")
 	if err := os.Symlink(real, link); err != nil {
 		t.Fatal(err)
@@ -247,11 +168,11 @@ func TestResolveBinaryRootThroughSymlink(t *testing.T) {
 // the file inside; it never reaches the file outside.
 func TestLookupRace(t *testing.T) {
 	root := t.TempDir()
-	host := outside(t, fakeELF)
-	hostDev, hostIno := inode(t, host)
-	writeFile(t, root, "d/sub/app", fakeELF)
-	inDev, inIno := inode(t, filepath.Join(root, "d/sub/app"))
-	symlink(t, root, "d/evil", climb("d", filepath.Dir(host)))
+	host := rt.Outside(t, rt.FakeELF)
+	hostDev, hostIno := rt.Inode(t, host)
+	rt.WriteFile(t, root, "d/sub/app", rt.FakeELF)
+	inDev, inIno := rt.Inode(t, filepath.Join(root, "d/sub/app"))
+	rt.Symlink(t, root, "d/evil", rt.Climb("d", filepath.Dir(host)))
 	sub, evil, tmp := filepath.Join(root, "d/sub"), filepath.Join(root, "d/evil"), filepath.Join(root, "d/tmp")
 
 	stop := make(chan struct{})
@@ -295,85 +216,6 @@ func TestLookupRace(t *testing.T) {
 	t.Logf("%d found, %d failed while the image changed", found, failed)
 }
 
-func TestCheckBinaries(t *testing.T) {
-	root := t.TempDir()
-	writeFile(t, root, "usr/bin/ok", fakeELF)
-	symlink(t, root, "usr/bin/via-link", "ok")
-	writeFile(t, root, "usr/bin/script", "#!/bin/sh\nexec /usr/bin/ok\n")
-	writeFile(t, root, "usr/bin/text", "hello world\n")
-	writeFile(t, root, "usr/bin/short", "\x7fE")
-	writeFile(t, root, "usr/bin/empty", "")
-	mkdir(t, root, "usr/bin/dir")
-	mkfifo(t, root, "usr/bin/fifo")
-	symlink(t, root, "usr/bin/escape", "../../../../../usr/bin/ok")
-
-	entry := func(binary string) string {
-		return fmt.Sprintf(`{"binary": %q, "function": "handle"}`, binary)
-	}
-	parse := func(entries ...string) *manifest.Manifest {
-		t.Helper()
-		m, err := manifest.Parse([]byte(`{"version": 1, "rescuePoints": [` + strings.Join(entries, ",") + `]}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-
-	good := parse(
-		`{"binary": "libc.so.6", "function": "f"}`, // bare names are not checked
-		entry("/usr/bin/ok"),
-		`{"binary": "/usr/bin/ok", "address": "0x1000"}`,
-		entry("/usr/bin/via-link"),
-	)
-	if err := CheckBinaries(good, root); err != nil {
-		t.Fatalf("CheckBinaries: %v", err)
-	}
-
-	missing := parse(
-		`{"binary": "libc.so.6", "function": "f"}`,
-		`{"binary": "/usr/bin/ok", "function": "g"}`,
-		entry("/usr/bin/server"),
-		`{"binary": "/usr/bin/server", "function": "other"}`,
-	)
-	err := CheckBinaries(missing, root)
-	want := `manifest: rescuePoints[2] (handle in /usr/bin/server): field "binary": /usr/bin/server does not exist in the image`
-	if err == nil || err.Error() != want {
-		t.Fatalf("err:\n got %v\nwant %s", err, want)
-	}
-	var me *manifest.Error
-	if !errors.As(err, &me) || me.Index != 2 || len(me.Fields) != 1 || me.Fields[0] != "binary" {
-		t.Errorf("err is %#v, want a *manifest.Error about rescuePoints[2].binary", err)
-	}
-	if !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("err %v is not fs.ErrNotExist", err)
-	}
-
-	for bin, msg := range map[string]string{
-		"/usr/bin/script": "/usr/bin/script: is a script, not an ELF file: name the binary that runs the function",
-		"/usr/bin/text":   `/usr/bin/text: not an ELF file (starts with "hell")`,
-		"/usr/bin/short":  "/usr/bin/short: not an ELF file (2 bytes long)",
-		"/usr/bin/empty":  "/usr/bin/empty: not an ELF file (0 bytes long)",
-		"/usr/bin/dir":    "/usr/bin/dir: not a regular file (directory)",
-		"/usr/bin/fifo":   "/usr/bin/fifo: not a regular file (named pipe)",
-		"/usr/bin/escape": "/usr/bin/escape: escapes the container root filesystem (symlink /usr/bin/escape -> ../../../../../usr/bin/ok goes above /)",
-	} {
-		err := CheckBinaries(parse(entry("/usr/bin/ok"), entry(bin)), root)
-		want := `manifest: rescuePoints[1] (handle in ` + bin + `): field "binary": ` + msg
-		if err == nil || err.Error() != want {
-			t.Errorf("%s:\n got %v\nwant %s", bin, err, want)
-		}
-	}
-
-	err = CheckBinaries(good, filepath.Join(root, "nope"))
-	if err == nil || !strings.Contains(err.Error(), `rescuePoints[1] (handle in /usr/bin/ok): field "binary": /usr/bin/ok: open root filesystem`) {
-		t.Errorf("missing rootfs: %v", err)
-	}
-	// Only bare names: the root filesystem is not even opened.
-	if err := CheckBinaries(parse(`{"binary": "libc.so.6", "function": "f"}`), filepath.Join(root, "nope")); err != nil {
-		t.Errorf("bare names only: %v", err)
-	}
-}
-
 func TestPrintable(t *testing.T) {
 	for in, want := range map[string]string{
 		"/usr/bin/server":        "/usr/bin/server",
@@ -382,13 +224,13 @@ func TestPrintable(t *testing.T) {
 		"/bad\xffutf8":           `"/bad\xffutf8"`,
 		strings.Repeat("a", 300): strings.Repeat("a", 253) + "...",
 	} {
-		if got := printable(in); got != want {
-			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		if got := Printable(in); got != want {
+			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
 		}
 	}
 	// A symlink target with a newline cannot forge a log line.
 	root := t.TempDir()
-	symlink(t, root, "bin/app", "/x\nassure: recovered everything")
+	rt.Symlink(t, root, "bin/app", "/x\nassure: recovered everything")
 	_, _, err := ResolveBinary(root, "/bin/app")
 	if err == nil || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("err = %q", err)
@@ -398,9 +240,9 @@ func TestPrintable(t *testing.T) {
 func TestResolveBinaryOddFiles(t *testing.T) {
 	root := t.TempDir()
 	long := strings.Repeat("n", 300)
-	mkdir(t, root, "usr")
+	rt.Mkdir(t, root, "usr")
 	_, _, err := ResolveBinary(root, "/usr/"+long)
-	want := printable("/usr/"+long) + ": file name too long (at " + printable("/usr/"+long) + ")"
+	want := Printable("/usr/"+long) + ": file name too long (at " + Printable("/usr/"+long) + ")"
 	if err == nil || err.Error() != want || !errors.Is(err, unix.ENAMETOOLONG) {
 		t.Errorf("long name:\n got %v\nwant %s", err, want)
 	}

@@ -1,9 +1,13 @@
-package oci
+// Package resolve looks up paths an image names (a manifest file, a
+// rescue point's binary) inside a root filesystem, as the kernel resolves
+// them for a process whose root that is, without ever leaving it. The
+// shim, the CLI and the supervisor all resolve through it, so one rule
+// and one set of messages hold everywhere.
+package resolve
 
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -17,7 +21,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/assure-rt/assure/recovery/fileinfo"
-	"github.com/assure-rt/assure/recovery/manifest"
 )
 
 // Paths inside the container.
@@ -63,8 +66,8 @@ import (
 // lookup (MAXSYMLINKS); past it, lookups fail with ELOOP.
 const maxSymlinks = 40
 
-// maxPathLen is PATH_MAX.
-const maxPathLen = 4096
+// MaxPathLen is PATH_MAX.
+const MaxPathLen = 4096
 
 // ErrEscapesRoot is wrapped by errors about a path whose lookup climbs
 // above the container's root with "..".
@@ -84,15 +87,21 @@ type PathError struct {
 	Err error
 	// Detail says where in the lookup the problem is, or is "".
 	Detail string
+	// Host is set when the root is the host's "/" (assure run, attach):
+	// a missing file is then not missing "in the image".
+	Host bool
 }
 
 func (e *PathError) Error() string {
 	var b strings.Builder
-	b.WriteString(printable(e.Path))
+	b.WriteString(Printable(e.Path))
 	// Only a lookup in the image that found nothing (not, say, a missing
 	// root filesystem) is worded as missing from the image.
 	if e.Err == unix.ENOENT || e.Err == fs.ErrNotExist {
-		b.WriteString(" does not exist in the image")
+		b.WriteString(" does not exist")
+		if !e.Host {
+			b.WriteString(" in the image")
+		}
 	} else {
 		b.WriteString(": ")
 		b.WriteString(e.Err.Error())
@@ -131,13 +140,13 @@ func splitPath(p, via string) []component {
 	return out
 }
 
-// walkResult is where a path leads inside the root.
-type walkResult struct {
-	// inRoot is the path of the final file inside the root: absolute,
+// Result is where a path leads inside the root.
+type Result struct {
+	// InRoot is the path of the final file inside the root: absolute,
 	// clean, with no symlink left in it.
-	inRoot string
-	// st is the final file's status (symlinks followed).
-	st unix.Stat_t
+	InRoot string
+	// Stat is the final file's status (symlinks followed).
+	Stat unix.Stat_t
 }
 
 // walk resolves the absolute path p inside the directory root, as the
@@ -146,9 +155,9 @@ type walkResult struct {
 // root (see the comment at the top of this file). It never looks at
 // anything outside root: every name is looked up relative to a directory
 // descriptor reached from root by names alone, never through "..".
-func walk(root int, p string) (walkResult, error) {
-	fail := func(err error, detail string) (walkResult, error) {
-		return walkResult{}, &PathError{Path: p, Err: err, Detail: detail}
+func walk(root int, p string) (Result, error) {
+	fail := func(err error, detail string) (Result, error) {
+		return Result{}, &PathError{Path: p, Err: err, Detail: detail}
 	}
 	var (
 		names []string // the directories walked into, below root
@@ -198,7 +207,7 @@ func walk(root int, p string) (walkResult, error) {
 				detail = "via " + c.via
 			}
 			if !errors.Is(err, unix.ENOENT) {
-				detail = joinDetail("at "+printable(at(c.name)), detail)
+				detail = joinDetail("at "+Printable(at(c.name)), detail)
 			}
 			return fail(err, detail)
 		}
@@ -210,9 +219,9 @@ func walk(root int, p string) (walkResult, error) {
 			}
 			target, err := readlinkat(cur(), c.name)
 			if err != nil {
-				return fail(err, "at "+printable(at(c.name)))
+				return fail(err, "at "+Printable(at(c.name)))
 			}
-			via := "symlink " + printable(at(c.name)) + " -> " + printable(target)
+			via := "symlink " + Printable(at(c.name)) + " -> " + Printable(target)
 			if target == "" {
 				return fail(unix.ENOENT, "via "+via+", which is empty")
 			}
@@ -228,15 +237,15 @@ func walk(root int, p string) (walkResult, error) {
 			fd, err := openatRetry(cur(), c.name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 			if err != nil {
 				// A directory replaced by something else just now.
-				return fail(err, "at "+printable(at(c.name)))
+				return fail(err, "at "+Printable(at(c.name)))
 			}
 			fds = append(fds, fd)
 			names = append(names, c.name)
 		default:
 			if !last {
-				return fail(unix.ENOTDIR, printable(at(c.name))+" is a "+kindOf(st))
+				return fail(unix.ENOTDIR, Printable(at(c.name))+" is a "+KindOf(st))
 			}
-			return walkResult{inRoot: at(c.name), st: st}, nil
+			return Result{InRoot: at(c.name), Stat: st}, nil
 		}
 	}
 	// The path ends at a directory (possibly the root itself).
@@ -244,7 +253,7 @@ func walk(root int, p string) (walkResult, error) {
 	if err := unix.Fstat(cur(), &st); err != nil {
 		return fail(err, "")
 	}
-	return walkResult{inRoot: inRootPath(names), st: st}, nil
+	return Result{InRoot: inRootPath(names), Stat: st}, nil
 }
 
 func inRootPath(names []string) string {
@@ -280,7 +289,7 @@ func openatRetry(dir int, name string, flags int) (int, error) {
 }
 
 func readlinkat(dir int, name string) (string, error) {
-	buf := make([]byte, maxPathLen)
+	buf := make([]byte, MaxPathLen)
 	for {
 		n, err := unix.Readlinkat(dir, name, buf)
 		if err == unix.EINTR {
@@ -297,7 +306,7 @@ func readlinkat(dir int, name string) (string, error) {
 }
 
 // kindOf names the type of a file for messages, as fileinfo.Kind does.
-func kindOf(st unix.Stat_t) string {
+func KindOf(st unix.Stat_t) string {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		return "regular file"
@@ -315,15 +324,17 @@ func kindOf(st unix.Stat_t) string {
 	return fileinfo.Kind(fs.ModeIrregular)
 }
 
-func isRegular(st unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFREG }
+func IsRegular(st unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFREG }
 
-// root is an open container root filesystem.
-type root struct {
+// Root is an open root filesystem.
+type Root struct {
 	path string
 	f    *os.File // O_PATH directory
+	host bool     // the host's own "/" (assure run, attach of a host process)
 }
 
-func openRoot(rootfs string) (*root, error) {
+// OpenRoot opens the root filesystem at rootfs for lookups.
+func OpenRoot(rootfs string) (*Root, error) {
 	if rootfs == "" {
 		return nil, errors.New("no root filesystem given")
 	}
@@ -331,24 +342,39 @@ func openRoot(rootfs string) (*root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open root filesystem: %w", err)
 	}
-	return &root{path: rootfs, f: f}, nil
+	r := &Root{path: rootfs, f: f}
+	var st, hs unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) == nil && unix.Stat("/", &hs) == nil {
+		r.host = st.Dev == hs.Dev && st.Ino == hs.Ino
+	}
+	return r, nil
 }
 
-func (r *root) Close() error { return r.f.Close() }
+// Close releases the root.
+func (r *Root) Close() error { return r.f.Close() }
 
-// lookup resolves the absolute in-container path p (see the comment at the
+// Lookup resolves the absolute in-container path p (see the comment at the
 // top of this file) and returns an O_PATH handle of the final file, opened
 // by the kernel confined to the root, with its in-root path and status.
 // Errors are *PathError values about p.
-func (r *root) lookup(p string) (*os.File, walkResult, error) {
-	if !strings.HasPrefix(p, "/") {
-		return nil, walkResult{}, &PathError{Path: p, Err: errors.New("not an absolute path")}
+func (r *Root) Lookup(p string) (*os.File, Result, error) {
+	h, res, err := r.lookup(p)
+	var pe *PathError
+	if r.host && errors.As(err, &pe) {
+		pe.Host = true
 	}
-	if len(p) > maxPathLen {
-		return nil, walkResult{}, &PathError{Path: p, Err: unix.ENAMETOOLONG}
+	return h, res, err
+}
+
+func (r *Root) lookup(p string) (*os.File, Result, error) {
+	if !strings.HasPrefix(p, "/") {
+		return nil, Result{}, &PathError{Path: p, Err: errors.New("not an absolute path")}
+	}
+	if len(p) > MaxPathLen {
+		return nil, Result{}, &PathError{Path: p, Err: unix.ENAMETOOLONG}
 	}
 	if strings.IndexByte(p, 0) >= 0 {
-		return nil, walkResult{}, &PathError{Path: p, Err: errors.New("contains a NUL byte")}
+		return nil, Result{}, &PathError{Path: p, Err: errors.New("contains a NUL byte")}
 	}
 	res, err := walk(int(r.f.Fd()), p)
 	runtime.KeepAlive(r.f)
@@ -357,45 +383,45 @@ func (r *root) lookup(p string) (*os.File, walkResult, error) {
 	}
 	h, err := pathrs.OpenatInRoot(r.f, p)
 	if err != nil {
-		return nil, res, &PathError{Path: p, Err: errno(err)}
+		return nil, res, &PathError{Path: p, Err: Errno(err)}
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(int(h.Fd()), &st); err != nil {
 		h.Close()
 		return nil, res, &PathError{Path: p, Err: err}
 	}
-	if st.Dev != res.st.Dev || st.Ino != res.st.Ino {
+	if st.Dev != res.Stat.Dev || st.Ino != res.Stat.Ino {
 		h.Close()
 		return nil, res, &PathError{Path: p, Err: errors.New("changed while it was being looked up")}
 	}
-	res.st = st
+	res.Stat = st
 	return h, res, nil
 }
 
-// open looks p up and opens it for reading, which it does only once it
+// Open looks p up and opens it for reading, which it does only once it
 // knows p is a regular file: opening a FIFO could block, and opening a
 // device could have side effects (a watchdog starts on open). The O_PATH
 // handle is reopened through /proc/self/fd, so the file read is the one
 // checked.
-func (r *root) open(p string) (*os.File, walkResult, error) {
-	h, res, err := r.lookup(p)
+func (r *Root) Open(p string) (*os.File, Result, error) {
+	h, res, err := r.Lookup(p)
 	if err != nil {
 		return nil, res, err
 	}
 	defer h.Close()
-	if !isRegular(res.st) {
-		return nil, res, &PathError{Path: p, Err: fmt.Errorf("not a regular file (%s)", kindOf(res.st))}
+	if !IsRegular(res.Stat) {
+		return nil, res, &PathError{Path: p, Err: fmt.Errorf("not a regular file (%s)", KindOf(res.Stat))}
 	}
 	f, err := pathrs.Reopen(h, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK|unix.O_CLOEXEC)
 	if err != nil {
-		return nil, res, &PathError{Path: p, Err: errno(err)}
+		return nil, res, &PathError{Path: p, Err: Errno(err)}
 	}
 	return f, res, nil
 }
 
-// errno digs the system error out of the *os.PathError chains that
+// Errno digs the system error out of the *os.PathError chains that
 // pathrs-lite returns (which name host paths and its own operations).
-func errno(err error) error {
+func Errno(err error) error {
 	var en unix.Errno
 	if errors.As(err, &en) {
 		return en
@@ -417,86 +443,26 @@ func errno(err error) error {
 // device and inode identify it. A ".." climbing above the root fails with
 // ErrEscapesRoot (see above). Errors are *PathError values about binary.
 func ResolveBinary(rootfs, binary string) (hostPath string, st unix.Stat_t, err error) {
-	r, err := openRoot(rootfs)
+	r, err := OpenRoot(rootfs)
 	if err != nil {
 		return "", st, &PathError{Path: binary, Err: err}
 	}
 	defer r.Close()
-	h, res, err := r.lookup(binary)
+	h, res, err := r.Lookup(binary)
 	if err != nil {
 		return "", st, err
 	}
 	h.Close()
-	if !isRegular(res.st) {
-		return "", st, &PathError{Path: binary, Err: fmt.Errorf("not a regular file (%s)", kindOf(res.st))}
+	if !IsRegular(res.Stat) {
+		return "", st, &PathError{Path: binary, Err: fmt.Errorf("not a regular file (%s)", KindOf(res.Stat))}
 	}
-	return filepath.Join(rootfs, res.inRoot), res.st, nil
+	return filepath.Join(rootfs, res.InRoot), res.Stat, nil
 }
 
-var elfMagic = []byte{0x7f, 'E', 'L', 'F'}
-
-// CheckBinaries checks that every rescue point of m whose binary is an
-// absolute path names, in the root filesystem at rootfs, a regular ELF
-// file (by its 4-byte magic), resolved as ResolveBinary does. Bare names
-// ("libc.so.6") are not checked: they match libraries as they are mapped
-// at run time. The error, a *manifest.Error, names the first rescue point
-// at fault:
-//
-//	manifest: rescuePoints[2] (handle in /usr/bin/server): field "binary": /usr/bin/server does not exist in the image
-//
-// Its File is empty; callers add where the manifest came from (see
-// Found.CheckBinaries).
-func CheckBinaries(m *manifest.Manifest, rootfs string) error {
-	var r *root
-	checked := make(map[string]error)
-	for i, rp := range m.RescuePoints {
-		if !filepath.IsAbs(rp.Binary) {
-			continue
-		}
-		err, done := checked[rp.Binary]
-		if !done {
-			if r == nil {
-				var oerr error
-				if r, oerr = openRoot(rootfs); oerr != nil {
-					return manifest.EntryError("", i, rp, "binary", &PathError{Path: rp.Binary, Err: oerr})
-				}
-				defer r.Close()
-			}
-			err = r.checkELF(rp.Binary)
-			checked[rp.Binary] = err
-		}
-		if err != nil {
-			return manifest.EntryError("", i, rp, "binary", err)
-		}
-	}
-	return nil
-}
-
-func (r *root) checkELF(p string) error {
-	f, _, err := r.open(p)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	magic := make([]byte, len(elfMagic))
-	n, err := io.ReadFull(f, magic)
-	switch {
-	case err == nil && string(magic) == string(elfMagic):
-		return nil
-	case err != nil && err != io.EOF && err != io.ErrUnexpectedEOF:
-		return &PathError{Path: p, Err: fmt.Errorf("read: %w", errno(err))}
-	case n >= 2 && magic[0] == '#' && magic[1] == '!':
-		return &PathError{Path: p, Err: errors.New("is a script, not an ELF file: name the binary that runs the function")}
-	case n < len(elfMagic):
-		return &PathError{Path: p, Err: fmt.Errorf("not an ELF file (%d bytes long)", n)}
-	}
-	return &PathError{Path: p, Err: fmt.Errorf("not an ELF file (starts with %s)", strconv.Quote(string(magic)))}
-}
-
-// printable renders an untrusted path for a message: as is when it is
+// Printable renders an untrusted path for a message: as is when it is
 // short and all graphic, quoted otherwise, so that an image cannot forge
 // lines in a log.
-func printable(s string) string {
+func Printable(s string) string {
 	const max = 256
 	if len(s) > max {
 		cut := max - 3
@@ -514,4 +480,32 @@ func printable(s string) string {
 		}
 	}
 	return s
+}
+
+// Clean checks p, an absolute path an image names, before any file is
+// looked at: a ".." that climbs above "/" as written fails with
+// ErrEscapesRoot and the message a lookup gives for it. A path with no
+// ".." is returned cleaned ("/usr/./bin//x" is "/usr/bin/x"); one with a
+// ".." is returned as written, for the lookup to resolve as the kernel
+// does (the ".." of a symlinked directory is its target's parent, which
+// lexical cleaning gets wrong).
+func Clean(p string) (string, error) {
+	depth, dotdot := 0, false
+	for _, c := range splitPath(p, "") {
+		switch c.name {
+		case ".":
+		case "..":
+			if depth == 0 {
+				return "", &PathError{Path: p, Err: ErrEscapesRoot, Detail: `".." above /`}
+			}
+			depth--
+			dotdot = true
+		default:
+			depth++
+		}
+	}
+	if dotdot {
+		return p, nil
+	}
+	return filepath.Clean(p), nil
 }
