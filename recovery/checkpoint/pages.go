@@ -5,7 +5,6 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
-
 )
 
 // iovMax is the kernel's limit on iovecs per process_vm_readv call.

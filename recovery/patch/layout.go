@@ -287,3 +287,19 @@ const ScratchOffset = ctlScratch
 
 // VecOffset is where the scan vector lies in the block.
 const VecOffset = ctlVecStart
+
+// Header reads back what Init wrote (a supervisor taking over a block an
+// earlier one made).
+func (c *Ctl) Header() Header {
+	return Header{
+		Pmfd: int(c.load32(ctlPmfd)), Shadow: c.load64(ctlShadow), Trampoline: c.load64(ctlTramp),
+		PkeyMask: c.load32(ctlPkeyMask), CodeBase: c.load64(ctlCodeBase), CodeLen: c.load64(ctlCodeLen),
+	}
+}
+
+// Entry stub layout (EntryStub): the index pushed at 1, the trap at
+// EntryTrap, the relocated instructions after it.
+const (
+	EntryIndexAt = 1
+	EntryTrap    = 17
+)

@@ -71,6 +71,13 @@ TEXT ·stubEnter(SB), NOSPLIT|NOFRAME, $0-0
 	SHLQ $RP_SHIFT, AX
 	INCQ (CTL_RPTAB+RP_CALLS)(R8)(AX*1)
 
+	// No supervisor: no checkpoint (no one could roll back to it) and no
+	// trap (no one would handle it).
+	MOVL CTL_ALIVE(R8), AX
+	TESTL AX, AX
+	JEQ unprotected
+	TESTL $FUTEX_OWNER_DIED, AX
+	JNE unprotected
 	MOVL CTL_FLAGS(R8), AX
 	TESTL $FLAG_FAST, AX
 	JEQ slow
@@ -78,11 +85,6 @@ TEXT ·stubEnter(SB), NOSPLIT|NOFRAME, $0-0
 	JNE slow
 	TESTL $FLAG_READY, AX
 	JEQ unprotected
-	MOVL CTL_ALIVE(R8), AX
-	TESTL AX, AX
-	JEQ unprotected
-	TESTL $FUTEX_OWNER_DIED, AX
-	JNE unprotected
 
 	MOVL CTL_DEPTH(R8), AX
 	TESTL AX, AX

@@ -134,7 +134,7 @@ func EntryStub(addr uint64, k int, litCtl, litEnter uint64, d *Displaced) ([]byt
 		return nil, 0, 0, err
 	}
 	b = append(b, jmp...)
-	trap := addr + uint64(len(b))
+	trap := addr + uint64(len(b)) // EntryTrap
 	b = append(b, 0xcc)
 	back := addr + uint64(len(b))
 	moved, err := d.Relocate(back)

@@ -61,6 +61,9 @@ type fastState struct {
 	snap    *procCheckpoint
 	snapGen uint64
 	broken  error
+	// orphanGen names a frame open when an earlier supervisor died: its
+	// checkpoint died with it.
+	orphanGen uint64
 }
 
 // patchSite is one patched entry.
@@ -204,6 +207,9 @@ func (s *Supervisor) setupFast(t *thread) (err error) {
 	if err != nil {
 		return fmt.Errorf("map the shadow in %d: %w", p.pid, err)
 	}
+	// Not in core dumps: the shadow is a terabyte of address space.
+	call(unix.SYS_MADVISE, fs.shadowRs, checkpoint.ShadowSize+2*pageSize, unix.MADV_DONTDUMP)
+	call(unix.SYS_MADVISE, fs.ctlAddr, patch.CtlSize, unix.MADV_DONTDUMP)
 	pm, err := call(unix.SYS_OPENAT, uint64(unixAtFdcwd), strs+25, unix.O_RDONLY|unix.O_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("open /proc/self/pagemap in %d: %w", p.pid, err)
@@ -292,6 +298,15 @@ func (s *Supervisor) setupFast(t *thread) (err error) {
 	fs.ctl.SetStackLo(stackStart(p.pid, t))
 	p.fast = fs
 	p.tracker = fs.mirror
+	s.addFastMetrics(fs)
+	s.hookLayout(p)
+	s.startInit(p)
+	return nil
+}
+
+// addFastMetrics makes the calls the injected code counts part of the
+// supervisor's metrics.
+func (s *Supervisor) addFastMetrics(fs *fastState) {
 	rps := s.rps
 	s.metrics.AddCalls(fs, func() map[Site]uint64 {
 		out := map[Site]uint64{}
@@ -302,9 +317,6 @@ func (s *Supervisor) setupFast(t *thread) (err error) {
 		}
 		return out
 	})
-	s.hookLayout(p)
-	s.startInit(p)
-	return nil
 }
 
 // layoutFuncs are the functions through which programs map memory, or

@@ -201,7 +201,7 @@ func (s *Supervisor) fastFrameOf(t *thread) (*rescuePoint, patch.Frame, bool) {
 		return nil, patch.Frame{}, false
 	}
 	f := fs.ctl.Frame()
-	if !f.Active || f.RP < 0 || f.RP >= len(s.rps) {
+	if !f.Active || f.RP < 0 || f.RP >= len(s.rps) || fs.orphanGen != 0 && f.Generation == fs.orphanGen {
 		return nil, f, false
 	}
 	// The frame belongs to the thread whose stack holds its slot.

@@ -17,6 +17,9 @@ import (
 // arm makes rp, resolved at addr in p, a live rescue point: a patched
 // entry where it can be, else a breakpoint.
 func (s *Supervisor) arm(p *process, rp *rescuePoint, addr uint64, mods []procfs.Mapping) error {
+	if p.fast != nil && s.recognizeSite(p, rp, addr) {
+		return nil
+	}
 	if d := s.patchPlan(p, rp, addr, mods); d != nil {
 		if p.fast == nil {
 			if err := s.setupFast(anyThread(p)); err != nil {
@@ -39,10 +42,12 @@ func (s *Supervisor) arm(p *process, rp *rescuePoint, addr uint64, mods []procfs
 // keeps a breakpoint (logged once per rescue point).
 func (s *Supervisor) patchPlan(p *process, rp *rescuePoint, addr uint64, mods []procfs.Mapping) *patch.Displaced {
 	if p.atExecStop || p.fast == nil && !s.fastEligible(p) {
+		s.debugf("%s in %d: breakpoint (exec stop %v, fast %v, eligible %v)", rp, p.pid, p.atExecStop, p.fast != nil, s.fastEligible(p))
 		return nil
 	}
 	for _, t := range p.threads {
 		if t.running {
+			s.debugf("%s in %d: breakpoint (thread %d runs)", rp, p.pid, t.tid)
 			return nil // patching needs every thread held
 		}
 	}

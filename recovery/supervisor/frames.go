@@ -70,6 +70,7 @@ func (s *Supervisor) adoptLeftovers(p *process) {
 	if err != nil {
 		return
 	}
+	s.takeOverFast(p, maps)
 	le := binary.LittleEndian
 	for _, m := range maps {
 		if m.Size() != scratchSize || m.Inode != 0 || m.Perms != "r-xp" {
