@@ -260,6 +260,17 @@ func RestartSyscall(r *Regs) {
 // system call (orig_rax holds its number).
 func InSyscall(r *Regs) bool { return int64(r.Orig_rax) >= 0 }
 
+// Restarting reports whether the system call a thread is stopped in was
+// interrupted before it completed (the kernel will restart it or return
+// EINTR): rax holds a restart code.
+func Restarting(r *Regs) bool {
+	switch -int64(r.Rax) {
+	case ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK:
+		return true
+	}
+	return false
+}
+
 // CallerFrames returns candidate return addresses found by scanning the
 // stack words above sp: each word that points just after a call
 // instruction in executable memory. Used only to symbolize crash stacks

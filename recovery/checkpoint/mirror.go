@@ -200,6 +200,17 @@ func (m *Mirror) Rebuild(maps []procfs.Mapping) error {
 	return m.copyIn(m.withShared(pages))
 }
 
+// WrittenIn reports whether a tracked page of [start, end) was written
+// since the last resetting scan, and false for memory not tracked at all
+// (known reports whether it is).
+func (m *Mirror) WrittenIn(start, end uint64) (written, known bool) {
+	if !m.tracked(start) {
+		return false, false
+	}
+	err := m.scan.scan(start, end, 0, 0, pageIsWritten, pageIsWritten, func(uint64, uint64) { written = true })
+	return written, err == nil
+}
+
 // Sync tracks what was mapped or grew since the last look (no checkpoint
 // may be active; the process is stopped).
 func (m *Mirror) Sync(maps []procfs.Mapping) error { return m.sync(maps) }

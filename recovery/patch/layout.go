@@ -44,6 +44,7 @@ const (
 	ctlRobust   = 216 // unused: the robust list entry lives before the block, out of the program's reach
 	ctlCodeBase = 224
 	ctlCodeLen  = 232
+	ctlOwner    = 240 // thread pointer (fs base) of the one thread taking checkpoints here
 	ctlFrax     = 256 // rax, rcx, rdx, rsi, rdi, r8, r9, r10, r11 follow
 	ctlRanges   = 1024
 
@@ -77,6 +78,7 @@ const (
 	FlagPkey   = 8  // the shadow is guarded by a protection key
 	FlagStale  = 16 // a scan found written pages outside every range
 	FlagLayout = 32 // the program called a function that maps memory
+	FlagMT     = 64 // other threads exist: only the owner thread checkpoints here
 
 	RangeShared = 1
 
@@ -149,7 +151,7 @@ func (c *Ctl) Flags() uint32 { return c.load32(ctlFlags) }
 func (c *Ctl) SetFlags(set, clear uint32) {
 	for {
 		old := c.load32(ctlFlags)
-		if atomic.CompareAndSwapUint32(c.u32(ctlFlags), old, old|set&^clear) {
+		if atomic.CompareAndSwapUint32(c.u32(ctlFlags), old, (old|set)&^clear) {
 			return
 		}
 	}
@@ -303,3 +305,7 @@ const (
 	EntryIndexAt = 1
 	EntryTrap    = 17
 )
+
+// Owner is the thread pointer of the thread that takes the in-process
+// checkpoints of a multi-threaded process (0: none yet).
+func (c *Ctl) Owner() uint64 { return c.load64(ctlOwner) }

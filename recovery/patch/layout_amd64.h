@@ -36,6 +36,7 @@
 #define CTL_NRANGES    208
 #define CTL_CODEBASE   224
 #define CTL_CODELEN    232
+#define CTL_OWNER      240
 // The caller-saved registers at the frame's entry (rbx, rbp, r12-r15 are
 // at CTL_FRBX..): with gcc's interprocedural register allocation a
 // caller may keep values in registers its callee does not touch.
@@ -69,6 +70,7 @@
 #define FLAG_PKEY      8
 #define FLAG_STALE     16
 #define FLAG_LAYOUT    32
+#define FLAG_MT        64
 
 #define RANGE_SHARED   1
 

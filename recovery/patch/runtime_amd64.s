@@ -21,6 +21,8 @@
 // rdpkru / wrpkru: eax = PKRU (ecx = edx = 0).
 #define RDPKRU BYTE $0x0f; BYTE $0x01; BYTE $0xee
 #define WRPKRU BYTE $0x0f; BYTE $0x01; BYTE $0xef
+// rdfsbase rax: the thread pointer (the kernel enables it with FSGSBASE).
+#define RDFSBASE BYTE $0xf3; BYTE $0x48; BYTE $0x0f; BYTE $0xae; BYTE $0xc0
 
 // PKEYOFF write-protects the shadow again when protection keys guard it
 // (R8 is the control block; clobbers AX, CX, DX). l names its label.
@@ -85,7 +87,20 @@ TEXT ·stubEnter(SB), NOSPLIT|NOFRAME, $0-0
 	JNE slow
 	TESTL $FLAG_READY, AX
 	JEQ unprotected
+	// With other threads, one thread only takes checkpoints here (the
+	// first to come): the others' entries go to the supervisor.
+	TESTL $FLAG_MT, AX
+	JEQ owned
+	RDFSBASE
+	MOVQ AX, CX
+	XORL AX, AX
+	LOCK
+	CMPXCHGQ CX, CTL_OWNER(R8)
+	JEQ owned
+	CMPQ AX, CX
+	JNE slow
 
+owned:
 	MOVL CTL_DEPTH(R8), AX
 	TESTL AX, AX
 	JEQ fresh

@@ -198,7 +198,7 @@ func (s *Supervisor) onClone(t *thread, ev int) []*thread {
 	if ev == ptrace.EventClone && isTaskOf(p.pid, child) {
 		c = s.addThread(p, child)
 		c.clearTid = cloneChildTid(t)
-		s.fastToSlow(p)
+		s.fastToMT(p)
 	} else {
 		np, err := s.newProcess(child, p.pid)
 		if err != nil {

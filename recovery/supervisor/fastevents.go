@@ -53,7 +53,8 @@ func (p *process) isFastTrap(pc uint64) bool {
 func (s *Supervisor) enterPatched(t *thread, site *patchSite, regs *arch.Regs) {
 	p := t.proc
 	fs := p.fast
-	s.debugf("patched entry of %s in %d: flags %#x", site.rp, t.tid, fs.ctl.Flags())
+	s.debugf("patched entry of %s in %d: flags %#x ready %v ext %d active %v", site.rp, t.tid, fs.ctl.Flags(), fs.isReady(), fs.extID, fs.ctl.Frame().Active)
+	s.syncFastFrame(p)
 	const resync = patch.FlagBroken | patch.FlagStale | patch.FlagLayout
 	if fl := fs.ctl.Flags(); fl&resync != 0 && fs.isReady() && fs.extID == 0 && !fs.ctl.Frame().Active {
 		if fl&patch.FlagBroken != 0 {
@@ -79,6 +80,12 @@ func (s *Supervisor) enterPatched(t *thread, site *patchSite, regs *arch.Regs) {
 		// The shadow is still being filled: the call runs unprotected.
 		s.continueAt(t, regs, site.back)
 		return
+	}
+	if fs.ctl.Flags()&patch.FlagMT != 0 && fs.ctl.Flags()&patch.FlagFast != 0 && fs.ctl.Owner() != 0 && regs.Fs_base != fs.ctl.Owner() {
+		// A second thread takes checkpoints: every thread of the process
+		// is checkpointed at once from now on, by the supervisor.
+		s.logOnce(fmt.Sprintf("mt-%d", p.pid), "process %d: more than one thread enters rescue points: checkpoints go through the supervisor", p.pid)
+		s.fastToSlow(p)
 	}
 	s.syncFastFrame(p)
 	procs := s.stopThreads(s.scopeOf(site.rp, p), site.rp.Scope == manifest.ScopeContainer)
@@ -204,9 +211,13 @@ func (s *Supervisor) fastFrameOf(t *thread) (*rescuePoint, patch.Frame, bool) {
 	if !f.Active || f.RP < 0 || f.RP >= len(s.rps) || fs.orphanGen != 0 && f.Generation == fs.orphanGen {
 		return nil, f, false
 	}
-	// The frame belongs to the thread whose stack holds its slot.
+	// The frame belongs to the thread whose stack holds its slot (with
+	// other threads: the owner).
 	var regs arch.Regs
 	if ptrace.GetRegs(t.tid, &regs) != nil || regs.Rsp > f.Slot {
+		return nil, f, false
+	}
+	if fs.ctl.Flags()&patch.FlagMT != 0 && regs.Fs_base != fs.ctl.Owner() {
 		return nil, f, false
 	}
 	return s.rps[f.RP], f, true
@@ -226,6 +237,10 @@ func (s *Supervisor) recoverFast(t *thread, sig unix.Signal, si ptrace.Siginfo, 
 	if fs.extID == 0 {
 		s.resumeThreads(stopped)
 		return fmt.Errorf("no checkpoint for the frame of %s", rp)
+	}
+	if why, ran := s.othersRan(p, t); ran && len(p.threads) > 1 {
+		s.resumeThreads(stopped)
+		return fmt.Errorf("%s during the rescue point's window: rolling back its memory could undo that work", why)
 	}
 	unguard := s.guardRollback(stopped, p.pid, fs.extID)
 	var pages int
@@ -352,6 +367,69 @@ func (s *Supervisor) retrackRanges(p *process) {
 		return
 	}
 	fs.ctl.SetFlags(0, patch.FlagStale|patch.FlagLayout)
+}
+
+// fastToMT keeps the in-process checkpoints of p, which has more than
+// one thread now, for one thread (the first to take one): a rollback
+// then undoes that thread's work, and is made only when no other thread
+// ran meanwhile (othersRan). Without a way for the injected code to tell
+// threads apart (FSGSBASE), the checkpoints go through the supervisor.
+func (s *Supervisor) fastToMT(p *process) {
+	fs := p.fast
+	if fs == nil || fs.ctl.Flags()&patch.FlagMT != 0 {
+		return
+	}
+	if !hasFSGSBase(p.pid) {
+		s.fastToSlow(p)
+		return
+	}
+	fs.ctl.SetFlags(patch.FlagMT, 0)
+}
+
+// hasFSGSBase reports whether pid may use rdfsbase (AT_HWCAP2).
+func hasFSGSBase(pid int) bool {
+	auxv, err := procfs.Auxv(pid)
+	return err == nil && auxv[atHwcap2]&hwcap2FSGSBase != 0
+}
+
+const (
+	atHwcap2       = 26
+	hwcap2FSGSBase = 1 << 1
+)
+
+// othersRan reports whether a thread of p other than t may have changed
+// memory since t's in-process checkpoint (all held): its stack written,
+// or a system call of its completed. A rollback of t's pages could then
+// undo that thread's work.
+func (s *Supervisor) othersRan(p *process, t *thread) (string, bool) {
+	maps, err := procfs.Maps(p.pid)
+	if err != nil {
+		return err.Error(), true
+	}
+	for _, u := range p.threads {
+		if u == t || u.awaitInitial {
+			continue
+		}
+		var regs arch.Regs
+		if err := ptrace.GetRegs(u.tid, &regs); err != nil {
+			continue // gone
+		}
+		if arch.InSyscall(&regs) && !arch.Restarting(&regs) {
+			return fmt.Sprintf("thread %d completed a system call", u.tid), true
+		}
+		m, ok := covering(maps, regs.Rsp)
+		if !ok {
+			return fmt.Sprintf("thread %d has no stack", u.tid), true
+		}
+		written, known := p.fast.mirror.WrittenIn(m.Start, m.End)
+		if !known {
+			return fmt.Sprintf("the stack of thread %d is not tracked", u.tid), true
+		}
+		if written {
+			return fmt.Sprintf("thread %d ran", u.tid), true
+		}
+	}
+	return "", false
 }
 
 // fastToSlow turns the in-process checkpoints of p off: its entries stop
