@@ -52,6 +52,8 @@ type Dirty struct {
 	// undo is the log of the checkpoint being taken, while shadow pages
 	// are dropped or replaced (nil at depth 0: nothing to undo to).
 	undo map[uint64][]byte
+	// excluded are ranges of the supervisor's own, never tracked.
+	excluded []span
 }
 
 type span struct{ start, end uint64 }
@@ -420,6 +422,11 @@ func (d *Dirty) rearm() ([]uint64, error) {
 	return pages, nil
 }
 
+func (d *Dirty) isWritable(p uint64) bool {
+	i := sort.Search(len(d.writable), func(i int) bool { return d.writable[i].End > p })
+	return i < len(d.writable) && d.writable[i].Start <= p
+}
+
 func (d *Dirty) isShared(p uint64) bool {
 	i := sort.Search(len(d.writable), func(i int) bool { return d.writable[i].End > p })
 	return i < len(d.writable) && d.writable[i].Start <= p && d.writable[i].Shared()
@@ -430,7 +437,7 @@ func (d *Dirty) isShared(p uint64) bool {
 func (d *Dirty) restrictTo(maps []procfs.Mapping) {
 	var w, all []procfs.Mapping
 	for _, m := range maps {
-		if m.End > addressSpaceEnd {
+		if m.End > addressSpaceEnd || overlaps(d.excluded, m.Start, m.End) {
 			continue
 		}
 		all = append(all, m)
@@ -439,6 +446,32 @@ func (d *Dirty) restrictTo(maps []procfs.Mapping) {
 		}
 	}
 	d.writable, d.mapped = w, all
+}
+
+// Exclude implements Tracker.
+func (d *Dirty) Exclude(start, end uint64) {
+	d.excluded = append(d.excluded, span{start, end})
+}
+
+// Discarded implements Tracker. Only pages the shadow holds contents for
+// can have lost any: the others were never populated (zero) when the
+// shadow was taken, and are zero again once discarded. Shared pages are
+// all in the shadow.
+func (d *Dirty) Discarded(start, end uint64) {
+	start &^= PageSize - 1
+	if (end-start)/PageSize > uint64(len(d.shadow)) {
+		for p := range d.shadow {
+			if p >= start && p < end {
+				d.stale[p] = struct{}{}
+			}
+		}
+		return
+	}
+	for p := start; p < end; p += PageSize {
+		if _, ok := d.shadow[p]; ok {
+			d.stale[p] = struct{}{}
+		}
+	}
 }
 
 // Commit implements Tracker.

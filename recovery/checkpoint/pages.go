@@ -58,11 +58,15 @@ func (d *Dirty) readInto(pages []uint64, fresh, lenient bool) error {
 }
 
 // writePages writes the given contents (nil: zero page) into the process,
-// skipping pages no longer mapped writable.
+// skipping pages not mapped writable. A page that is not writable in the
+// layout rolled back to cannot have changed since the checkpoint but
+// through a call that the supervisor's journal restores (an mprotect, a
+// munmap); the shadow may lack it, or hold older contents, and must not
+// overwrite it.
 func (d *Dirty) writePages(want map[uint64][]byte) error {
 	pages := make([]uint64, 0, len(want))
 	for p := range want {
-		if d.isMapped(p) {
+		if d.isWritable(p) {
 			pages = append(pages, p)
 		}
 	}

@@ -162,6 +162,7 @@ type Status struct {
 	ShdPnd    uint64 // signals pending for the process
 	SigBlk    uint64 // signals blocked by this thread
 	State     byte
+	Umask     uint32
 }
 
 // ReadStatus parses /proc/PID/status (works for thread ids too).
@@ -194,6 +195,9 @@ func ReadStatus(pid int) (Status, error) {
 			st.SigPnd, _ = strconv.ParseUint(v, 16, 64)
 		case "SigCgt":
 			st.SigCgt, _ = strconv.ParseUint(v, 16, 64)
+		case "Umask":
+			u, _ := strconv.ParseUint(v, 8, 32)
+			st.Umask = uint32(u)
 		case "State":
 			if len(v) > 0 {
 				st.State = v[0]
