@@ -241,3 +241,27 @@ func TestE2ERollbackSeccomp(t *testing.T) {
 		t.Fatalf("want one error event naming the descriptor and socketpair's EPERM, got %v%s", errs, r)
 	}
 }
+
+// TestE2ERollbackCannotComplete (bad input): the program's seccomp filter
+// forbids unmapping the mapping the rescue point made, so the rollback
+// cannot restore the layout. The process ends as it would without assure
+// (its SIGSEGV handler, installed with SA_RESETHAND, runs, the fault
+// recurs, it dies of SIGSEGV), with an error event that says why, and
+// nothing hangs.
+func TestE2ERollbackCannotComplete(t *testing.T) {
+	native := runNative(t, "rollback", "seccomp-munmap", "fault")
+	wantSignalDeath(t, native, syscall.SIGSEGV)
+	m := manifest{Version: 1, RescuePoints: []rescuePoint{fn("rollback", "mutate", -1)}}.JSON()
+	r := runAssure(t, m, "rollback", "seccomp-munmap", "fault")
+	wantSignalDeath(t, r, syscall.SIGSEGV)
+	if n := len(r.ofType("recovered")); n != 0 {
+		t.Errorf("%d recovered events, want none%s", n, r)
+	}
+	errs := r.ofType("error")
+	if len(errs) != 1 || !strings.Contains(errs[0].Message, "failed") || !strings.Contains(errs[0].Message, "operation not permitted") {
+		t.Errorf("want one error event saying the rollback failed and why, got %v%s", errs, r)
+	}
+	if len(r.ofType("crash")) == 0 {
+		t.Errorf("no crash event for the fault that was delivered%s", r)
+	}
+}

@@ -12,8 +12,10 @@ import (
 // kind (PROT_NONE reservations, read-only memory, PROT_NONE memory with
 // contents, a private file mapping, an arena-like region grown with
 // mprotect), start threads (new stacks, new malloc arenas, glibc's stack
-// cache unmapping old stacks), make a named helper thread exit, and overflow
-// stack buffers (REASSURE's steps_threaded_crashes), inside a rescue point,
+// cache unmapping old stacks), make a named helper thread exit, overflow
+// stack buffers (REASSURE's steps_threaded_crashes) and unmap their own
+// stack (the kernel cannot even return such a thread to user mode, and the
+// rollback must run its calls in another thread), inside a rescue point,
 // faulting in most rounds while the other workers do the same. With process
 // scope every recovery rolls all threads back, so each run recovers far more
 // faults than it has bad rounds. Under assure, in every run: exit 0; every

@@ -87,6 +87,14 @@ func (s *Supervisor) enterRescue(t *thread, bp *breakpoint, regs *arch.Regs) {
 		s.resume(t)
 		return
 	}
+	if s.faultQueued(procs) {
+		// A fault came in while the threads stopped: recover it first,
+		// before the others run on what it broke. t takes the breakpoint
+		// again afterwards (its registers point at it).
+		s.resumeThreads(procs)
+		s.resume(t)
+		return
+	}
 	id, err := s.checkpoint(procs, t, bp)
 	s.debugf("checkpoint %d at %#x in %d: %v", id, bp.addr, t.tid, err)
 	if err == nil {
@@ -103,6 +111,23 @@ func (s *Supervisor) enterRescue(t *thread, bp *breakpoint, regs *arch.Regs) {
 	s.stepOver(t, bp, regs)
 	s.resumeThreads(procs)
 	s.resume(t)
+}
+
+// faultQueued reports whether a thread of procs has a fault signal
+// waiting in the queue.
+func (s *Supervisor) faultQueued(procs []*process) bool {
+	for _, e := range s.queue {
+		t := s.threads[e.tid]
+		if t == nil || !e.ws.Stopped() || ptrace.Event(e.ws) != 0 || !isFault(e.ws.StopSignal()) || e.ws.StopSignal() == unix.SIGTRAP {
+			continue
+		}
+		for _, p := range procs {
+			if t.proc == p {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func isGone(err error) bool { return errors.Is(err, errThreadGone) }

@@ -66,10 +66,10 @@ func (s *Supervisor) rollbackProcess(p *process, id checkpoint.ID, faulting *thr
 	r := &rollback{s: s, p: p, c: c, j: mergeJournals(p.ckpts[i:]), renamed: make(map[int]int)}
 	defer r.done()
 	s.killNewProcesses(p, c.seq)
-	if err := s.endNewThreads(p, c); err != nil {
+	if err := r.pickInjector(faulting); err != nil {
 		return 0, 0, nil, err
 	}
-	if err := r.pickInjector(faulting); err != nil {
+	if err := r.endNewThreads(); err != nil {
 		return 0, 0, nil, err
 	}
 	if err := r.restoreLayout(); err != nil {
@@ -888,20 +888,40 @@ func (s *Supervisor) descendsFrom(q, p *process) bool {
 }
 
 // endNewThreads makes each thread created since the checkpoint call
-// exit(2): only that thread ends, as if it had never been started. One
-// that cannot run the call fails the rollback (a signal would end the
-// whole process).
-func (s *Supervisor) endNewThreads(p *process, c *procCheckpoint) error {
+// exit(2): only that thread ends, as if it had never been started. (A
+// signal would end the whole process.) A thread that cannot get back to
+// user mode to make the call, because its rseq area is gone (it unmapped
+// its own stack, say), is given a page there first; the layout restore
+// removes that page again.
+func (r *rollback) endNewThreads() error {
+	p, c := r.p, r.c
 	for _, t := range p.threads {
 		if c.threads[t.tid] != nil || t.awaitInitial {
 			continue
 		}
-		if _, err := s.inject(t, unix.SYS_EXIT, 0); err != nil && !isGone(err) {
+		_, err := r.s.inject(t, unix.SYS_EXIT, 0)
+		if errors.Is(err, errCannotRun) && r.shelter(t) {
+			_, err = r.s.inject(t, unix.SYS_EXIT, 0)
+		}
+		if err != nil && !isGone(err) {
 			return fmt.Errorf("end thread %d, created since the checkpoint: %w", t.tid, err)
 		}
-		s.removeThread(t)
+		r.s.removeThread(t)
 	}
 	return nil
+}
+
+// shelter maps a page where t's rseq area was, if nothing is mapped there.
+func (r *rollback) shelter(t *thread) bool {
+	rs, err := ptrace.GetRseq(t.tid)
+	if err != nil || rs.Pointer == 0 {
+		return false
+	}
+	page := rs.Pointer &^ (pageSize - 1)
+	got, err := r.inject(unix.SYS_MMAP, page, pageSize, unix.PROT_READ|unix.PROT_WRITE,
+		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_FIXED_NOREPLACE, ^uint64(0), 0)
+	r.s.debugf("rollback of %d: page for the rseq area of %d at %#x: %#x %v", r.p.pid, t.tid, page, got, err)
+	return err == nil && got == page
 }
 
 func sortedKeys[V any](m map[int]V) []int {

@@ -22,7 +22,9 @@
  * (the named helper thread exits and is joined: it must come back, with
  * its name). seccomp-close installs a seccomp filter that forbids
  * socketpair, which a rollback needs to give back a closed descriptor,
- * then closes the file inside the rescue point (bad input).
+ * then closes the file inside the rescue point (bad input); seccomp-munmap
+ * forbids unmapping what mode mmap maps at a fixed address inside the
+ * rescue point: the rollback cannot complete.
  * Things the rescue point must hand out of a rolled-back world (an mmap
  * address, fd numbers, a thread id, a child pid) go through the pipe "oob":
  * the kernel's pipe buffer is not program memory and survives the rollback.
@@ -49,15 +51,14 @@
 enum mode {
 	M_NOOP, M_HEAP, M_STACK, M_GLOBAL, M_KERNEL, M_MMAP, M_BRK, M_FD, M_THREAD, M_FORK, M_SIGMASK, M_FPENV, M_REGS,
 	M_SIGACTION, M_ALTSTACK, M_CLOSE, M_DUP2, M_OFFSET, M_PRCTL, M_UMASK, M_CWD, M_RLIMIT, M_MADVISE, M_NAME,
-	M_THREADEXIT, M_SECCOMP_CLOSE,
+	M_THREADEXIT, M_SECCOMP_CLOSE, M_SECCOMP_MUNMAP,
 };
 static const char *mode_names[] = {
 	"noop", "heap", "stack", "global", "kernel", "mmap", "brk", "fd", "thread", "fork", "sigmask", "fpenv", "regs",
 	"sigaction", "altstack", "close", "dup2", "offset", "prctl", "umask", "cwd", "rlimit", "madvise", "name",
-	"threadexit", "seccomp-close",
+	"threadexit", "seccomp-close", "seccomp-munmap",
 };
 
-#define FIXED_ADDR ((char *)0x200000000000UL)
 #define MAP_LEN (1 << 20)
 #define HEAP_LEN (64 * 1024)
 #define NFDS 6
@@ -144,12 +145,17 @@ static void setup_kstate(void)
 		syscall(SYS_futex, &g_helper_ready, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
 }
 
-/* A seccomp filter that fails socketpair with EPERM and allows the rest. */
-static void forbid_socketpair(void)
+#define FIXED_ADDR ((char *)0x200000000000UL)
+
+/* A seccomp filter that fails socketpair (or munmap of FIXED_ADDR) with
+ * EPERM and allows the rest. */
+static void forbid(int munmap_fixed)
 {
 	struct sock_filter f[] = {
 		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_socketpair, 0, 1),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, munmap_fixed ? SYS_munmap : SYS_socketpair, 0, 3),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0]) + 4),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, munmap_fixed ? 0x2000 : 0, 0, 1),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
 		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
 	};
@@ -201,7 +207,8 @@ RESCUE_POINT int mutate(int mode, struct ctx *c, int fault)
 		/* only the kernel writes these pages inside the rescue point */
 		read_exact(datapipe[0], g_kbuf + 100, 2 * 4096);
 		break;
-	case M_MMAP: {
+	case M_MMAP:
+	case M_SECCOMP_MUNMAP: {
 		char *f = mmap(FIXED_ADDR, MAP_LEN, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 		if (f != FIXED_ADDR)
@@ -643,8 +650,8 @@ int main(int argc, char **argv)
 	struct ctx c = { &local, lbuf, heap };
 	g_brk_start = (unsigned long)syscall(SYS_brk, 0);
 	setup_kstate();
-	if (mode == M_SECCOMP_CLOSE)
-		forbid_socketpair();
+	if (mode == M_SECCOMP_CLOSE || mode == M_SECCOMP_MUNMAP)
+		forbid(mode == M_SECCOMP_MUNMAP);
 
 	/* Warm-up calls without a fault: whatever the supervisor sets up once
 	 * per process (a code page, ...) is in place before the measurements. */

@@ -32,6 +32,10 @@
  *   remap    mremap ro (grown, moved) and hid (moved into res)
  *   join     make the helper exit and join it; start and join a thread
  *   smash    overflow a stack buffer: __stack_chk_fail, SIGABRT
+ *   dropstack  unmap the worker's own stack (its thread descriptor and
+ *            rseq area with it): the kernel cannot even return the thread
+ *            to user mode (SIGSEGV), and the thread the rollback injects
+ *            its calls into must be another one
  * threads and malloc rounds also run without a fault now and then, so
  * that the layout keeps changing for real.
  *
@@ -58,7 +62,7 @@
 #define STK_LEN (1UL << 20)
 #define STK_USED (128UL << 10)
 
-enum mode { M_THREADS, M_MALLOC, M_UNMAP, M_PARTIAL, M_FIXED, M_REMAP, M_JOIN, M_SMASH, NMODES };
+enum mode { M_THREADS, M_MALLOC, M_UNMAP, M_PARTIAL, M_FIXED, M_REMAP, M_JOIN, M_SMASH, M_DROPSTACK, NMODES };
 
 struct region {
 	const char *name;
@@ -83,6 +87,7 @@ static char g_long[64];
 volatile size_t g_smash_len = sizeof g_long;
 volatile int g_sink;
 static pthread_mutex_t g_print = PTHREAD_MUTEX_INITIALIZER;
+static int g_done; /* futex: workers finished */
 
 NOINLINE static int copy_name(const char *src, size_t n)
 {
@@ -211,6 +216,16 @@ RESCUE_POINT int step(struct worker *w, int mode, int round, int fault)
 	case M_SMASH:
 		g_sink = copy_name(g_long, g_smash_len); /* SIGABRT */
 		break;
+	case M_DROPSTACK: {
+		pthread_attr_t a;
+		void *base;
+		size_t size;
+		if (pthread_getattr_np(pthread_self(), &a) || pthread_attr_getstack(&a, &base, &size))
+			die("pthread_getattr_np");
+		pthread_attr_destroy(&a);
+		munmap(base, size); /* SIGSEGV: no stack, no rseq area */
+		break;
+	}
 	}
 	if (fault)
 		crash_null();
@@ -350,10 +365,10 @@ static void *worker_main(void *arg)
 	for (int i = 0; i < g_rounds; i++) {
 		int mode = (i + w->id) % NMODES;
 		int fault = !(mode == M_THREADS || mode == M_MALLOC) || (i / NMODES + w->id) % 2 == 0;
-		if (mode == M_SMASH)
-			fault = 0; /* the overflow itself aborts */
+		if (mode == M_SMASH || mode == M_DROPSTACK)
+			fault = 0; /* the mode faults by itself */
 		int rc = step(w, mode, i, fault);
-		int expect_error = fault || mode == M_SMASH;
+		int expect_error = fault || mode == M_SMASH || mode == M_DROPSTACK;
 		w->want += expect_error;
 		if (rc < 0)
 			w->errors++;
@@ -362,6 +377,8 @@ static void *worker_main(void *arg)
 		if (rc < 0 || !expect_error)
 			w->bad += check(w, i);
 	}
+	__atomic_fetch_add(&g_done, 1, __ATOMIC_RELEASE);
+	syscall(SYS_futex, &g_done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 	return NULL;
 }
 
@@ -389,6 +406,10 @@ int main(int argc, char **argv)
 	for (int i = 0; i < g_nw; i++)
 		if (pthread_create(&t[i], NULL, worker_main, &g_w[i]))
 			die("pthread_create worker");
+	/* Wait in memory of our own, not in pthread_join: a dropstack round
+	 * unmaps the thread descriptor that a join would wait on. */
+	for (int n; (n = __atomic_load_n(&g_done, __ATOMIC_ACQUIRE)) < g_nw;)
+		syscall(SYS_futex, &g_done, FUTEX_WAIT_PRIVATE, n, NULL, NULL, 0);
 	for (int i = 0; i < g_nw; i++)
 		pthread_join(t[i], NULL);
 
