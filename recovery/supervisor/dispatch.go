@@ -273,7 +273,7 @@ func (s *Supervisor) onExec(t *thread) {
 	p.noTrack = nil
 	p.views.close()
 	p.views = nil
-	p.ckpts = nil
+	p.dropCkpts()
 	p.breakpoints = make(map[uint64]*breakpoint)
 	p.resolved = make(map[*rescuePoint]uint64)
 	p.modules = newModuleCache()

@@ -157,10 +157,20 @@ func (s *Supervisor) dropProcess(p *process) {
 		p.tracker.Close()
 		p.tracker = nil
 	}
+	p.dropCkpts()
 	p.views.close()
 	p.views = nil
 	p.mem.Close()
 	delete(s.procs, p.pid)
+}
+
+// dropCkpts forgets p's checkpoints (the process is gone, exec'd or
+// detached), closing what their journals hold.
+func (p *process) dropCkpts() {
+	for _, c := range p.ckpts {
+		c.journal.release()
+	}
+	p.ckpts = nil
 }
 
 func (p *process) readMem(addr uint64, n int) ([]byte, error) {
