@@ -52,6 +52,8 @@ type journal struct {
 	// could not be recorded. A rollback reports both.
 	notes []string
 	lost  []string
+	// released: merged into another journal, or dropped.
+	released bool
 }
 
 type prctlKey struct {
@@ -88,19 +90,26 @@ type exitedThread struct {
 	affinity []byte    // sched_getaffinity mask
 }
 
-func newJournal() *journal {
-	return &journal{
-		sigactions: make(map[int][]byte),
-		altstacks:  make(map[int][]byte),
-		names:      make(map[int]string),
-		prctls:     make(map[prctlKey]uint64),
-		rlimits:    make(map[int]unix.Rlimit),
-		exited:     make(map[int]*exitedThread),
-		fdSeen:     make(map[int]bool),
-		offSeen:    make(map[int]bool),
-		files:      make(map[fileKey]*os.File),
-		pages:      make(map[uint64][]byte),
+// newJournal returns an empty journal. Nothing is allocated until the
+// first record: a checkpoint whose window makes no state-changing call
+// costs nothing here.
+func newJournal() *journal { return &journal{} }
+
+// ensure allocates the journal's tables, at its first record.
+func (j *journal) ensure() {
+	if j.fdSeen != nil || j.released {
+		return
 	}
+	j.sigactions = make(map[int][]byte)
+	j.altstacks = make(map[int][]byte)
+	j.names = make(map[int]string)
+	j.prctls = make(map[prctlKey]uint64)
+	j.rlimits = make(map[int]unix.Rlimit)
+	j.exited = make(map[int]*exitedThread)
+	j.fdSeen = make(map[int]bool)
+	j.offSeen = make(map[int]bool)
+	j.files = make(map[fileKey]*os.File)
+	j.pages = make(map[uint64][]byte)
 }
 
 // release closes what the journal holds open.
@@ -120,17 +129,18 @@ func (j *journal) release() {
 	if j.cwd != nil {
 		j.cwd.Close()
 	}
-	*j = journal{}
+	*j = journal{released: true}
 }
 
 // mergeInto hands j's entries to parent, the journal of the enclosing
 // checkpoint, when j's checkpoint commits (or is rolled through): where
 // both recorded a key, parent's older value stays.
 func (j *journal) mergeInto(parent *journal) {
-	if parent.files == nil { // released already
-		j.release()
+	if parent.released || j.fdSeen == nil {
+		j.release() // nothing to keep, or nothing recorded
 		return
 	}
+	parent.ensure()
 	mergeMap(parent.sigactions, j.sigactions)
 	mergeMap(parent.altstacks, j.altstacks)
 	mergeMap(parent.names, j.names)
@@ -168,7 +178,7 @@ func (j *journal) mergeInto(parent *journal) {
 	if j.cwd != nil {
 		j.cwd.Close()
 	}
-	*j = journal{}
+	*j = journal{released: true}
 }
 
 func mergeMap[K comparable, V any](dst, src map[K]V) {

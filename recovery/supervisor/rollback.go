@@ -64,6 +64,7 @@ func (s *Supervisor) rollbackProcess(p *process, id checkpoint.ID, faulting *thr
 	}
 	c := p.ckpts[i]
 	r := &rollback{s: s, p: p, c: c, j: mergeJournals(p.ckpts[i:]), renamed: make(map[int]int)}
+	r.j.ensure()
 	defer r.done()
 	s.killNewProcesses(p, c.seq)
 	if err := r.pickInjector(faulting); err != nil {

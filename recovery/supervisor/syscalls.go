@@ -92,6 +92,10 @@ func (s *Supervisor) beforeSyscall(t *thread, regs *arch.Regs) {
 		return
 	}
 	a := arch.SyscallArgs(regs)
+	if !interesting[regs.Orig_rax] {
+		return
+	}
+	j.ensure()
 	switch regs.Orig_rax {
 	case unix.SYS_RT_SIGACTION:
 		if a[1] != 0 {
@@ -176,6 +180,27 @@ func (s *Supervisor) beforeSyscall(t *thread, regs *arch.Regs) {
 }
 
 const madvDontneedLocked = 24
+
+// interesting are the system calls beforeSyscall looks at.
+var interesting = func() map[uint64]bool {
+	m := map[uint64]bool{}
+	for _, nr := range []uint64{
+		unix.SYS_RT_SIGACTION, unix.SYS_SIGALTSTACK, unix.SYS_CLOSE, unix.SYS_CLOSE_RANGE,
+		unix.SYS_DUP2, unix.SYS_DUP3, unix.SYS_READ, unix.SYS_READV, unix.SYS_LSEEK,
+		unix.SYS_GETDENTS64, unix.SYS_GETDENTS, unix.SYS_WRITE, unix.SYS_WRITEV,
+		unix.SYS_PWRITE64, unix.SYS_PWRITEV, unix.SYS_PWRITEV2, unix.SYS_PREADV2, unix.SYS_SENDFILE,
+		unix.SYS_COPY_FILE_RANGE, unix.SYS_SPLICE, unix.SYS_PRCTL, unix.SYS_UMASK, unix.SYS_CHDIR,
+		unix.SYS_FCHDIR, unix.SYS_SETRLIMIT, unix.SYS_PRLIMIT64, unix.SYS_MUNMAP, unix.SYS_MPROTECT,
+		unix.SYS_PKEY_MPROTECT, unix.SYS_MMAP, unix.SYS_MREMAP, unix.SYS_MADVISE, unix.SYS_SHMDT,
+		unix.SYS_EXIT,
+	} {
+		m[nr] = true
+	}
+	for nr := range irreversible {
+		m[nr] = true
+	}
+	return m
+}()
 
 // irreversible are system calls whose effect no rollback takes back.
 var irreversible = map[uint64]string{
@@ -623,6 +648,7 @@ func (s *Supervisor) noteDelivery(t *thread, sig unix.Signal) {
 	if j == nil || !tracesSyscalls(t.proc) || t.proc.scratch == 0 {
 		return
 	}
+	j.ensure()
 	if _, ok := j.sigactions[int(sig)]; ok {
 		return
 	}

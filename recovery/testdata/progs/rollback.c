@@ -20,7 +20,10 @@
  * file mapping, MADV_REMOVE on shared memory), name (the main thread's
  * name with prctl, the helper's through /proc .../comm) and threadexit
  * (the named helper thread exits and is joined: it must come back, with
- * its name). seccomp-close installs a seccomp filter that forbids
+ * its name), resethand (a signal delivered to a handler installed with
+ * SA_RESETHAND: the delivery itself resets it, no system call), and
+ * unmapshared (shared memory and a shared file mapping unmapped: they must
+ * come back as mappings of the same objects, still shared). seccomp-close installs a seccomp filter that forbids
  * socketpair, which a rollback needs to give back a closed descriptor,
  * then closes the file inside the rescue point (bad input); seccomp-munmap
  * forbids unmapping what mode mmap maps at a fixed address inside the
@@ -51,12 +54,12 @@
 enum mode {
 	M_NOOP, M_HEAP, M_STACK, M_GLOBAL, M_KERNEL, M_MMAP, M_BRK, M_FD, M_THREAD, M_FORK, M_SIGMASK, M_FPENV, M_REGS,
 	M_SIGACTION, M_ALTSTACK, M_CLOSE, M_DUP2, M_OFFSET, M_PRCTL, M_UMASK, M_CWD, M_RLIMIT, M_MADVISE, M_NAME,
-	M_THREADEXIT, M_SECCOMP_CLOSE, M_SECCOMP_MUNMAP,
+	M_THREADEXIT, M_SECCOMP_CLOSE, M_SECCOMP_MUNMAP, M_RESETHAND, M_UNMAPSHARED,
 };
 static const char *mode_names[] = {
 	"noop", "heap", "stack", "global", "kernel", "mmap", "brk", "fd", "thread", "fork", "sigmask", "fpenv", "regs",
 	"sigaction", "altstack", "close", "dup2", "offset", "prctl", "umask", "cwd", "rlimit", "madvise", "name",
-	"threadexit", "seccomp-close", "seccomp-munmap",
+	"threadexit", "seccomp-close", "seccomp-munmap", "resethand", "unmapshared",
 };
 
 #define MAP_LEN (1 << 20)
@@ -77,7 +80,8 @@ char g_kbuf[3 * 4096] __attribute__((aligned(4096)));
 #define KFILE_LEN 16384
 static int g_file = -1, g_pipe[2], g_sock[2];       /* closed, replaced, read */
 static int g_wfile = -1, g_wpipe = -1, g_wsock = -1; /* witnesses: dups kept */
-static char *g_fmap, *g_shm;                        /* madvise */
+static char *g_fmap, *g_shm, *g_shm2;               /* madvise; g_shm2 maps g_shm's memfd again */
+static char *g_fshared;                             /* kfile, MAP_SHARED */
 static pthread_t g_helper;
 static int g_helper_stop;  /* futex: the helper exits when it is 1 */
 static int g_helper_ready; /* futex: 1 once the helper has its name */
@@ -106,6 +110,9 @@ static void setup_kstate(void)
 	sigaddset(&sa.sa_mask, SIGUSR2);
 	if (sigaction(SIGUSR1, &sa, NULL))
 		die("sigaction");
+	sa.sa_flags = SA_RESETHAND;
+	if (sigaction(SIGUSR2, &sa, NULL))
+		die("sigaction");
 	struct sigaction sv = { 0 };
 	sv.sa_sigaction = segv_handler;
 	sv.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESETHAND; /* as redis */
@@ -132,8 +139,10 @@ static void setup_kstate(void)
 	if (g_fmap == MAP_FAILED || mfd < 0 || ftruncate(mfd, 8192))
 		die("madvise setup");
 	g_shm = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	g_shm2 = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
 	close(mfd);
-	if (g_shm == MAP_FAILED)
+	g_fshared = mmap(NULL, KFILE_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, g_file, 0);
+	if (g_shm == MAP_FAILED || g_shm2 == MAP_FAILED || g_fshared == MAP_FAILED)
 		die("mmap shm");
 	memset(g_fmap, 'C', 4096); /* a written (copied) page of the file mapping */
 	memset(g_shm, 'S', 8192);
@@ -290,9 +299,7 @@ RESCUE_POINT int mutate(int mode, struct ctx *c, int fault)
 		sa.sa_handler = SIG_IGN;
 		sigaction(SIGUSR1, &sa, NULL);
 		signal(SIGSEGV, SIG_DFL); /* redis's _serverAssert, before abort() */
-		sa.sa_handler = usr1_handler;
-		sa.sa_flags = SA_ONSTACK;
-		sigaction(SIGUSR2, &sa, NULL);
+		signal(SIGUSR2, SIG_IGN);
 		break;
 	}
 	case M_ALTSTACK: {
@@ -351,6 +358,13 @@ RESCUE_POINT int mutate(int mode, struct ctx *c, int fault)
 	case M_NAME:
 		prctl(PR_SET_NAME, "renamed");
 		pthread_setname_np(g_helper, "other"); /* writes /proc/self/task/TID/comm */
+		break;
+	case M_RESETHAND:
+		raise(SIGUSR2); /* its handler runs once, and is reset */
+		break;
+	case M_UNMAPSHARED:
+		munmap(g_shm, 8192);
+		munmap(g_fshared, KFILE_LEN);
 		break;
 	case M_THREADEXIT:
 		__atomic_store_n(&g_helper_stop, 1, __ATOMIC_RELEASE);
@@ -446,9 +460,12 @@ struct probes {
 	unsigned umask_;
 	uint64_t cwd;
 	long nofile_soft, stack_soft;
-	uint64_t fmap_sum, shm_sum;
+	uint64_t fmap_sum, shm_sum, fshared_sum;
+	int shm_shared, fshared_shared;
 	char main_name[16], helper_name[16];
 };
+
+static int is_mapped(const void *addr);
 
 static void probe_fd(int fd, int witness, long *ino, long *same)
 {
@@ -501,7 +518,24 @@ static void probe_kstate(struct probes *p)
 	getrlimit(RLIMIT_STACK, &r);
 	p->stack_soft = (long)r.rlim_cur;
 	p->fmap_sum = fnv1a(FNV_INIT, g_fmap, KFILE_LEN);
-	p->shm_sum = fnv1a(FNV_INIT, g_shm, 8192);
+	p->shm_sum = 0;
+	p->shm_shared = -1;
+	p->fshared_sum = 0;
+	p->fshared_shared = -1;
+	if (is_mapped(g_shm)) { /* a write through one mapping shows in the other */
+		p->shm_sum = fnv1a(FNV_INIT, g_shm, 8192);
+		char c = g_shm[4000];
+		g_shm[4000] = 'Q';
+		p->shm_shared = g_shm2[4000] == 'Q';
+		g_shm[4000] = c;
+	}
+	if (is_mapped(g_fshared)) { /* and in the file */
+		p->fshared_sum = fnv1a(FNV_INIT, g_fshared, KFILE_LEN);
+		char c = g_fshared[50], b = 0;
+		g_fshared[50] = 'Q';
+		p->fshared_shared = pread(g_file, &b, 1, 50) == 1 && b == 'Q';
+		g_fshared[50] = c;
+	}
 	prctl(PR_GET_NAME, p->main_name);
 	if (pthread_getname_np(g_helper, p->helper_name, sizeof p->helper_name))
 		strcpy(p->helper_name, "(gone)");
@@ -599,6 +633,9 @@ static void print_probes(struct probes b, struct probes a)
 	PAIR(stack_soft, "%ld");
 	PAIR(fmap_sum, "%016lx");
 	PAIR(shm_sum, "%016lx");
+	PAIR(shm_shared, "%d");
+	PAIR(fshared_sum, "%016lx");
+	PAIR(fshared_shared, "%d");
 	PAIR(main_name, "%s");
 	PAIR(helper_name, "%s");
 }
