@@ -159,7 +159,12 @@ func (s *Supervisor) beforeSyscall(t *thread, regs *arch.Regs) {
 			s.recordRange(p, j, a[0], a[1], 0)
 		}
 	case unix.SYS_MREMAP:
-		s.recordRange(p, j, a[0], a[1], 0)
+		if a[3]&mremapDontunmap != 0 {
+			// The old range stays mapped, emptied.
+			s.recordRange(p, j, a[0], a[1], unix.MADV_DONTNEED)
+		} else {
+			s.recordRange(p, j, a[0], a[1], 0)
+		}
 		if a[3]&unix.MREMAP_FIXED != 0 {
 			s.recordRange(p, j, a[4], a[2], 0)
 		}
@@ -179,7 +184,10 @@ func (s *Supervisor) beforeSyscall(t *thread, regs *arch.Regs) {
 	}
 }
 
-const madvDontneedLocked = 24
+const (
+	madvDontneedLocked = 24
+	mremapDontunmap    = 4
+)
 
 // interesting are the system calls beforeSyscall looks at.
 var interesting = func() map[uint64]bool {
