@@ -244,8 +244,9 @@ func (d *Dirty) isMapped(p uint64) bool {
 // sync arms write-protect on writable mappings that are not armed yet
 // (mapped since the previous checkpoint) and records them in the shadow.
 func (d *Dirty) sync(maps []procfs.Mapping) error {
-	changed := !sameLayout(d.mapped, maps)
+	old := d.mapped
 	d.restrictTo(maps)
+	changed := !sameLayout(old, d.mapped)
 	writable := d.writable
 	fresh, err := d.unarmed(writable)
 	if err != nil {
