@@ -905,3 +905,38 @@ func TestE2ERunForwardsSignals(t *testing.T) {
 		})
 	}
 }
+
+// TestE2EDetachInsideRescuePoint: SIGTERM reaches `assure attach` while the
+// server's only thread is inside its rescue point, blocked in read(), and
+// so traced system call by system call (the journal). assure detaches at
+// once, leaves no tracer, breakpoint, mapping or descriptor behind, and the
+// call goes on natively: the read returns the next line, the rescue point
+// returns, the server answers as before.
+func TestE2EDetachInsideRescuePoint(t *testing.T) {
+	s := startServer(t, 0)
+	s.want("GOOD 5", "ok 1")
+	before := s.stats()
+	a, ev := startAttach(t, simpleManifest("server", -1, "handle_request"), s.pid())
+	s.extra = a.describe
+	waitEvent(t, ev, attAttachTimeout, "attached", func(e event) bool { return e.Type == "attached" }, a.describe)
+	if got := s.request("HOLD"); got != "holding" {
+		t.Fatalf("HOLD: reply %q, want \"holding\"%s", got, a.describe())
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !a.waitExit(attExitTimeout) {
+		t.Fatalf("assure attach did not exit within %v of SIGTERM%s", attExitTimeout, a.describe())
+	}
+	if a.status() != 0 {
+		t.Errorf("assure attach: exit status %d, want 0%s", a.status(), a.describe())
+	}
+	waitEvent(t, ev, attEventTimeout, "detached", func(e event) bool { return e.Type == "detached" }, a.describe)
+	wantTracer(t, s.pid(), 0, a.describe)
+	s.want("release", "ok 2")
+	s.want("GOOD 7", "ok 3")
+	after := s.stats()
+	if after.fds != before.fds || after.maps != before.maps || after.threads != before.threads || after.total != 12 {
+		t.Errorf("stats after detach %+v, before attach %+v (want the same fds, mappings and threads, total 12)%s", after, before, a.describe())
+	}
+}

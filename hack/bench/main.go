@@ -1,6 +1,6 @@
 // Command bench measures what an armed rescue point costs under assure.
 //
-//	go run ./hack/bench [-calls N] [-mem 4,256] [-rounds 5] [-native-only] [-readme]
+//	go run ./hack/bench [-calls N] [-mem 4,256] [-rounds 5] [-capture 3] [-native-only] [-readme]
 //	go run ./hack/bench -start-only [-start-rounds 20] [-readme]
 //
 // It compiles rpbench.c (embedded) with gcc -O2 into a temporary directory
@@ -11,7 +11,11 @@
 //     `assure run` with rp_call declared (return -1), timed inside the
 //     program with CLOCK_MONOTONIC;
 //   - the recovery time: the same program with every K-th call dereferencing
-//     NULL, under assure; recoveryMicros is read from the --events file.
+//     NULL, under assure; recoveryMicros is read from the --events file;
+//   - the cost of the journal (capture.go): at the first heap size, rescue
+//     points that make system calls the journal does not record, calls it
+//     records, and a program with idle threads, under assure with the
+//     journal off (ASSURE_JOURNAL=off) and on, side by side.
 //
 // Native and assure runs are interleaved over several rounds (the order
 // alternating each round) and medians are reported, since the machine is
@@ -66,6 +70,7 @@ type config struct {
 	budget     time.Duration
 	runTimeout time.Duration
 	nativeOnly bool
+	capture    int // rounds of the journal measurement; 0: none
 	readme     bool
 	assure     string
 	root       string
@@ -104,6 +109,7 @@ func parseFlags() (*config, error) {
 	flag.DurationVar(&cfg.budget, "budget", 4*time.Minute, "time budget for the whole run (adaptive -calls; rounds past it are skipped)")
 	flag.DurationVar(&cfg.runTimeout, "run-timeout", 3*time.Minute, "limit for one run of the program")
 	flag.BoolVar(&cfg.nativeOnly, "native-only", false, "measure only the native runs (no bin/assure needed)")
+	flag.IntVar(&cfg.capture, "capture", 3, "rounds of the journal's cost (rescue points that make system calls, idle threads; journal off and on); 0 to skip")
 	flag.BoolVar(&cfg.readme, "readme", false, "also rewrite the benchmark section of README.md")
 	flag.StringVar(&cfg.assure, "assure", "", "path of the assure binary (default: bin/assure in the module root)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (program, manifests, events)")
@@ -202,8 +208,8 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 		return err
 	}
 	b.prog = filepath.Join(dir, "rpbench")
-	if out, err := exec.CommandContext(ctx, gcc, "-O2", "-o", b.prog, src).CombinedOutput(); err != nil {
-		return fmt.Errorf("gcc -O2 rpbench.c: %v\n%s", err, out)
+	if out, err := exec.CommandContext(ctx, gcc, "-O2", "-pthread", "-o", b.prog, src).CombinedOutput(); err != nil {
+		return fmt.Errorf("gcc -O2 -pthread rpbench.c: %v\n%s", err, out)
 	}
 	if cfg.startOnly {
 		return b.startSection(ctx)
@@ -222,13 +228,13 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 		runs := cfg.rounds * len(cfg.mems) * 2
 		target := min(time.Second, cfg.budget/3/time.Duration(runs))
 		target = max(target, 10*time.Millisecond)
-		r, err := b.runNative(ctx, cfg.mems[0], 2_000_000, 0)
+		r, err := b.runNative(ctx, cfg.mems[0], 2_000_000, 0, plain)
 		if err != nil {
 			return fmt.Errorf("calibration (native): %w", err)
 		}
 		nNative = callsFor(target, r.nsPerCall)
 		if !cfg.nativeOnly {
-			r, err := b.runAssure(ctx, cfg.mems[0], 200, 0)
+			r, err := b.runAssure(ctx, cfg.mems[0], 200, 0, plain)
 			if err != nil {
 				return fmt.Errorf("calibration (under assure): %w", err)
 			}
@@ -253,13 +259,13 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 			nativeFirst := round%2 == 0
 			for pass := 0; pass < 2; pass++ {
 				if (pass == 0) == nativeFirst {
-					r, err := b.runNative(ctx, mem, nNative, 0)
+					r, err := b.runNative(ctx, mem, nNative, 0, plain)
 					if err != nil {
 						return err
 					}
 					accs[i].native = append(accs[i].native, r.nsPerCall)
 				} else if !cfg.nativeOnly {
-					r, err := b.runAssure(ctx, mem, nAssure, 0)
+					r, err := b.runAssure(ctx, mem, nAssure, 0, plain)
 					if err != nil {
 						return err
 					}
@@ -267,7 +273,7 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 				}
 			}
 			if !cfg.nativeOnly {
-				r, err := b.runAssure(ctx, mem, cfg.faults*cfg.faultEvery, cfg.faultEvery)
+				r, err := b.runAssure(ctx, mem, cfg.faults*cfg.faultEvery, cfg.faultEvery, plain)
 				if err != nil {
 					return err
 				}
@@ -291,7 +297,15 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 		}
 		rows = append(rows, rw)
 	}
-	md := b.markdown(rows, rounds, nNative, nAssure, time.Since(start))
+	var capture string
+	if !cfg.nativeOnly && cfg.capture > 0 {
+		crows, err := b.capture(ctx, cfg.mems[0], cfg.capture, 300*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		capture = captureMarkdown(crows, cfg.mems[0], cfg.capture)
+	}
+	md := b.markdown(rows, rounds, nNative, nAssure, time.Since(start)) + capture
 	fmt.Print(md)
 	if cfg.readme {
 		if err := rewriteReadme(filepath.Join(cfg.root, "README.md"), md); err != nil {
@@ -359,9 +373,9 @@ func (b *bench) writeManifests() error {
 	return nil
 }
 
-func (b *bench) runNative(ctx context.Context, mem, calls, faultEvery int) (*result, error) {
-	args := progArgs(mem, calls, faultEvery)
-	r, _, err := b.exec(ctx, b.prog, args...)
+func (b *bench) runNative(ctx context.Context, mem, calls, faultEvery int, l load) (*result, error) {
+	args := progArgs(mem, calls, faultEvery, l)
+	r, _, err := b.exec(ctx, nil, b.prog, args...)
 	if err != nil {
 		return nil, fmt.Errorf("native run (%d MiB, %d calls): %w", mem, calls, err)
 	}
@@ -372,7 +386,7 @@ func (b *bench) runNative(ctx context.Context, mem, calls, faultEvery int) (*res
 	return r, nil
 }
 
-func (b *bench) runAssure(ctx context.Context, mem, calls, faultEvery int) (*result, error) {
+func (b *bench) runAssure(ctx context.Context, mem, calls, faultEvery int, l load) (*result, error) {
 	manifest := filepath.Join(b.dir, "calls.json")
 	what := "rescue-point calls"
 	if faultEvery > 0 {
@@ -382,8 +396,12 @@ func (b *bench) runAssure(ctx context.Context, mem, calls, faultEvery int) (*res
 	events := filepath.Join(b.dir, "events.jsonl")
 	_ = os.Remove(events)
 	args := append([]string{"run", "--manifest", manifest, "--events", events, "--", b.prog},
-		progArgs(mem, calls, faultEvery)...)
-	r, stderr, err := b.exec(ctx, b.cfg.assure, args...)
+		progArgs(mem, calls, faultEvery, l)...)
+	var env []string
+	if l.journalOff {
+		env = []string{"ASSURE_JOURNAL=off"}
+	}
+	r, stderr, err := b.exec(ctx, env, b.cfg.assure, args...)
 	if err != nil {
 		return nil, fmt.Errorf("assure run (%s, %d MiB, %d calls) failed: %w\ncommand: %s %s\n%s",
 			what, mem, calls, err, b.cfg.assure, strings.Join(args, " "), "stderr: "+tail(stderr, 20))
@@ -423,23 +441,29 @@ func (b *bench) logRun(what string, mem int, r *result) {
 		what, mem, r.calls, r.nsPerCall/1000, r.wall.Round(time.Millisecond), extra)
 }
 
-func progArgs(mem, calls, faultEvery int) []string {
+func progArgs(mem, calls, faultEvery int, l load) []string {
 	a := []string{strconv.Itoa(mem), strconv.Itoa(calls)}
-	if faultEvery > 0 {
+	if faultEvery > 0 || l != plain {
 		a = append(a, strconv.Itoa(faultEvery))
+	}
+	if l != plain {
+		a = append(a, l.body, strconv.Itoa(l.idle))
 	}
 	return a
 }
 
 // exec runs a command in its own process group with a time limit and parses
 // the program's result line from its stdout.
-func (b *bench) exec(ctx context.Context, name string, args ...string) (*result, string, error) {
+func (b *bench) exec(ctx context.Context, env []string, name string, args ...string) (*result, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.runTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	t0 := time.Now()

@@ -54,10 +54,16 @@ type Mirror struct {
 	ranges  []Range
 	retired []Range
 	gen     uint64 // bumped whenever ranges change
-	levels  []*mlevel
+	// clock counts syncs: ranges are born and die at a tick, levels are
+	// taken at one; the ranges of level L are those alive at L's tick.
+	clock  uint64
+	levels []*mlevel
 	// exclude are mappings never tracked: the supervisor's own in the
 	// process (the shadow itself, the control block).
 	exclude []span
+	// discarded are ranges whose contents the process dropped while a
+	// checkpoint was active (Discarded), restored at its rollback.
+	discarded []span
 }
 
 // Range is a tracked address range and where its pages live in the shadow.
@@ -68,12 +74,19 @@ type Range struct {
 	// Shared ranges are written by other processes without this process's
 	// page tables knowing: they are copied whole at every checkpoint.
 	Shared bool
+	// born and died are the clock ticks of the sync that tracked the
+	// range and of the one that retired it (0: alive).
+	born, died uint64
 }
+
+// aliveAt reports whether r was tracked at clock tick c.
+func (r Range) aliveAt(c uint64) bool { return r.born <= c && (r.died == 0 || r.died > c) }
 
 func (r Range) contains(p uint64) bool { return p >= r.Start && p < r.End }
 
 type mlevel struct {
-	id ID
+	id    ID
+	clock uint64 // the tick it was taken at
 	// external levels were taken by the code injected into the process
 	// (an outermost checkpoint); the engine holds nothing for them.
 	external bool
@@ -281,7 +294,7 @@ func (m *Mirror) SetExternal(id ID, active bool) {
 	i := m.index(id)
 	switch {
 	case active && i < 0:
-		m.levels = append([]*mlevel{{id: id, external: true}}, m.levels...)
+		m.levels = append([]*mlevel{{id: id, clock: m.clock, external: true}}, m.levels...)
 	case !active && i >= 0:
 		m.levels = append(m.levels[:i], m.levels[i+1:]...)
 	}
@@ -300,7 +313,7 @@ func (m *Mirror) Checkpoint(id ID, maps []procfs.Mapping) (Stats, error) {
 		if err != nil {
 			return Stats{}, err
 		}
-		m.levels = append(m.levels, &mlevel{id: id})
+		m.levels = append(m.levels, &mlevel{id: id, clock: m.clock})
 		return Stats{Pages: n}, nil
 	}
 	l, err := m.innerLevel(id)
@@ -341,7 +354,7 @@ func (m *Mirror) innerLevel(id ID) (*mlevel, error) {
 		return nil, err
 	}
 	pages := m.withShared(written)
-	l := &mlevel{id: id, log: make(map[uint64][]byte, len(pages))}
+	l := &mlevel{id: id, clock: m.clock, log: make(map[uint64][]byte, len(pages))}
 	bufs := make([][]byte, len(pages))
 	slab := make([]byte, len(pages)*PageSize)
 	for i := range pages {
@@ -407,6 +420,7 @@ func (m *Mirror) Rollback(id ID, coordinated bool) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("rollback of %d: %w", m.pid, err)
 	}
+	m.reconcile(m.levels[j].clock)
 	refill, err := m.rearm(maps)
 	if err != nil {
 		return Stats{}, err
@@ -419,8 +433,8 @@ func (m *Mirror) Rollback(id ID, coordinated bool) (Stats, error) {
 	if lv.log == nil {
 		lv = nil // the outermost level: its contents are the shadow's
 	}
-	want := m.restoreSet(lv, written, refill, coordinated)
-	if err := m.writeBack(want); err != nil {
+	want := m.restoreSet(lv, written, append(refill, m.discardedPages()...), coordinated)
+	if err := m.writeBack(want, maps); err != nil {
 		return Stats{}, err
 	}
 	m.levels = m.levels[:j]
@@ -436,6 +450,7 @@ func (m *Mirror) Rollback(id ID, coordinated bool) (Stats, error) {
 	}
 	if len(m.levels) == 0 {
 		m.dropRetired()
+		m.discarded = nil
 	}
 	return Stats{Pages: len(want)}, nil
 }
@@ -486,7 +501,54 @@ func (m *Mirror) Commit(id ID) {
 	m.levels = append(m.levels[:j], m.levels[j+1:]...)
 	if len(m.levels) == 0 {
 		m.dropRetired()
+		m.discarded = nil
 	}
+}
+
+// Discarded implements Tracker. Anonymous pages need nothing: a page the
+// kernel zapped reads as written at the next scan. A private file page
+// that was written before the checkpoint, though, falls back to the
+// file's contents unflagged (the kernel leaves a write-protect marker),
+// and a shared page dropped with MADV_REMOVE is not this process's to
+// flag: both are restored from the shadow at a rollback.
+func (m *Mirror) Discarded(start, end uint64) {
+	if len(m.levels) == 0 {
+		return
+	}
+	m.discarded = append(m.discarded, span{start &^ (PageSize - 1), end})
+}
+
+// discardedPages returns the pages of the discarded ranges that the shadow
+// holds contents for. Those it does not hold were not populated at the
+// checkpoint: zero, or the file's contents, which is what the process
+// finds there again after the discard.
+func (m *Mirror) discardedPages() []uint64 {
+	var pages []uint64
+	for _, d := range m.discarded {
+		for _, r := range m.ranges {
+			a, b := max(r.Start, d.start), min(r.End, d.end)
+			if a >= b {
+				continue
+			}
+			base := int64(r.Off) - int64(r.Start)
+			for off := int64(a) + base; off < int64(b)+base; {
+				data, err := unix.Seek(m.shadowFd, off, unix.SEEK_DATA)
+				if err != nil || data >= int64(b)+base {
+					break // ENXIO: no data past off
+				}
+				hole, err := unix.Seek(m.shadowFd, data, unix.SEEK_HOLE)
+				if err != nil {
+					break
+				}
+				hole = min(hole, int64(b)+base)
+				for o := data &^ (PageSize - 1); o < hole; o += PageSize {
+					pages = append(pages, uint64(o-base))
+				}
+				off = hole
+			}
+		}
+	}
+	return pages
 }
 
 func (m *Mirror) isShared(p uint64) bool {
@@ -504,11 +566,6 @@ func (m *Mirror) rangeOf(p uint64) (Range, bool) {
 	i := sort.Search(len(m.ranges), func(i int) bool { return m.ranges[i].End > p })
 	if i < len(m.ranges) && m.ranges[i].Start <= p {
 		return m.ranges[i], true
-	}
-	for _, r := range m.retired {
-		if r.contains(p) {
-			return r, true
-		}
 	}
 	return Range{}, false
 }
@@ -536,12 +593,17 @@ func (m *Mirror) copyIn(pages []uint64) error {
 	return err
 }
 
-// writeBack writes the given contents into the process, skipping pages no
-// longer mapped writable.
-func (m *Mirror) writeBack(want map[uint64][]byte) error {
+// writeBack writes the given contents into the process, skipping pages
+// not mapped writable in maps (the layout rolled back to): such a page
+// cannot have changed since the checkpoint but through a call that the
+// supervisor's journal undoes (mprotect, munmap), and /proc/PID/mem would
+// write over read-only memory.
+func (m *Mirror) writeBack(want map[uint64][]byte, maps []procfs.Mapping) error {
 	pages := make([]uint64, 0, len(want))
 	for p := range want {
-		pages = append(pages, p)
+		if writableIn(maps, p) {
+			pages = append(pages, p)
+		}
 	}
 	sort.Slice(pages, func(i, j int) bool { return pages[i] < pages[j] })
 	bufs := make([][]byte, len(pages))
@@ -559,11 +621,13 @@ func (m *Mirror) writeBack(want map[uint64][]byte) error {
 // again); ranges that are gone are retired while a checkpoint may still
 // need their contents, dropped otherwise.
 func (m *Mirror) sync(maps []procfs.Mapping) error {
+	m.clock++
 	var keep []Range
 	for _, r := range m.ranges {
 		if overlapsMapped(maps, r.Start, r.End) {
 			keep = append(keep, r)
 		} else if len(m.levels) > 0 {
+			r.died = m.clock
 			m.retired = append(m.retired, r)
 		} else {
 			m.release(r)
@@ -589,6 +653,11 @@ func (m *Mirror) sync(maps []procfs.Mapping) error {
 		m.gen++
 	}
 	return nil
+}
+
+func writableIn(maps []procfs.Mapping, p uint64) bool {
+	i := sort.Search(len(maps), func(i int) bool { return maps[i].End > p })
+	return i < len(maps) && maps[i].Start <= p && maps[i].Writable()
 }
 
 // overlapsMapped reports whether any mapping overlaps [start, end).
@@ -674,7 +743,7 @@ func (m *Mirror) cover(g span, mp procfs.Mapping, below uint64) error {
 			return nil
 		}
 	}
-	r := Range{Start: g.start, End: g.end, Shared: mp.Shared()}
+	r := Range{Start: g.start, End: g.end, Shared: mp.Shared(), born: m.clock}
 	if mp.Path == "[stack]" {
 		// It grows down: the range covers what it may grow to, down to
 		// the mapping below.
@@ -685,19 +754,17 @@ func (m *Mirror) cover(g span, mp procfs.Mapping, below uint64) error {
 			}
 		}
 	}
-	if old, ok := m.retiredAt(r.Start, r.End); ok {
-		r.Off, r.Cap = old.Off+(r.Start-old.Start), old.Cap-(r.Start-old.Start)
-	} else {
-		r.Cap = roundUp(max(2*(r.End-r.Start), minRangeCap))
-		if mp.Path == "[heap]" {
-			r.Cap = max(r.Cap, heapCap)
-		}
-		off, ok := m.alloc.take(r.Cap)
-		if !ok {
-			return fmt.Errorf("track %#x-%#x of %d: the shadow is full", r.Start, r.End, m.pid)
-		}
-		r.Off = off
+	// Shadow space of its own, even where a retired range was: that one
+	// keeps its contents for the checkpoints it is alive in.
+	r.Cap = roundUp(max(2*(r.End-r.Start), minRangeCap))
+	if mp.Path == "[heap]" {
+		r.Cap = max(r.Cap, heapCap)
 	}
+	off, ok := m.alloc.take(r.Cap)
+	if !ok {
+		return fmt.Errorf("track %#x-%#x of %d: the shadow is full", r.Start, r.End, m.pid)
+	}
+	r.Off = off
 	m.ranges = append(m.ranges, r)
 	sort.Slice(m.ranges, func(i, j int) bool { return m.ranges[i].Start < m.ranges[j].Start })
 	return nil
@@ -739,6 +806,34 @@ func (m *Mirror) clearShadow(start, end uint64) {
 	}
 }
 
+// rearm finds writable memory that is not write-protected at a rollback:
+// mappings the supervisor has just mapped again (the rescue point
+// unmapped them, or shrank the heap). It tracks them again and returns
+// their pages, whose contents all come from the shadow (or a log).
+func (m *Mirror) rearm(maps []procfs.Mapping) ([]uint64, error) {
+	var pages []uint64
+	for _, mp := range maps {
+		if !mp.Writable() || mp.End > addressSpaceEnd || overlaps(m.exclude, mp.Start, mp.End) {
+			continue
+		}
+		var fresh []span
+		if err := m.scan.unprotectable(mp.Start, mp.End, func(s, e uint64) { fresh = append(fresh, span{s, e}) }); err != nil {
+			return nil, fmt.Errorf("scan unarmed mappings of %d: %w", m.pid, err)
+		}
+		for _, f := range fresh {
+			if err := registerWP(m.uffd, f.start, f.end); err != nil {
+				continue
+			}
+			for p := f.start; p < f.end; p += PageSize {
+				if m.tracked(p) { // else memory the checkpoint never had
+					pages = append(pages, p)
+				}
+			}
+		}
+	}
+	return pages, nil
+}
+
 // gaps returns the parts of [start, end) that no range covers.
 func (m *Mirror) gaps(start, end uint64) []span {
 	var out []span
@@ -758,58 +853,37 @@ func (m *Mirror) gaps(start, end uint64) []span {
 	return out
 }
 
-func (m *Mirror) retiredAt(start, end uint64) (Range, bool) {
-	for _, r := range m.retired {
-		if r.Start <= start && end <= r.End {
-			return r, true
-		}
-	}
-	return Range{}, false
-}
-
-// rearm finds writable memory that is not write-protected at a rollback:
-// mappings the supervisor has just mapped again (the rescue point
-// unmapped them, or shrank the heap). It tracks them again and returns
-// their pages, whose contents all come from the shadow (or a log).
-func (m *Mirror) rearm(maps []procfs.Mapping) ([]uint64, error) {
-	var pages []uint64
-	for _, mp := range maps {
-		if !mp.Writable() || mp.End > addressSpaceEnd || overlaps(m.exclude, mp.Start, mp.End) {
+// reconcile makes the tracked ranges those alive at tick c, for a
+// rollback to a level taken then: ranges born since are dropped (no
+// remaining level, all older, knew them), ranges retired since are tracked
+// again (the layout rolled back to maps them).
+func (m *Mirror) reconcile(c uint64) {
+	var live []Range
+	changed := false
+	for _, r := range m.ranges {
+		if r.born > c {
+			m.release(r)
+			changed = true
 			continue
 		}
-		var fresh []span
-		if err := m.scan.unprotectable(mp.Start, mp.End, func(s, e uint64) { fresh = append(fresh, span{s, e}) }); err != nil {
-			return nil, fmt.Errorf("scan unarmed mappings of %d: %w", m.pid, err)
-		}
-		for _, f := range fresh {
-			if err := registerWP(m.uffd, f.start, f.end); err != nil {
-				continue
-			}
-			if _, ok := m.rangeOf(f.start); !ok {
-				continue // memory the checkpoint never had: nothing to restore
-			}
-			m.unretire(f.start, f.end)
-			for p := f.start; p < f.end; p += PageSize {
-				pages = append(pages, p)
-			}
-		}
+		live = append(live, r)
 	}
-	return pages, nil
-}
-
-// unretire makes retired ranges covering [start, end) tracked again.
-func (m *Mirror) unretire(start, end uint64) {
 	kept := m.retired[:0]
 	for _, r := range m.retired {
-		if r.Start < end && start < r.End {
-			m.ranges = append(m.ranges, r)
-			m.gen++
+		if r.aliveAt(c) {
+			r.died = 0
+			live = append(live, r)
+			changed = true
 			continue
 		}
 		kept = append(kept, r)
 	}
 	m.retired = kept
-	sort.Slice(m.ranges, func(i, j int) bool { return m.ranges[i].Start < m.ranges[j].Start })
+	if changed {
+		sort.Slice(live, func(i, j int) bool { return live[i].Start < live[j].Start })
+		m.ranges = live
+		m.gen++
+	}
 }
 
 func (m *Mirror) dropRetired() {

@@ -34,8 +34,10 @@ const (
 
 	pageIsWPAllowed = 1 << 0
 	pageIsWritten   = 1 << 1
+	pageIsFile      = 1 << 2
 	pageIsPresent   = 1 << 3
 	pageIsSwapped   = 1 << 4
+	pageIsPFNZero   = 1 << 5
 )
 
 type uffdioAPIArg struct {
@@ -166,4 +168,17 @@ func (s *scanner) unprotectable(start, end uint64, fn func(start, end uint64)) e
 // or swapped out).
 func (s *scanner) populated(start, end uint64, fn func(start, end uint64)) error {
 	return s.scanAny(start, end, 0, 0, 0, pageIsPresent|pageIsSwapped, pageIsPresent|pageIsSwapped, fn)
+}
+
+// OwnPages calls fn for each run of pages in [start, end) of the process
+// whose pagemap is open as pagemapFD that hold contents of the process's
+// own: present or swapped out, neither a page of the file or shared
+// memory mapped there nor the shared zero page. These are what a private
+// mapping loses when it is unmapped (anonymous memory, and the pages of a
+// private file mapping that were written). Any mapping can be scanned:
+// no userfaultfd is needed to ask.
+func OwnPages(pagemapFD int, start, end uint64, fn func(start, end uint64)) error {
+	s := scanner{fd: pagemapFD}
+	const not = pageIsFile | pageIsPFNZero
+	return s.scanAny(start, end, 0, not, not, pageIsPresent|pageIsSwapped, pageIsPresent|pageIsSwapped, fn)
 }

@@ -167,6 +167,7 @@ type Status struct {
 	NSpid   []int
 	State   byte
 	RssAnon uint64 // bytes of resident anonymous memory
+	Umask   uint32
 }
 
 // ReadStatus parses /proc/PID/status (works for thread ids too).
@@ -207,6 +208,9 @@ func ReadStatus(pid int) (Status, error) {
 					st.NSpid = append(st.NSpid, n)
 				}
 			}
+		case "Umask":
+			u, _ := strconv.ParseUint(v, 8, 32)
+			st.Umask = uint32(u)
 		case "State":
 			if len(v) > 0 {
 				st.State = v[0]

@@ -15,9 +15,13 @@ import (
 )
 
 // Options set on every tracee: follow threads, forks and execs so that
-// nothing the program starts escapes supervision.
+// nothing the program starts escapes supervision, and tell system-call
+// stops from SIGTRAPs (TRACESYSGOOD: they stop with SIGTRAP|0x80).
 const Options = unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
-	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEEXEC
+	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEEXEC | unix.PTRACE_O_TRACESYSGOOD
+
+// SyscallStop is the stop signal of a syscall-entry or syscall-exit stop.
+const SyscallStop = unix.SIGTRAP | 0x80
 
 // Event numbers reported in the high bits of a wait status.
 const (
@@ -50,6 +54,12 @@ func Interrupt(tid int) error { return request(unix.PTRACE_INTERRUPT, tid, 0, 0)
 // Cont resumes a stopped thread, delivering sig when it is not zero.
 func Cont(tid int, sig unix.Signal) error {
 	return request(unix.PTRACE_CONT, tid, 0, uintptr(sig))
+}
+
+// Syscall resumes a stopped thread like Cont, and stops it again at the
+// entry and at the exit of its next system call.
+func Syscall(tid int, sig unix.Signal) error {
+	return request(unix.PTRACE_SYSCALL, tid, 0, uintptr(sig))
 }
 
 // Listen resumes a thread in group-stop without ending the group-stop.
@@ -134,6 +144,22 @@ const (
 	SIQueue  = -1
 	SITkill  = -6
 )
+
+// RawSiginfo is a whole siginfo_t.
+type RawSiginfo [128]byte
+
+// GetSiginfoRaw reads the siginfo of a stop, to be put back with
+// SetSiginfoRaw after something else (an injected call) replaced it.
+func GetSiginfoRaw(tid int) (*RawSiginfo, error) {
+	var raw RawSiginfo
+	err := request(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&raw[0])))
+	return &raw, err
+}
+
+// SetSiginfoRaw sets the siginfo of the signal a stopped thread receives.
+func SetSiginfoRaw(tid int, raw *RawSiginfo) error {
+	return request(unix.PTRACE_SETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&raw[0])))
+}
 
 // GetSiginfo reads the siginfo of the signal that stopped a thread.
 func GetSiginfo(tid int) (Siginfo, error) {
@@ -247,4 +273,46 @@ func GetRseq(tid int) (Rseq, error) {
 	var r Rseq
 	err := request(ptraceGetRseqConfiguration, tid, unsafe.Sizeof(r), uintptr(unsafe.Pointer(&r)))
 	return r, err
+}
+
+// SyscallInfo is what PTRACE_GET_SYSCALL_INFO tells of a syscall stop.
+type SyscallInfo struct {
+	Op   uint8 // SyscallEntry, SyscallExit, or 0: not a syscall stop
+	Arch uint32
+	IP   uint64
+	SP   uint64
+	// Nr and Args for an entry; for an exit, Args[0] is the return value.
+	Nr   uint64
+	Args [6]uint64
+}
+
+// Ops of SyscallInfo (PTRACE_SYSCALL_INFO_*).
+const (
+	SyscallEntry = 1
+	SyscallExit  = 2
+)
+
+// AuditArchX8664 is AUDIT_ARCH_X86_64: a 64-bit system call (a 64-bit
+// process may also make 32-bit ones with int 0x80).
+const AuditArchX8664 = 0xc000003e
+
+const ptraceGetSyscallInfo = 0x420e
+
+// GetSyscallInfo describes the system call a thread is stopped at
+// (Linux 5.3).
+func GetSyscallInfo(tid int) (SyscallInfo, error) {
+	var raw [88]byte
+	if err := request(ptraceGetSyscallInfo, tid, uintptr(len(raw)), uintptr(unsafe.Pointer(&raw[0]))); err != nil {
+		return SyscallInfo{}, err
+	}
+	le := binary.LittleEndian
+	si := SyscallInfo{Op: raw[0], Arch: le.Uint32(raw[4:]), IP: le.Uint64(raw[8:]), SP: le.Uint64(raw[16:])}
+	si.Nr = le.Uint64(raw[24:])
+	for i := range si.Args {
+		si.Args[i] = le.Uint64(raw[32+8*i:])
+	}
+	if si.Op == SyscallExit {
+		si.Nr, si.Args[0] = 0, le.Uint64(raw[24:])
+	}
+	return si, nil
 }

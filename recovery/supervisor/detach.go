@@ -50,7 +50,7 @@ func (s *Supervisor) cleanProcess(p *process) {
 		p.tracker.Close()
 		p.tracker = nil
 	}
-	p.ckpts = nil
+	p.dropCkpts()
 }
 
 // unmapScratch removes the injected page. The munmap cannot run from the

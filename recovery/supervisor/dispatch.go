@@ -53,6 +53,10 @@ func (s *Supervisor) dispatch(tid int, ws unix.WaitStatus) {
 	case ptrace.EventExec:
 		s.onExec(t)
 	case 0:
+		if sig == ptrace.SyscallStop {
+			s.onSyscallStop(t)
+			return
+		}
 		s.onSignal(t, sig)
 	default:
 		s.resume(t)
@@ -84,6 +88,7 @@ func (s *Supervisor) onSignal(t *thread, sig unix.Signal) {
 		s.onFault(t, sig)
 		return
 	}
+	s.noteDelivery(t, sig)
 	t.deliver = sig
 	s.resume(t)
 }
@@ -190,7 +195,12 @@ func (s *Supervisor) onClone(t *thread, ev int) []*thread {
 		return nil
 	}
 	child := int(msg)
-	if s.threads[child] != nil {
+	if c := s.threads[child]; c != nil {
+		// Its first stop came first (onUnknownStop): only the address of
+		// its tid is still to learn.
+		if c.clearTid == 0 && c.proc == t.proc {
+			c.clearTid = cloneChildTid(t)
+		}
 		return nil
 	}
 	p := t.proc
@@ -295,7 +305,7 @@ func (s *Supervisor) onExec(t *thread) {
 	p.noTrack = nil
 	p.views.close()
 	p.views = nil
-	p.ckpts = nil
+	p.dropCkpts()
 	p.breakpoints = make(map[uint64]*breakpoint)
 	p.resolved = make(map[*rescuePoint]uint64)
 	p.resolvedIn = make(map[*rescuePoint]string)

@@ -60,6 +60,10 @@ type fastState struct {
 	// state at the window's entry); snapGen names that window.
 	snap    *procCheckpoint
 	snapGen uint64
+	// snapAll: snap holds every thread's state (none had run in the
+	// window when it was taken), so the window rolls back like a
+	// checkpoint of the supervisor's, whatever the others do afterwards.
+	snapAll bool
 	broken  error
 	// orphanGen names a frame open when an earlier supervisor died: its
 	// checkpoint died with it.
@@ -460,7 +464,6 @@ func (fs *fastState) isReady() bool {
 }
 
 const (
-	pageSize                 = 4096
 	unixAtFdcwd              = 0xffffffffffffff9c // AT_FDCWD as an unsigned argument
 	pkeyDisableAccess        = 1
 	saSiginfo                = 0x4

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -133,14 +134,32 @@ func (s *Supervisor) syncFastFrame(p *process) {
 		fs.mirror.SetExternal(fs.extID, true)
 	}
 	if fs.snap != nil && (!f.Active || fs.snapGen != f.Generation) {
+		fs.dropSnap()
+	}
+}
+
+// windowOpen reports whether a thread is inside a patched rescue point.
+func (fs *fastState) windowOpen() bool { return fs.isReady() && fs.ctl.Frame().Active }
+
+// adoptSnap makes c the recorded kernel state of the open window.
+func (fs *fastState) adoptSnap(c *procCheckpoint) {
+	fs.snap, fs.snapGen = c, fs.ctl.Frame().Generation
+}
+
+// dropSnap forgets the recorded kernel state and what its journal holds.
+func (fs *fastState) dropSnap() {
+	if fs.snap != nil {
+		fs.snap.journal.release()
 		fs.snap = nil
 	}
 }
 
 // onWindowSyscall handles the SIGSYS of the first system call in an
 // in-process checkpoint window: the kernel state (mappings, descriptors,
-// program break) is as it was at the window's entry; it is recorded for
-// the rollback. The call then runs as if nothing had happened.
+// program break, threads) is as it was at the window's entry; it is
+// recorded for the rollback, and from now on the process's system calls
+// stop at their entry for the journal (as in a checkpoint of the
+// supervisor's) until the window ends. The call then runs again.
 func (s *Supervisor) onWindowSyscall(t *thread) {
 	p := t.proc
 	fs := p.fast
@@ -151,12 +170,22 @@ func (s *Supervisor) onWindowSyscall(t *thread) {
 	}
 	fs.ctl.SetSelector(false)
 	s.syncFastFrame(p)
+	var stopped []*process
 	if f := fs.ctl.Frame(); f.Active && fs.snap == nil {
-		snap, err := s.kernelState(p, t)
+		all := true
+		if len(p.threads) > 1 {
+			// The others are stopped before anything wakes them: if none
+			// ran in the window so far, their state now is theirs at its
+			// entry, and the window becomes a checkpoint of all threads.
+			stopped = s.stopThreads([]*process{p}, false)
+			_, ran := s.othersRan(p, t, nil)
+			all = !ran
+		}
+		snap, err := s.kernelState(p, t, all)
 		if err != nil {
 			s.emitError(p.pid, fmt.Errorf("record the state of %d for its rescue point: %w", p.pid, err))
 		} else {
-			fs.snap, fs.snapGen = snap, f.Generation
+			fs.snap, fs.snapGen, fs.snapAll = snap, f.Generation, all
 		}
 	}
 	// Run the call again, natively: the dispatch left its number in rax.
@@ -165,13 +194,17 @@ func (s *Supervisor) onWindowSyscall(t *thread) {
 		s.logf("system call of %d: %v", t.tid, err)
 	}
 	t.deliver = 0
+	s.resumeThreads(stopped)
 	s.resume(t)
 }
 
 // kernelState records what a rollback restores besides memory and the
 // faulting thread's registers: mappings, descriptors, the program break,
-// the threads and processes that exist (later ones are ended).
-func (s *Supervisor) kernelState(p *process, th *thread) (*procCheckpoint, error) {
+// the threads and processes that exist (later ones are ended). With all,
+// every thread's registers are taken (all are stopped); else only th's:
+// a rollback then happens only if the others did not run, and takes
+// their registers as they are then (captureIdle).
+func (s *Supervisor) kernelState(p *process, th *thread, all bool) (*procCheckpoint, error) {
 	if p.views == nil {
 		v, err := openViews(p.pid)
 		if err != nil {
@@ -179,13 +212,16 @@ func (s *Supervisor) kernelState(p *process, th *thread) (*procCheckpoint, error
 		}
 		p.views = v
 	}
-	c := &procCheckpoint{seq: s.seq, threads: make(map[int]*threadState, len(p.threads))}
+	c := &procCheckpoint{seq: s.seq, threads: make(map[int]*threadState, len(p.threads)), journal: newJournal()}
 	for _, t := range p.threads {
-		st, err := captureThread(t)
-		if err != nil {
-			return nil, err
+		c.threads[t.tid] = nil
+		if t == th || all {
+			st, err := captureThread(t)
+			if err != nil {
+				return nil, err
+			}
+			c.threads[t.tid] = st
 		}
-		c.threads[t.tid] = st
 	}
 	var err error
 	if c.maps, err = p.views.maps.Maps(); err != nil {
@@ -238,38 +274,68 @@ func (s *Supervisor) recoverFast(t *thread, sig unix.Signal, si ptrace.Siginfo, 
 		s.resumeThreads(stopped)
 		return fmt.Errorf("no checkpoint for the frame of %s", rp)
 	}
-	if why, ran := s.othersRan(p, t); ran && len(p.threads) > 1 {
+	if fs.snap != nil && fs.snapAll {
+		// Every thread's state at the window's entry is known.
+	} else if why, ran := s.othersRan(p, t, fs.snap); ran {
 		s.resumeThreads(stopped)
 		return fmt.Errorf("%s during the rescue point's window: rolling back its memory could undo that work", why)
 	}
 	unguard := s.guardRollback(stopped, p.pid, fs.extID)
-	var pages int
+	fault, _ := ptrace.GetSiginfoRaw(t.tid) // injected calls in t overwrite it
+	pages, threads := 0, 1
+	var failed []string
+	changed := false
 	err := func() error {
+		rollbackMemory := func() (int, error) {
+			st, err := fs.mirror.Rollback(fs.extID, false)
+			return st.Pages, err
+		}
 		if c := fs.snap; c != nil {
-			s.killNewProcesses(p, c.seq)
-			s.endNewThreads(p, c)
-			if err := s.restoreLayout(p, t, c); err != nil {
+			// System calls ran in the window: their kernel state too.
+			if err := captureIdle(p, c); err != nil {
 				return err
 			}
-			if err := s.closeNewFDs(p, t, c); err != nil {
+			r := newRollback(s, p, c, c.journal)
+			defer r.done()
+			changed = true
+			var err error
+			if pages, threads, err = r.run(t, rollbackMemory); err != nil {
+				return err
+			}
+			failed = r.failed
+		} else {
+			changed = true
+			var err error
+			if pages, err = rollbackMemory(); err != nil {
 				return err
 			}
 		}
-		st, err := fs.mirror.Rollback(fs.extID, false)
-		if err != nil {
-			return err
-		}
-		pages = st.Pages
 		failpoint("mid-rollback")
 		return s.returnFromFrame(t, rp, f)
 	}()
+	if err != nil && changed {
+		// Half done: the window's checkpoint no longer describes the
+		// process. The fault is delivered, as without assure.
+		fs.mirror.SetExternal(fs.extID, false)
+		fs.extID = 0
+		fs.dropSnap()
+		fs.ctl.EndFrame()
+		if fault != nil {
+			ptrace.SetSiginfoRaw(t.tid, fault)
+		}
+		s.emitError(p.pid, fmt.Errorf("rollback to %s failed; the fault is delivered: %w", rp, err))
+	}
 	if err != nil {
 		unguard()
 		s.resumeThreads(stopped)
 		return err
 	}
+	if len(failed) > 0 {
+		s.emitError(p.pid, fmt.Errorf("rollback to %s did not restore: %s", rp, strings.Join(failed, "; ")))
+	}
 	fs.mirror.SetExternal(fs.extID, false)
-	fs.extID, fs.snap = 0, nil
+	fs.extID = 0
+	fs.dropSnap()
 	fs.ctl.EndFrame()
 	t.staleSigs = pendingFaults(t.tid)
 	t.deliver = 0
@@ -280,12 +346,32 @@ func (s *Supervisor) recoverFast(t *thread, sig unix.Signal, si ptrace.Siginfo, 
 		Type: events.Recovered, Pid: p.pid, Tid: t.tid,
 		RescuePoint: s.rpEvent(rp), Return: rp.Return,
 		RecoveryMicros: max(1, elapsed.Microseconds()), PagesRestored: pages,
-		ThreadsRolledBack: 1, ProcessesRolledBack: 1,
+		ThreadsRolledBack: threads, ProcessesRolledBack: 1,
 	}
 	describeSignal(&e, sig, si)
 	s.cfg.Events.Emit(e)
 	unguard()
 	s.resumeThreads(stopped)
+	return nil
+}
+
+// captureIdle completes the thread states of c with those of the threads
+// that did not run since (stopped now): as they are.
+func captureIdle(p *process, c *procCheckpoint) error {
+	for tid, st := range c.threads {
+		if st != nil {
+			continue
+		}
+		t := p.threads[tid]
+		if t == nil {
+			return fmt.Errorf("thread %d ended during the rescue point's window", tid)
+		}
+		st, err := captureThread(t)
+		if err != nil {
+			return err
+		}
+		c.threads[tid] = st
+	}
 	return nil
 }
 
@@ -400,8 +486,12 @@ const (
 // othersRan reports whether a thread of p other than t may have changed
 // memory since t's in-process checkpoint (all held): its stack written,
 // or a system call of its completed. A rollback of t's pages could then
-// undo that thread's work.
-func (s *Supervisor) othersRan(p *process, t *thread) (string, bool) {
+// undo that thread's work. Threads that snap (when not nil) does not know
+// were made since, and do not count.
+func (s *Supervisor) othersRan(p *process, t *thread, snap *procCheckpoint) (string, bool) {
+	if len(p.threads) < 2 {
+		return "", false
+	}
 	maps, err := procfs.Maps(p.pid)
 	if err != nil {
 		return err.Error(), true
@@ -409,6 +499,11 @@ func (s *Supervisor) othersRan(p *process, t *thread) (string, bool) {
 	for _, u := range p.threads {
 		if u == t || u.awaitInitial {
 			continue
+		}
+		if snap != nil {
+			if _, old := snap.threads[u.tid]; !old {
+				continue // made in the window: ended by the rollback
+			}
 		}
 		var regs arch.Regs
 		if err := ptrace.GetRegs(u.tid, &regs); err != nil {

@@ -182,6 +182,7 @@ func (s *Supervisor) releaseFast(p *process) {
 		return
 	}
 	<-fs.ready // the background copy uses the engine
+	fs.dropSnap()
 	s.metrics.DropCalls(fs)
 	for _, site := range fs.sites {
 		s.metrics.Armed(site.rp.site(), -1)

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/bits"
-	"os"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -55,7 +54,7 @@ func (s *Supervisor) takeOver(p *process, maps []procfs.Mapping, ctlM, shM procf
 	if th == nil {
 		return fmt.Errorf("no thread")
 	}
-	ctlFd, err := openMapped(p.pid, ctlM)
+	ctlFd, err := mappedFD(p.pid, ctlM)
 	if err != nil {
 		return err
 	}
@@ -97,7 +96,7 @@ func (s *Supervisor) takeOver(p *process, maps []procfs.Mapping, ctlM, shM procf
 	if p.scratch == 0 {
 		p.scratch = code.Base
 	}
-	shFd, err := openMapped(p.pid, shM)
+	shFd, err := mappedFD(p.pid, shM)
 	if err != nil {
 		unmapCtl(ctlMap)
 		return err
@@ -131,14 +130,14 @@ func (s *Supervisor) takeOver(p *process, maps []procfs.Mapping, ctlM, shM procf
 	return nil
 }
 
-// openMapped opens the file mapped at m in pid.
-func openMapped(pid int, m procfs.Mapping) (int, error) {
-	path := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End)
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+// mappedFD opens the file mapped at m in pid as a descriptor of ours.
+func mappedFD(pid int, m procfs.Mapping) (int, error) {
+	f, err := openMapped(pid, m)
 	if err != nil {
-		return -1, fmt.Errorf("open %s: %w", path, os.NewSyscallError("open", err))
+		return -1, err
 	}
-	return fd, nil
+	defer f.Close()
+	return unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
 }
 
 // ownPage reports whether addr lies in one of the fast path's code pages.

@@ -73,7 +73,7 @@ func (s *Supervisor) adoptLeftovers(p *process) {
 	s.takeOverFast(p, maps)
 	le := binary.LittleEndian
 	for _, m := range maps {
-		if m.Size() != scratchSize || m.Inode != 0 || m.Perms != "r-xp" {
+		if m.Size() != codeSize || m.Inode != 0 || m.Perms != "r-xp" || !hasDataPage(maps, m.End) {
 			continue
 		}
 		head, err := p.readMem(m.Start, len(arch.SyscallInsn))
@@ -98,4 +98,11 @@ func (s *Supervisor) adoptLeftovers(p *process) {
 		s.logf("process %d: took over the code page at %#x and %d rescue-point calls of an earlier supervisor", p.pid, m.Start, n)
 		return
 	}
+}
+
+// hasDataPage reports whether the injected data page follows a code page
+// that ends at end.
+func hasDataPage(maps []procfs.Mapping, end uint64) bool {
+	m, ok := covering(maps, end)
+	return ok && m.Start == end && m.Inode == 0 && m.Perms == "rw-p"
 }
