@@ -450,6 +450,7 @@ type runSpec struct {
 	prog     string
 	args     []string
 	stdin    []byte
+	env      []string // added to the environment of the run
 }
 
 func runNative(t *testing.T, prog string, args ...string) result {
@@ -488,6 +489,9 @@ func run(t *testing.T, s runSpec) result {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Dir = work
+	if s.env != nil {
+		cmd.Env = append(os.Environ(), s.env...)
+	}
 	if s.stdin != nil {
 		cmd.Stdin = bytes.NewReader(s.stdin)
 	}

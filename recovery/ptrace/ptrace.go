@@ -40,6 +40,20 @@ func request(req int, tid int, addr, data uintptr) error {
 	return nil
 }
 
+// requestPtr is request with a buffer of ours as data. The pointer stays
+// an unsafe.Pointer up to the system call's argument list: converted to
+// uintptr any earlier (in a caller), the buffer, on the goroutine's
+// stack, could move when the stack grows on the way (the kernel then
+// wrote a siginfo into the old stack and we read zeros: a trap of ours
+// taken for the program's, once in thousands of stops).
+func requestPtr(req int, tid int, addr uintptr, data unsafe.Pointer) error {
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), addr, uintptr(data), 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
 // Seize attaches to one thread without stopping it.
 func Seize(tid int, opts int) error {
 	if err := request(unix.PTRACE_SEIZE, tid, 0, uintptr(opts)); err != nil {
@@ -81,7 +95,7 @@ func SetOptions(tid, opts int) error {
 // EventMsg returns the message of the last ptrace event (new tid, old tid).
 func EventMsg(tid int) (uint64, error) {
 	var msg uint64
-	err := request(unix.PTRACE_GETEVENTMSG, tid, 0, uintptr(unsafe.Pointer(&msg)))
+	err := requestPtr(unix.PTRACE_GETEVENTMSG, tid, 0, unsafe.Pointer(&msg))
 	return msg, err
 }
 
@@ -96,7 +110,7 @@ func SetRegs(tid int, r *unix.PtraceRegs) error { return unix.PtraceSetRegs(tid,
 func GetRegset(tid int, nt int, buf []byte) ([]byte, error) {
 	iov := unix.Iovec{Base: &buf[0]}
 	iov.SetLen(len(buf))
-	if err := request(unix.PTRACE_GETREGSET, tid, uintptr(nt), uintptr(unsafe.Pointer(&iov))); err != nil {
+	if err := requestPtr(unix.PTRACE_GETREGSET, tid, uintptr(nt), unsafe.Pointer(&iov)); err != nil {
 		return nil, err
 	}
 	return buf[:iov.Len], nil
@@ -109,19 +123,32 @@ func SetRegset(tid int, nt int, buf []byte) error {
 	}
 	iov := unix.Iovec{Base: &buf[0]}
 	iov.SetLen(len(buf))
-	return request(unix.PTRACE_SETREGSET, tid, uintptr(nt), uintptr(unsafe.Pointer(&iov)))
+	return requestPtr(unix.PTRACE_SETREGSET, tid, uintptr(nt), unsafe.Pointer(&iov))
+}
+
+// FPRegs is struct user_fpregs_struct (the legacy FXSAVE area).
+type FPRegs [512]byte
+
+// GetFPRegs reads the x87/SSE registers of a thread.
+func GetFPRegs(tid int, fp *FPRegs) error {
+	return requestPtr(unix.PTRACE_GETFPREGS, tid, 0, unsafe.Pointer(fp))
+}
+
+// SetFPRegs writes the x87/SSE registers of a thread.
+func SetFPRegs(tid int, fp *FPRegs) error {
+	return requestPtr(unix.PTRACE_SETFPREGS, tid, 0, unsafe.Pointer(fp))
 }
 
 // GetSigmask reads the blocked-signal mask of a thread.
 func GetSigmask(tid int) (uint64, error) {
 	var m uint64
-	err := request(unix.PTRACE_GETSIGMASK, tid, 8, uintptr(unsafe.Pointer(&m)))
+	err := requestPtr(unix.PTRACE_GETSIGMASK, tid, 8, unsafe.Pointer(&m))
 	return m, err
 }
 
 // SetSigmask writes the blocked-signal mask of a thread.
 func SetSigmask(tid int, m uint64) error {
-	return request(unix.PTRACE_SETSIGMASK, tid, 8, uintptr(unsafe.Pointer(&m)))
+	return requestPtr(unix.PTRACE_SETSIGMASK, tid, 8, unsafe.Pointer(&m))
 }
 
 // Siginfo is the part of siginfo_t the supervisor looks at.
@@ -152,19 +179,19 @@ type RawSiginfo [128]byte
 // SetSiginfoRaw after something else (an injected call) replaced it.
 func GetSiginfoRaw(tid int) (*RawSiginfo, error) {
 	var raw RawSiginfo
-	err := request(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&raw[0])))
+	err := requestPtr(unix.PTRACE_GETSIGINFO, tid, 0, unsafe.Pointer(&raw[0]))
 	return &raw, err
 }
 
 // SetSiginfoRaw sets the siginfo of the signal a stopped thread receives.
 func SetSiginfoRaw(tid int, raw *RawSiginfo) error {
-	return request(unix.PTRACE_SETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&raw[0])))
+	return requestPtr(unix.PTRACE_SETSIGINFO, tid, 0, unsafe.Pointer(&raw[0]))
 }
 
 // GetSiginfo reads the siginfo of the signal that stopped a thread.
 func GetSiginfo(tid int) (Siginfo, error) {
 	var raw [128]byte
-	if err := request(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&raw[0]))); err != nil {
+	if err := requestPtr(unix.PTRACE_GETSIGINFO, tid, 0, unsafe.Pointer(&raw[0])); err != nil {
 		return Siginfo{}, err
 	}
 	le := binary.LittleEndian
@@ -271,7 +298,7 @@ const ptraceGetRseqConfiguration = 0x420f
 // GetRseq reads the rseq registration of a stopped thread (zero: none).
 func GetRseq(tid int) (Rseq, error) {
 	var r Rseq
-	err := request(ptraceGetRseqConfiguration, tid, unsafe.Sizeof(r), uintptr(unsafe.Pointer(&r)))
+	err := requestPtr(ptraceGetRseqConfiguration, tid, unsafe.Sizeof(r), unsafe.Pointer(&r))
 	return r, err
 }
 
@@ -302,7 +329,7 @@ const ptraceGetSyscallInfo = 0x420e
 // (Linux 5.3).
 func GetSyscallInfo(tid int) (SyscallInfo, error) {
 	var raw [88]byte
-	if err := request(ptraceGetSyscallInfo, tid, uintptr(len(raw)), uintptr(unsafe.Pointer(&raw[0]))); err != nil {
+	if err := requestPtr(ptraceGetSyscallInfo, tid, uintptr(len(raw)), unsafe.Pointer(&raw[0])); err != nil {
 		return SyscallInfo{}, err
 	}
 	le := binary.LittleEndian

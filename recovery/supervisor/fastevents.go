@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -401,14 +400,14 @@ func (s *Supervisor) returnFromFrame(t *thread, rp *rescuePoint, f patch.Frame) 
 // setFPControl sets the x87 control word and MXCSR of a thread (the
 // caller's floating-point environment that a call must preserve).
 func setFPControl(tid int, fcw uint16, mxcsr uint32) error {
-	var fp [512]byte // struct user_fpregs_struct
-	if _, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_GETFPREGS, uintptr(tid), 0, uintptr(unsafe.Pointer(&fp[0])), 0, 0); errno != 0 {
-		return fmt.Errorf("floating-point registers of %d: %w", tid, errno)
+	var fp ptrace.FPRegs
+	if err := ptrace.GetFPRegs(tid, &fp); err != nil {
+		return fmt.Errorf("floating-point registers of %d: %w", tid, err)
 	}
 	fp[0], fp[1] = byte(fcw), byte(fcw>>8)
 	putLE32(fp[24:], mxcsr)
-	if _, _, errno := unix.Syscall6(unix.SYS_PTRACE, unix.PTRACE_SETFPREGS, uintptr(tid), 0, uintptr(unsafe.Pointer(&fp[0])), 0, 0); errno != 0 {
-		return fmt.Errorf("floating-point registers of %d: %w", tid, errno)
+	if err := ptrace.SetFPRegs(tid, &fp); err != nil {
+		return fmt.Errorf("floating-point registers of %d: %w", tid, err)
 	}
 	return nil
 }
