@@ -11,8 +11,14 @@
  * the call returns -1. BODY is what rp_call does besides two stores to a
  * global: "plain" (nothing, the default), "syscalls" (four getppid(), calls
  * the journal does not record) or "journaled" (a sigaction, a close of a
- * dup'ed descriptor and an lseek: calls it records). IDLE threads (default
- * 0) wait in read() on a pipe the whole time. Prints one line:
+ * dup'ed descriptor and an lseek: calls it records) or "floor" (plain,
+ * run natively with what assure's injected code does at each entry done
+ * by hand before each call: a PAGEMAP_SCAN of /proc/self/pagemap that
+ * write-protects again the pages written since the previous call, through
+ * a userfaultfd of its own, and a copy of those pages into a shadow: the
+ * kernel's part of an in-process checkpoint, the floor of the fast path).
+ * IDLE threads (default 0) wait in read() on a pipe the whole time. Prints
+ * one line:
  *
  *   ns_per_call=F calls=N errors=E mem_mib=M
  *
@@ -28,13 +34,17 @@
 #include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
 
 char rp_buf[64];
 static long fault_every;
 static int body, bench_fd = -1, idle_pipe[2];
 static struct sigaction usr1;
 
-enum { BODY_PLAIN, BODY_SYSCALLS, BODY_JOURNALED };
+enum { BODY_PLAIN, BODY_SYSCALLS, BODY_JOURNALED, BODY_FLOOR };
 static int *volatile null_ptr; /* stays NULL: the fault below is real */
 
 __attribute__((noinline)) int rp_call(int i)
@@ -56,6 +66,98 @@ __attribute__((noinline)) int rp_call(int i)
 		*null_ptr = i; /* SIGSEGV */
 	__asm__ volatile("" ::: "memory");
 	return 0;
+}
+
+/* PAGEMAP_SCAN (Linux 6.7), from <linux/fs.h>, and the userfaultfd
+ * features it needs: spelled out here because Debian 12's kernel headers
+ * predate them. */
+struct pm_scan_arg {
+	uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+	uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+struct page_region {
+	uint64_t start, end, categories;
+};
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PM_SCAN_WP_MATCHING 1
+#define PAGE_IS_WRITTEN 2
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+
+/* The floor probe: the ranges it tracks and their place in the shadow. */
+#define MAX_RANGES 256
+static struct { uintptr_t start, end, off; } ranges[MAX_RANGES];
+static int nranges, pagemap_fd;
+static char *shadow;
+static struct page_region *vec; /* mapped after registration: not tracked */
+#define VEC_LEN 128
+
+static void floor_setup(void)
+{
+	int uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY);
+	struct uffdio_api api = { .api = UFFD_API,
+				  .features = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED };
+	if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api)) {
+		perror("rpbench: userfaultfd");
+		exit(1);
+	}
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	size_t total = 0;
+	while (f && fgets(line, sizeof line, f) && nranges < MAX_RANGES) {
+		uintptr_t a, b;
+		char perms[8];
+		if (sscanf(line, "%lx-%lx %7s", &a, &b, perms) != 3 || perms[1] != 'w' || perms[3] != 'p' ||
+		    strstr(line, "[vsyscall]"))
+			continue;
+		struct uffdio_register reg = { .range = { .start = a, .len = b - a }, .mode = UFFDIO_REGISTER_MODE_WP };
+		if (ioctl(uffd, UFFDIO_REGISTER, &reg))
+			continue;
+		ranges[nranges].start = a, ranges[nranges].end = b, ranges[nranges].off = total;
+		total += b - a, nranges++;
+	}
+	if (f)
+		fclose(f);
+	pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+	shadow = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	vec = mmap(NULL, VEC_LEN * sizeof *vec, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (pagemap_fd < 0 || shadow == MAP_FAILED || vec == MAP_FAILED) {
+		perror("rpbench: floor setup");
+		exit(1);
+	}
+}
+
+/* floor_checkpoint: what the injected code does in the kernel and in
+ * memory at a rescue point's entry. */
+static void floor_checkpoint(void)
+{
+	struct pm_scan_arg arg = { .size = sizeof arg, .flags = PM_SCAN_WP_MATCHING, .start = 0,
+				   .end = 0x7ffffffff000UL, .vec = (uintptr_t)vec, .vec_len = VEC_LEN,
+				   .category_mask = PAGE_IS_WRITTEN, .return_mask = PAGE_IS_WRITTEN };
+	for (;;) {
+		long n = ioctl(pagemap_fd, PAGEMAP_SCAN, &arg);
+		if (n < 0) {
+			perror("rpbench: PAGEMAP_SCAN");
+			exit(1);
+		}
+		for (long k = 0; k < n; k++)
+			for (int r = 0; r < nranges; r++) {
+				uintptr_t a = vec[k].start > ranges[r].start ? vec[k].start : ranges[r].start;
+				uintptr_t b = vec[k].end < ranges[r].end ? vec[k].end : ranges[r].end;
+				if (a < b)
+					memcpy(shadow + ranges[r].off + (a - ranges[r].start), (void *)a, b - a);
+			}
+		if (arg.walk_end >= arg.end || n < VEC_LEN)
+			return;
+		arg.start = arg.walk_end;
+	}
 }
 
 static void *idle(void *arg)
@@ -88,6 +190,8 @@ int main(int argc, char **argv)
 		body = BODY_SYSCALLS;
 	else if (argc > 4 && !strcmp(argv[4], "journaled"))
 		body = BODY_JOURNALED;
+	else if (argc > 4 && !strcmp(argv[4], "floor"))
+		body = BODY_FLOOR;
 	else if (argc > 4 && strcmp(argv[4], "plain"))
 		nidle = -1;
 	if (mib < 0 || calls <= 0 || fault_every < 0 || calls > 0x7fffffffL || nidle < 0 || nidle > 64) {
@@ -122,10 +226,17 @@ int main(int argc, char **argv)
 	}
 
 	long errors = 0;
+	if (body == BODY_FLOOR) {
+		floor_setup();
+		floor_checkpoint(); /* the first copy, as assure's, is not timed */
+	}
 	double t0 = now_ns();
-	for (long i = 0; i < calls; i++)
+	for (long i = 0; i < calls; i++) {
+		if (body == BODY_FLOOR)
+			floor_checkpoint();
 		if (rp_call((int)i) < 0)
 			errors++;
+	}
 	double t1 = now_ns();
 
 	printf("ns_per_call=%.3f calls=%ld errors=%ld mem_mib=%ld\n",

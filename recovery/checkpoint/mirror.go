@@ -230,6 +230,16 @@ func (m *Mirror) Sync(maps []procfs.Mapping) error { return m.sync(maps) }
 
 // ShadowBytes is the memory the shadow holds (the file's allocated pages)
 // and the logs of nested levels.
+// FileBytes is the memory the shadow file holds; unlike ShadowBytes it
+// is safe to call from any goroutine.
+func (m *Mirror) FileBytes() int64 {
+	var st unix.Stat_t
+	if unix.Fstat(m.shadowFd, &st) != nil {
+		return 0
+	}
+	return st.Blocks * 512
+}
+
 func (m *Mirror) ShadowBytes() int64 {
 	var st unix.Stat_t
 	n := int64(0)

@@ -58,11 +58,12 @@ const (
 	rpBack      = 0
 	rpTrap      = 8
 	rpCalls     = 16
+	rpCkpts     = 24
 	rpShift     = 5
 	MaxRescue   = 1024
 	ctlScratch  = ctlRPTab + MaxRescue<<rpShift // strings for injected calls
 	ctlVecStart = ctlScratch + 4096
-	vecEntries  = 512
+	vecEntries  = 128
 	vecEntry    = 24
 
 	// CtlSize is the size of the control block (a multiple of the page
@@ -282,6 +283,14 @@ func (c *Ctl) Counters() Counters {
 
 // RescueCalls is how many times rescue point k was entered.
 func (c *Ctl) RescueCalls(k int) uint64 { return c.load64(ctlRPTab + k<<rpShift + rpCalls) }
+
+// UncountCall takes back one entry of rescue point k: one the supervisor
+// sends through the injected code a second time.
+func (c *Ctl) UncountCall(k int) { atomic.AddUint64(c.u64(ctlRPTab+k<<rpShift+rpCalls), ^uint64(0)) }
+
+// RescueCheckpoints is how many checkpoints the injected code took at
+// rescue point k's entry.
+func (c *Ctl) RescueCheckpoints(k int) uint64 { return c.load64(ctlRPTab + k<<rpShift + rpCkpts) }
 
 // ScratchOffset is free space in the block for arguments of injected
 // system calls (a path, a struct).

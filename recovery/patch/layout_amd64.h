@@ -62,6 +62,7 @@
 #define RP_BACK        0
 #define RP_TRAP        8
 #define RP_CALLS       16
+#define RP_CKPTS       24
 #define RP_SHIFT       5
 
 #define FLAG_FAST      1

@@ -23,7 +23,7 @@ func TestLayoutMatchesHeader(t *testing.T) {
 		"CTL_SCANERR": ctlScanErr, "CTL_NRANGES": ctlNRanges, "CTL_CODEBASE": ctlCodeBase, "CTL_OWNER": ctlOwner, "FLAG_MT": FlagMT, "CTL_CODELEN": ctlCodeLen, "CTL_FRAX": ctlFrax, "CTL_FRCX": ctlFrax + 8, "CTL_FRDX": ctlFrax + 16, "CTL_FRSI": ctlFrax + 24, "CTL_FRDI": ctlFrax + 32, "CTL_FR8": ctlFrax + 40, "CTL_FR9": ctlFrax + 48, "CTL_FR10": ctlFrax + 56, "CTL_FR11": ctlFrax + 64, "CTL_RANGES": ctlRanges,
 		"RANGE_START": rangeStart, "RANGE_END": rangeEnd, "RANGE_OFF": rangeOff, "RANGE_FLAGS": rangeFlags,
 		"RANGE_SIZE": rangeSize, "MAX_RANGES": MaxRanges, "CTL_RPTAB": ctlRPTab, "RP_BACK": rpBack,
-		"RP_TRAP": rpTrap, "RP_CALLS": rpCalls, "RP_SHIFT": rpShift,
+		"RP_TRAP": rpTrap, "RP_CALLS": rpCalls, "RP_CKPTS": rpCkpts, "RP_SHIFT": rpShift,
 		"FLAG_FAST": FlagFast, "FLAG_READY": FlagReady, "FLAG_BROKEN": FlagBroken, "FLAG_PKEY": FlagPkey, "FLAG_STALE": FlagStale, "FLAG_LAYOUT": FlagLayout,
 		"RANGE_SHARED": RangeShared, "FUTEX_OWNER_DIED": futexOwnerDied,
 	}

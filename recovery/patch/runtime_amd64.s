@@ -332,6 +332,9 @@ scanned:
 	MOVQ CTL_TRAMP(R8), AX
 	MOVQ AX, (R10)
 	INCQ CTL_CALLS(R8)
+	MOVQ 88(SP), AX
+	SHLQ $RP_SHIFT, AX
+	INCQ (CTL_RPTAB+RP_CKPTS)(R8)(AX*1)
 	// The window's system calls stop for the supervisor (syscall user
 	// dispatch, on for the window only): it learns what the kernel state
 	// was before the first one.

@@ -312,11 +312,14 @@ func (s *Supervisor) setupFast(t *thread) (err error) {
 // supervisor's metrics.
 func (s *Supervisor) addFastMetrics(fs *fastState) {
 	rps := s.rps
-	s.metrics.AddCalls(fs, func() map[Site]uint64 {
-		out := map[Site]uint64{}
+	s.metrics.AddSource(fs, func() SourceCounts {
+		out := SourceCounts{Calls: map[Site]uint64{}, InProcess: map[Site]uint64{}, ShadowBytes: fs.mirror.FileBytes()}
 		for k, rp := range rps {
 			if n := fs.ctl.RescueCalls(k); n > 0 {
-				out[rp.site()] += n
+				out.Calls[rp.site()] += n
+			}
+			if n := fs.ctl.RescueCheckpoints(k); n > 0 {
+				out.InProcess[rp.site()] += n
 			}
 		}
 		return out

@@ -62,8 +62,9 @@ func (s *Supervisor) enterPatched(t *thread, site *patchSite, regs *arch.Regs) {
 		} else {
 			s.retrackRanges(p)
 		}
-		// The injected code takes this entry again.
+		// The injected code takes this entry again (and counts it again).
 		if fs.ctl.Flags()&resync == 0 {
+			fs.ctl.UncountCall(site.k)
 			regs.Rip = site.stub
 			if err := ptrace.SetRegs(t.tid, regs); err == nil {
 				s.resume(t)

@@ -183,7 +183,7 @@ func (s *Supervisor) releaseFast(p *process) {
 	}
 	<-fs.ready // the background copy uses the engine
 	fs.dropSnap()
-	s.metrics.DropCalls(fs)
+	s.metrics.DropSource(fs)
 	for _, site := range fs.sites {
 		s.metrics.Armed(site.rp.site(), -1)
 	}
