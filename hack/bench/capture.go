@@ -13,12 +13,19 @@ import (
 // (ASSURE_JOURNAL=off: threads under PTRACE_CONT inside rescue points too,
 // nothing recorded).
 type load struct {
-	body       string // "plain", "syscalls", "journaled"
+	body       string // "plain", "syscalls", "journaled", "floor" (native only)
 	idle       int    // threads waiting in read() all along
 	journalOff bool
+	slowPath   bool // ASSURE_FASTPATH=0: every entry stops for the supervisor
 }
 
-var plain = load{body: "plain"}
+var (
+	plain = load{body: "plain"}
+	// floor is plain with, before each call, the kernel's part of an
+	// in-process checkpoint done by the program itself.
+	floor = load{body: "floor"}
+	slow  = load{body: "plain", slowPath: true}
+)
 
 // captureVariants are the rescue-point bodies the capture cost is measured
 // with: the journal's cost is nothing for a body without system calls, a
