@@ -19,18 +19,30 @@ const fastCalls = 20000
 // and beside an idle thread; with the fast path off it is switched out at
 // least once per call. The checkpoints are exact: the faulting call after
 // them returns -1 with the counter and buffer as before it, and the idle
-// thread is still there.
+// thread is still there. The same holds in a child forked after the
+// parent's fast path was set up (a prefork server's worker): its first
+// call goes through the supervisor, which then gives it a fast path of
+// its own.
 func TestE2EFastPathNoStops(t *testing.T) {
-	for _, mode := range []string{"single", "threads"} {
+	for _, mode := range []string{"single", "threads", "fork"} {
 		t.Run(mode, func(t *testing.T) {
 			args := []string{"calls", strconv.Itoa(fastCalls)}
 			want := map[string]string{"counter": strconv.Itoa(1000 + fastCalls), "rc": "-1", "counter_kept": "1", "buf_kept": "1"}
-			if mode == "threads" {
+			switch mode {
+			case "threads":
 				args = append(args, "threads")
 				want["helper_ran"] = "1"
+			case "fork":
+				args = append(args, "fork")
+				want["counter"] = strconv.Itoa(1100 + fastCalls)
+				want["child_status"], want["child_signal"] = "0", "0"
 			}
 			native := runNative(t, "fast", args...)
-			wantSignalDeath(t, native, syscall.SIGSEGV)
+			if mode == "fork" {
+				wantKV(t, native, map[string]string{"child_signal": strconv.Itoa(int(syscall.SIGSEGV))})
+			} else {
+				wantSignalDeath(t, native, syscall.SIGSEGV)
+			}
 			m := simpleManifest("fast", -1, "count")
 			r := runAssure(t, m, "fast", args...)
 			wantStatus(t, r, 0)

@@ -129,9 +129,9 @@ func parseFlags() (*config, error) {
 	flag.BoolVar(&cfg.verbose, "v", false, "log every run")
 	flag.IntVar(&cfg.startRounds, "start-rounds", 20, "container starts per runtime and image for the start overhead (0: skip it)")
 	flag.BoolVar(&cfg.startOnly, "start-only", false, "measure only the start overhead of the container runtime")
-	flag.IntVar(&cfg.servers, "servers", 3, "rounds of the real-server measurement (redis natively and under assure; 0: skip it)")
+	flag.IntVar(&cfg.servers, "servers", 3, "rounds of the real-server measurement (redis, memcached, nginx natively and under assure; 0: skip it)")
 	flag.BoolVar(&cfg.serversOnly, "servers-only", false, "measure only the real servers")
-	flag.IntVar(&cfg.serverRequests, "server-requests", 50000, "requests per redis-benchmark run (×4 when pipelined)")
+	flag.IntVar(&cfg.serverRequests, "server-requests", 50000, "requests per load-generator run (×4 when pipelined)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./hack/bench [flags]\n\n")
 		flag.PrintDefaults()
@@ -366,23 +366,6 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 	if cfg.servers > 0 && !cfg.nativeOnly {
 		fmt.Println()
 		return b.serversSection(ctx)
-	}
-	return nil
-}
-
-// serversSection measures the real servers and prints (and with -readme
-// records) their table.
-func (b *bench) serversSection(ctx context.Context) error {
-	md, err := b.redisSection(ctx, b.cfg.servers, b.cfg.serverRequests)
-	if err != nil {
-		return err
-	}
-	fmt.Print(md)
-	if b.cfg.readme {
-		if err := rewriteSection(filepath.Join(b.cfg.root, "README.md"), serversBegin, serversEnd, md); err != nil {
-			return err
-		}
-		b.log("README.md updated (servers)")
 	}
 	return nil
 }

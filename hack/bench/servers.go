@@ -9,8 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -22,97 +20,91 @@ const (
 	serversEnd   = "<!-- bench-servers:end -->"
 )
 
-// redisWorkloads are the redis-benchmark runs: 20 clients, without and
-// with pipelining.
-var redisWorkloads = []struct {
+// A serverBench is one real server from the distribution, measured
+// natively and under assure with rescue points in different places.
+type serverBench struct {
+	name      string   // as the table names it
+	workloads []string // the table's rows
+	modes     []serverMode
+	note      string // under the table (markdown); %d is the requests per run
+	// start writes what the server needs into dir and returns its argv
+	// and the address it will listen on ("unix:PATH" or "tcp:HOST:PORT").
+	start func(dir string) (argv []string, addr string, err error)
+	// measure runs every workload against addr: requests per second each.
+	measure func(ctx context.Context, addr string, requests int) ([]float64, error)
+}
+
+// A serverMode is one way a server runs: natively (rp nil) or under
+// assure with one rescue point.
+type serverMode struct {
 	name string
-	args []string
-}{
-	{"SET, 20 clients", []string{"-t", "set", "-c", "20"}},
-	{"GET, 20 clients", []string{"-t", "get", "-c", "20"}},
-	{"SET, 20 clients, -P 16", []string{"-t", "set", "-c", "20", "-P", "16"}},
-	{"GET, 20 clients, -P 16", []string{"-t", "get", "-c", "20", "-P", "16"}},
+	rp   map[string]any // a manifest entry
 }
 
-// redisModes are the ways redis runs: natively; under assure with a
-// rescue point on call (every command); under assure with a rescue point
-// that no request reaches (the cost of supervision alone).
-var redisModes = []struct {
-	name     string
-	function string // "": native
-}{
-	{"native", ""},
-	{"rescue point on call", "call"},
-	{"rescue point off the request path", "debugCommand"},
+// serverBenches are the servers measured, each skipped with a line on
+// stderr when not installed (hack/install-deps.sh --servers installs them).
+func serverBenches() ([]*serverBench, []string) {
+	var out []*serverBench
+	var skipped []string
+	for _, mk := range []func() (*serverBench, error){redisBench, memcachedBench(4), memcachedBench(1), nginxBench} {
+		sb, err := mk()
+		if err != nil {
+			skipped = append(skipped, err.Error())
+			continue
+		}
+		out = append(out, sb)
+	}
+	return out, skipped
 }
 
-type serverRow struct {
-	workload string
-	rps      []float64 // median per mode
-}
-
-// redisSection measures Debian's redis-server natively and under assure,
-// side by side, rounds times (the modes interleaved, their order reversed
-// every other round), with redis-benchmark over a unix socket.
-func (b *bench) redisSection(ctx context.Context, rounds, requests int) (string, error) {
-	server, err := exec.LookPath("redis-server")
-	if err != nil {
-		return "", errors.New("redis-server not installed (hack/install-deps.sh installs it)")
-	}
-	client, err := exec.LookPath("redis-benchmark")
-	if err != nil {
-		return "", errors.New("redis-benchmark not installed")
-	}
-	// Rescue points name the file mapped: redis-server is a link.
-	real, err := filepath.EvalSymlinks(server)
-	if err != nil {
-		return "", err
-	}
-	rps := make([][][]float64, len(redisWorkloads)) // workload, mode, samples
+// serverSection measures sb side by side, rounds times (the modes
+// interleaved, their order reversed every other round), and returns its
+// table.
+func (b *bench) serverSection(ctx context.Context, sb *serverBench, rounds, requests int) (string, error) {
+	rps := make([][][]float64, len(sb.workloads)) // workload, mode, samples
 	for w := range rps {
-		rps[w] = make([][]float64, len(redisModes))
+		rps[w] = make([][]float64, len(sb.modes))
 	}
 	start := time.Now()
 	for round := 0; round < rounds; round++ {
-		for i := range redisModes {
+		for i := range sb.modes {
 			m := i
 			if round%2 == 1 {
-				m = len(redisModes) - 1 - i
+				m = len(sb.modes) - 1 - i
 			}
-			res, err := b.redisRun(ctx, server, real, client, redisModes[m].function, requests)
+			res, err := b.serverRun(ctx, sb, sb.modes[m], requests)
 			if err != nil {
-				return "", fmt.Errorf("redis (%s): %w", redisModes[m].name, err)
+				return "", fmt.Errorf("%s (%s): %w", sb.name, sb.modes[m].name, err)
 			}
 			for w, v := range res {
 				rps[w][m] = append(rps[w][m], v)
 			}
 		}
-		b.log("redis round %d/%d done", round+1, rounds)
+		b.log("%s round %d/%d done", sb.name, round+1, rounds)
 	}
-	var rows []serverRow
-	for w, wl := range redisWorkloads {
-		r := serverRow{workload: wl.name}
-		for m := range redisModes {
-			r.rps = append(r.rps, median(rps[w][m]))
+	med := make([][]float64, len(sb.workloads))
+	for w := range sb.workloads {
+		for m := range sb.modes {
+			med[w] = append(med[w], median(rps[w][m]))
 		}
-		rows = append(rows, r)
 	}
-	return redisMarkdown(rows, rounds, requests, real, time.Since(start)), nil
+	return serverMarkdown(sb, med, rounds, requests, time.Since(start)), nil
 }
 
-// redisRun starts one redis-server (under assure with a rescue point on
-// function, unless it is empty) and runs every workload against it.
-func (b *bench) redisRun(ctx context.Context, server, real, client, function string, requests int) ([]float64, error) {
-	dir, err := os.MkdirTemp(b.dir, "redis-")
+// serverRun starts sb once in mode m, runs its workloads against it, and
+// stops it.
+func (b *bench) serverRun(ctx context.Context, sb *serverBench, m serverMode, requests int) ([]float64, error) {
+	dir, err := os.MkdirTemp(b.dir, "server-")
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "redis.sock")
-	argv := []string{server, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir}
-	if function != "" {
-		man, _ := json.Marshal(map[string]any{"version": 1,
-			"rescuePoints": []map[string]any{{"binary": real, "function": function}}})
+	argv, addr, err := sb.start(dir)
+	if err != nil {
+		return nil, err
+	}
+	if m.rp != nil {
+		man, _ := json.Marshal(map[string]any{"version": 1, "rescuePoints": []map[string]any{m.rp}})
 		mf := filepath.Join(dir, "manifest.json")
 		if err := os.WriteFile(mf, man, 0o644); err != nil {
 			return nil, err
@@ -138,88 +130,113 @@ func (b *bench) redisRun(ctx context.Context, server, real, client, function str
 			<-done
 		}
 	}()
-	if err := waitSocket(sock, 30*time.Second, done); err != nil {
+	if err := waitListening(addr, 30*time.Second, done); err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, tail(logs.String(), 20))
 	}
-	var out []float64
-	for _, wl := range redisWorkloads {
-		n := requests
-		if strings.Contains(strings.Join(wl.args, " "), "-P") {
-			n *= 4
-		}
-		args := append([]string{"-s", sock, "-n", strconv.Itoa(n), "-q"}, wl.args...)
-		rctx, cancel := context.WithTimeout(ctx, b.cfg.runTimeout)
-		res, err := exec.CommandContext(rctx, client, args...).Output()
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("redis-benchmark %s: %v\n%s", strings.Join(args, " "), err, tail(logs.String(), 20))
-		}
-		v, err := parseRedisBenchmark(string(res))
-		if err != nil {
-			return nil, fmt.Errorf("redis-benchmark %s: %w", strings.Join(args, " "), err)
-		}
-		out = append(out, v)
+	rctx, cancel := context.WithTimeout(ctx, b.cfg.runTimeout)
+	defer cancel()
+	res, err := sb.measure(rctx, addr, requests)
+	if err != nil {
+		return nil, fmt.Errorf("%w\n%s", err, tail(logs.String(), 20))
 	}
-	return out, nil
+	return res, nil
 }
 
-// waitSocket waits until a unix socket accepts a connection, the process
-// behind it ends (done), or the deadline passes.
-func waitSocket(path string, d time.Duration, done <-chan error) error {
+// waitListening waits until addr ("unix:PATH", "tcp:HOST:PORT") accepts a
+// connection, the process behind it ends (done, whose value is put back
+// for the caller), or the deadline passes.
+func waitListening(addr string, d time.Duration, done chan error) error {
+	network, a, _ := strings.Cut(addr, ":")
 	deadline := time.Now().Add(d)
 	for {
-		if c, err := net.Dial("unix", path); err == nil {
+		if c, err := net.Dial(network, a); err == nil {
 			c.Close()
 			return nil
 		}
 		select {
 		case err := <-done:
-			return fmt.Errorf("the server ended before it listened on %s: %v", path, err)
+			done <- err
+			return fmt.Errorf("the server ended before it listened on %s: %v", addr, err)
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("nothing listens on %s after %v", path, d)
+			return fmt.Errorf("nothing listens on %s after %v", addr, d)
 		}
 	}
 }
 
-var rpsLine = regexp.MustCompile(`(?m)^\s*[A-Z]+: ([0-9.]+) requests per second`)
-
-// parseRedisBenchmark reads the figure of `redis-benchmark -q` (the last
-// of its progress lines, which it separates with carriage returns).
-func parseRedisBenchmark(out string) (float64, error) {
-	out = strings.ReplaceAll(out, "\r", "\n")
-	m := rpsLine.FindAllStringSubmatch(out, -1)
-	if len(m) == 0 {
-		return 0, fmt.Errorf("no requests-per-second figure in %q", tail(out, 3))
+// freePort returns a TCP port on the loopback that nothing listens on now.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
 	}
-	return strconv.ParseFloat(m[len(m)-1][1], 64)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func redisMarkdown(rows []serverRow, rounds, requests int, binary string, took time.Duration) string {
+// realPath is a command's file as the kernel maps it (rescue points name
+// the mapped file: redis-server, for one, is a link).
+func realPath(cmd string) (string, error) {
+	p, err := exec.LookPath(cmd)
+	if err != nil {
+		return "", fmt.Errorf("%s not installed (hack/install-deps.sh --servers installs it)", cmd)
+	}
+	return filepath.EvalSymlinks(p)
+}
+
+func serverMarkdown(sb *serverBench, med [][]float64, rounds, requests int, took time.Duration) string {
 	var s strings.Builder
-	fmt.Fprintf(&s, "Measured %s by `go run ./hack/bench` on %s.\n\n", time.Now().UTC().Format("2006-01-02"), machine())
-	s.WriteString("| redis-benchmark | native req/s |")
-	for _, m := range redisModes[1:] {
+	fmt.Fprintf(&s, "| %s | %s req/s |", sb.name, sb.modes[0].name)
+	for _, m := range sb.modes[1:] {
 		fmt.Fprintf(&s, " %s req/s | ratio |", m.name)
 	}
 	s.WriteString("\n|---|---:|")
-	for range redisModes[1:] {
+	for range sb.modes[1:] {
 		s.WriteString("---:|---:|")
 	}
 	s.WriteString("\n")
-	for _, r := range rows {
-		fmt.Fprintf(&s, "| %s | %s |", r.workload, num(r.rps[0]))
-		for m := 1; m < len(r.rps); m++ {
+	for w, name := range sb.workloads {
+		r := med[w]
+		fmt.Fprintf(&s, "| %s | %s |", name, num(r[0]))
+		for m := 1; m < len(r); m++ {
 			ratio := "—"
-			if r.rps[0] > 0 {
-				ratio = num(r.rps[m]/r.rps[0]) + "×"
+			if r[0] > 0 {
+				ratio = num(r[m]/r[0]) + "×"
 			}
-			fmt.Fprintf(&s, " %s | %s |", num(r.rps[m]), ratio)
+			fmt.Fprintf(&s, " %s | %s |", num(r[m]), ratio)
 		}
 		s.WriteString("\n")
 	}
-	fmt.Fprintf(&s, "\n- `%s` (Debian), `--save \"\" --appendonly no`, over a unix socket; `redis-benchmark -q -n %d` (×4 with `-P 16`) per workload; median of %d round%s, the three modes interleaved. A rescue point on `call` (void: a recovered command gets no reply) covers every command; `debugCommand` is one no request of the benchmark reaches. Whole run: %v.\n",
-		binary, requests, rounds, plural(rounds), took.Round(time.Second))
+	fmt.Fprintf(&s, "\n- "+sb.note+" Median of %d round%s, the modes interleaved; %v.\n", requests, rounds, plural(rounds), took.Round(time.Second))
 	return s.String()
+}
+
+// serversSection measures the real servers and prints (and with -readme
+// records) their tables.
+func (b *bench) serversSection(ctx context.Context) error {
+	benches, skipped := serverBenches()
+	for _, why := range skipped {
+		b.log("skipped: %s", why)
+	}
+	if len(benches) == 0 {
+		return errors.New("no server to measure: " + strings.Join(skipped, "; "))
+	}
+	var md strings.Builder
+	fmt.Fprintf(&md, "Measured %s by `go run ./hack/bench` on %s.\n", time.Now().UTC().Format("2006-01-02"), machine())
+	for _, sb := range benches {
+		t, err := b.serverSection(ctx, sb, b.cfg.servers, b.cfg.serverRequests)
+		if err != nil {
+			return err
+		}
+		md.WriteString("\n" + t)
+	}
+	fmt.Print(md.String())
+	if b.cfg.readme {
+		if err := rewriteSection(filepath.Join(b.cfg.root, "README.md"), serversBegin, serversEnd, md.String()); err != nil {
+			return err
+		}
+		b.log("README.md updated (servers)")
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/assure-rt/assure/recovery/arch"
 	"github.com/assure-rt/assure/recovery/checkpoint"
+	"github.com/assure-rt/assure/recovery/manifest"
 	"github.com/assure-rt/assure/recovery/patch"
 	"github.com/assure-rt/assure/recovery/procfs"
 	"github.com/assure-rt/assure/recovery/ptrace"
@@ -41,6 +42,12 @@ func (s *Supervisor) arm(p *process, rp *rescuePoint, addr uint64, mods []procfs
 // patchPlan returns how rp's entry would be patched in p, or nil when it
 // keeps a breakpoint (logged once per rescue point).
 func (s *Supervisor) patchPlan(p *process, rp *rescuePoint, addr uint64, mods []procfs.Mapping) *patch.Displaced {
+	if rp.Scope == manifest.ScopeContainer {
+		// Its checkpoint covers every process of the container at once,
+		// which only the supervisor can take.
+		s.logOnce("scope-"+rp.String(), "%s: breakpoint entry: container scope checkpoints every process through the supervisor", rp)
+		return nil
+	}
 	if p.atExecStop || p.fast == nil && !s.fastEligible(p) {
 		s.debugf("%s in %d: breakpoint (exec stop %v, fast %v, eligible %v)", rp, p.pid, p.atExecStop, p.fast != nil, s.fastEligible(p))
 		return nil
@@ -123,7 +130,41 @@ func (s *Supervisor) unfastChild(t *thread) {
 	s.inject(t, unix.SYS_MUNMAP, fs.ctlAddr, patch.CtlSize)
 	s.inject(t, unix.SYS_MUNMAP, fs.shadowRs, checkpoint.ShadowSize+2*pageSize)
 	s.inject(t, unix.SYS_CLOSE, uint64(fs.pmfd))
+	// The SIGSYS action is the parent's fast path's (a program with a
+	// handler of its own has none), and a fork inside a window may have
+	// left dispatch on.
+	s.inject(t, unix.SYS_PRCTL, prSetSyscallUserDispatch, prSysDispatchOff, 0, 0, 0)
+	if at := p.scratch + 512; p.writeMem(at, make([]byte, 32)) == nil {
+		s.inject(t, unix.SYS_RT_SIGACTION, uint64(unix.SIGSYS), at, 0, 8)
+	}
 	p.noFast = fmt.Errorf("forked from %d", p.parent)
+	p.promote = true
+}
+
+// promoteChild gives a child forked from a process with a fast path one
+// of its own, when it returns from its first rescue point through the
+// supervisor with nothing left to roll back: the workers of a prefork
+// server, where the requests are, then checkpoint inside the process as
+// their parent did. Not at the fork, so that a child which soon execs
+// (a shell's) pays nothing for it. t is the child's thread, held.
+func (s *Supervisor) promoteChild(t *thread) {
+	p := t.proc
+	if !p.promote || len(p.threads) != 1 || len(t.frames) != 0 || len(p.ckpts) != 0 || p.sharedMM {
+		return
+	}
+	p.promote = false
+	p.noFast = nil
+	if p.tracker != nil {
+		// The supervisor's engine gives way to the fast path's: its
+		// userfaultfd goes, and with it its registrations.
+		p.tracker.Close()
+		p.tracker = nil
+	}
+	p.noTrack = nil
+	s.upgradeBreakpoints(p)
+	if p.fast != nil {
+		s.debugf("child %d: fast path of its own", p.pid)
+	}
 }
 
 // cleanFast removes the fast path from p before a detach (threads held):

@@ -61,6 +61,9 @@ type process struct {
 	fast       *fastState
 	noFast     error
 	forkedFrom *fastState
+	// promote is set for such a child once it gave back what it
+	// inherited: it gets a fast path of its own later (promoteChild).
+	promote    bool
 	atExecStop bool // the process is held at its exec stop
 }
 

@@ -386,6 +386,7 @@ func (s *Supervisor) onReturn(t *thread, regs *arch.Regs) {
 	}
 	t.frames = t.frames[:i]
 	s.saveFrames(t.proc)
+	s.promoteChild(t)
 	s.resume(t)
 }
 

@@ -1,7 +1,10 @@
 /* fast: the fast path of a rescue point (binary-patched entry, checkpoint
  * inside the process).
  *
- *   fast calls N [threads]   N calls of count(), then a faulting call
+ *   fast calls N [threads|fork]
+ *                            N calls of count(), then a faulting call; with
+ *                            "fork" in a child forked after 100 calls (a
+ *                            prefork server's worker)
  *   fast wild                a call that writes into assure's shadow (a wild
  *                            write), faults, and a call that only faults
  *
@@ -15,6 +18,7 @@
 #include "common.h"
 
 #include <pthread.h>
+#include <sys/wait.h>
 
 long g_counter;
 char g_buf[4096];
@@ -96,6 +100,22 @@ int main(int argc, char **argv)
 		int threads = argc == 4 && !strcmp(argv[3], "threads");
 		if (threads && pthread_create(&th, NULL, helper, NULL))
 			die("pthread_create");
+		if (argc == 4 && !strcmp(argv[3], "fork")) {
+			for (int i = 0; i < 100; i++)
+				count(i);
+			fflush(stdout);
+			pid_t pid = fork();
+			if (pid < 0)
+				die("fork");
+			if (pid > 0) {
+				int st;
+				if (waitpid(pid, &st, 0) != pid)
+					die("waitpid");
+				printf("child_status=%d\nchild_signal=%d\n", WIFEXITED(st) ? WEXITSTATUS(st) : -1,
+				       WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+				return 0;
+			}
+		}
 		long n = atol(argv[2]);
 		for (int i = 0; i < 1000; i++) /* warm up: the first calls set things up */
 			count(i);
