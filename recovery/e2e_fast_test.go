@@ -19,7 +19,9 @@ const fastCalls = 20000
 // and beside an idle thread; with the fast path off it is switched out at
 // least once per call. The checkpoints are exact: the faulting call after
 // them returns -1 with the counter and buffer as before it, and the idle
-// thread is still there. The same holds in a child forked after the
+// thread is still there (the idle thread: with ASSURE_FASTPATH_MT=1,
+// the experimental in-process checkpoints of one thread of several). The
+// same holds in a child forked after the
 // parent's fast path was set up (a prefork server's worker): its first
 // call goes through the supervisor, which then gives it a fast path of
 // its own.
@@ -44,7 +46,11 @@ func TestE2EFastPathNoStops(t *testing.T) {
 				wantSignalDeath(t, native, syscall.SIGSEGV)
 			}
 			m := simpleManifest("fast", -1, "count")
-			r := runAssure(t, m, "fast", args...)
+			var env []string
+			if mode == "threads" {
+				env = []string{"ASSURE_FASTPATH_MT=1"} // experimental: off by default
+			}
+			r := run(t, runSpec{manifest: m, prog: "fast", args: args, env: env})
 			wantStatus(t, r, 0)
 			wantKV(t, r, want)
 			wantRecovered(t, r, recovered{n: 1, signal: "SIGSEGV", function: "count", binary: "fast", ret: -1, single: mode == "single"})
@@ -75,6 +81,20 @@ func TestE2EFastPathWildWrite(t *testing.T) {
 	wantKV(t, r, map[string]string{"shadow_found": "1", "wild_rc": "-1", "wild_counter_kept": "1",
 		"rc": "-1", "counter_kept": "1", "buf_kept": "1"})
 	wantRecovered(t, r, recovered{n: 2, signal: "SIGSEGV", function: "count", binary: "fast", ret: -1, single: true})
+}
+
+// TestE2EFastPathLargeMemory: 64 MiB of heap filled after the fast path
+// was set up are taken into the shadow, which then holds what was touched;
+// a fault in a call that wrote into that heap is recovered with the heap
+// exactly as before the call.
+func TestE2EFastPathLargeMemory(t *testing.T) {
+	r := runAssure(t, simpleManifest("fast", -1, "count"), "fast", "big", "64")
+	wantStatus(t, r, 0)
+	wantKV(t, r, map[string]string{"ready": "1", "rc": "-1", "counter_kept": "1", "buf_kept": "1", "big_kept": "1"})
+	wantRecovered(t, r, recovered{n: 1, signal: "SIGSEGV", function: "count", binary: "fast", ret: -1, single: true})
+	if mib := mustAtoi(t, r.kv()["shadow_mib"]); mib < 64 || mib > 64+8 {
+		t.Errorf("the shadow holds %d MiB, want the 64 MiB touched (+ at most 8 for the rest of the program)%s", mib, r)
+	}
 }
 
 // cpuFlags reports whether /proc/cpuinfo lists every flag.

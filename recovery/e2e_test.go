@@ -40,6 +40,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/assure-rt/assure/recovery/patch"
 )
 
 var (
@@ -177,7 +179,10 @@ func buildAssure(dir string) (string, error) {
 }
 
 // Compile flags like a real server build; PIE is the toolchain's default.
-var baseCFlags = []string{"-O2", "-g", "-pthread", "-Wall"}
+// The programs that wait for the fast path get the place of its flags in
+// the control block, and the flag that says the shadow is ready.
+var baseCFlags = []string{"-O2", "-g", "-pthread", "-Wall",
+	fmt.Sprintf("-DASSURE_CTL_FLAGS=%d", patch.FlagsOffset), fmt.Sprintf("-DASSURE_FLAG_READY=%d", patch.FlagReady)}
 
 // The stack-smash program must really smash: stack protector on, fortified
 // string functions off (they would catch the overflow before it happens).

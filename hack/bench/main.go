@@ -56,6 +56,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/assure-rt/assure/recovery/patch"
 )
 
 //go:embed rpbench.c
@@ -177,6 +179,9 @@ type result struct {
 	errors    int
 	wall      time.Duration
 	recovery  []float64 // recoveryMicros of each "recovered" event
+	// firstMax: the longest of the calls before the timed loop, µs;
+	// shadow: the MiB assure's shadow holds (-1: none).
+	firstMax, shadow float64
 }
 
 type bench struct {
@@ -228,7 +233,10 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 		return err
 	}
 	b.prog = filepath.Join(dir, "rpbench")
-	if out, err := exec.CommandContext(ctx, gcc, "-O2", "-pthread", "-o", b.prog, src).CombinedOutput(); err != nil {
+	// The program waits for the fast path's flag that says the shadow is
+	// ready (assure's control block, mapped in the process).
+	defs := []string{fmt.Sprintf("-DASSURE_CTL_FLAGS=%d", patch.FlagsOffset), fmt.Sprintf("-DASSURE_FLAG_READY=%d", patch.FlagReady)}
+	if out, err := exec.CommandContext(ctx, gcc, append(append([]string{"-O2", "-pthread"}, defs...), "-o", b.prog, src)...).CombinedOutput(); err != nil {
 		return fmt.Errorf("gcc -O2 -pthread rpbench.c: %v\n%s", err, out)
 	}
 	if cfg.startOnly {
@@ -277,6 +285,7 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 
 	type acc struct {
 		native, floor, assure, slow, recovery []float64
+		firstMax, shadow                      []float64 // of the fast-path runs
 	}
 	accs := make([]acc, len(cfg.mems))
 	rounds := 0
@@ -314,6 +323,10 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 				}
 				dst := []*[]float64{&accs[i].native, &accs[i].floor, &accs[i].assure, &accs[i].slow}[k]
 				*dst = append(*dst, r.nsPerCall)
+				if k == 2 {
+					accs[i].firstMax = append(accs[i].firstMax, r.firstMax)
+					accs[i].shadow = append(accs[i].shadow, r.shadow)
+				}
 			}
 			if !cfg.nativeOnly {
 				r, err := b.runAssure(ctx, mem, cfg.faults*cfg.faultEvery, cfg.faultEvery, plain)
@@ -331,13 +344,15 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 	var rows []row
 	for i, mem := range cfg.mems {
 		rw := row{mem: mem, native: median(accs[i].native), floor: median(accs[i].floor), assure: math.NaN(),
-			slow: math.NaN(), recMedian: math.NaN(), recP90: math.NaN()}
+			slow: math.NaN(), recMedian: math.NaN(), recP90: math.NaN(), firstMax: math.NaN(), shadow: math.NaN()}
 		if !cfg.nativeOnly {
 			rw.assure = median(accs[i].assure)
 			rw.slow = median(accs[i].slow)
 			rw.recMedian = median(accs[i].recovery)
 			rw.recP90 = percentile(accs[i].recovery, 0.90)
 			rw.recN = len(accs[i].recovery)
+			rw.firstMax = percentile(accs[i].firstMax, 1)
+			rw.shadow = median(accs[i].shadow)
 		}
 		rows = append(rows, rw)
 	}
@@ -568,6 +583,10 @@ func parseResult(out string) (*result, error) {
 				r.calls, err = strconv.Atoi(v)
 			case "errors":
 				r.errors, err = strconv.Atoi(v)
+			case "first_max_us":
+				r.firstMax, err = strconv.ParseFloat(v, 64)
+			case "shadow_mib":
+				r.shadow, err = strconv.ParseFloat(v, 64)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("bad result line %q: %v", line, err)
@@ -619,6 +638,7 @@ type row struct {
 	native, floor, assure, slow float64 // ns per call (medians)
 	recMedian, recP90           float64 // µs
 	recN                        int
+	firstMax, shadow            float64 // µs (the longest), MiB
 }
 
 func (b *bench) markdown(rows []row, rounds int, n [4]int, took time.Duration) string {
@@ -627,15 +647,15 @@ func (b *bench) markdown(rows []row, rounds int, n [4]int, took time.Duration) s
 	var s strings.Builder
 	fmt.Fprintf(&s, "Measured %s by `go run ./hack/bench` on %s.\n\n",
 		time.Now().UTC().Format("2006-01-02"), machine())
-	fmt.Fprintf(&s, "| touched heap | native µs/call | floor µs/call | assure µs/call | assure ÷ floor | slow path µs/call | recovery median µs | recovery p90 µs |\n")
-	fmt.Fprintf(&s, "|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&s, "| touched heap | native µs/call | floor µs/call | assure µs/call | assure ÷ floor | slow path µs/call | recovery median µs | recovery p90 µs | longest first call µs | shadow MiB |\n")
+	fmt.Fprintf(&s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		ratio := "—"
 		if !math.IsNaN(r.assure) && r.floor > 0 {
 			ratio = fmt.Sprintf("%s×", num(r.assure/r.floor))
 		}
-		fmt.Fprintf(&s, "| %d MiB | %s | %s | %s | %s | %s | %s | %s |\n", r.mem,
-			num(r.native/1000), num(r.floor/1000), num(r.assure/1000), ratio, num(r.slow/1000), num(r.recMedian), num(r.recP90))
+		fmt.Fprintf(&s, "| %d MiB | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.mem,
+			num(r.native/1000), num(r.floor/1000), num(r.assure/1000), ratio, num(r.slow/1000), num(r.recMedian), num(r.recP90), num(r.firstMax), num(r.shadow))
 	}
 	s.WriteString("\n")
 	calls := count(nNative) + " calls natively, " + count(nFloor) + " for the floor"
@@ -650,6 +670,9 @@ func (b *bench) markdown(rows []row, rounds int, n [4]int, took time.Duration) s
 			ordinal(cfg.faultEvery), cfg.faults, rows[0].recN)
 	} else {
 		s.WriteString("- Native runs only (`-native-only`).\n")
+	}
+	if !cfg.nativeOnly {
+		s.WriteString("- First calls: after touching its heap the program times 1000 calls one by one before the timed loop; the longest of them on the fast path (over all rounds) is how long the process is held when that memory is first taken into the shadow (the timed loop then waits until the fast path says its shadow is ready). Shadow: what assure's shadow holds at the end (its memfd's allocated pages), median.\n")
 	}
 	fmt.Fprintf(&s, "- The program is compiled with `gcc -O2` and touches the given heap (one write per page) before the loop. Whole run: %v.\n",
 		took.Round(time.Second))

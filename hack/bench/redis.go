@@ -42,8 +42,9 @@ func redisBench() (*serverBench, error) {
 		name: "redis-benchmark",
 		modes: []serverMode{{name: "native"},
 			{name: "rescue point on call", rp: map[string]any{"binary": real, "function": "call"}},
+			{name: "same, ASSURE_FASTPATH_MT=1", rp: map[string]any{"binary": real, "function": "call"}, env: []string{"ASSURE_FASTPATH_MT=1"}},
 			{name: "rescue point off the request path", rp: map[string]any{"binary": real, "function": "debugCommand"}}},
-		note: "Debian's redis-server (`" + server + "`), `--save \"\" --appendonly no`, over a unix socket; `redis-benchmark -q -n %d` (×4 with `-P 16`) per workload. A rescue point on `call` (void: a recovered command gets no reply) covers every command; `debugCommand` is one no request of the benchmark reaches.",
+		note: "Debian's redis-server (`" + server + "`), `--save \"\" --appendonly no`, over a unix socket; `redis-benchmark -q -n %d` (×4 with `-P 16`) per workload. A rescue point on `call` (void: a recovered command gets no reply) covers every command; `debugCommand` is one no request of the benchmark reaches. redis has 5 threads: its rescue points take the slow path unless the experimental in-process mode for one thread of several is on (`ASSURE_FASTPATH_MT=1`).",
 		start: func(dir string) ([]string, string, error) {
 			sock := filepath.Join(dir, "redis.sock")
 			return []string{server, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", dir}, "unix:" + sock, nil

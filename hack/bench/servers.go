@@ -39,6 +39,7 @@ type serverBench struct {
 type serverMode struct {
 	name string
 	rp   map[string]any // a manifest entry
+	env  []string       // for assure
 }
 
 // serverBenches are the servers measured, each skipped with a line on
@@ -116,6 +117,9 @@ func (b *bench) serverRun(ctx context.Context, sb *serverBench, m serverMode, re
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if m.env != nil {
+		cmd.Env = append(os.Environ(), m.env...)
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

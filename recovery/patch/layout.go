@@ -6,6 +6,10 @@ import (
 	"unsafe"
 )
 
+// FlagsOffset is where the flags word (Flag*) is in the control block,
+// for programs that wait for the fast path to protect them (hack/bench).
+const FlagsOffset = ctlFlags
+
 // Offsets in the control block (layout_amd64.h has the same numbers for
 // the injected code; TestLayoutMatchesHeader keeps them in step).
 const (

@@ -7,6 +7,10 @@
  *                            prefork server's worker)
  *   fast wild                a call that writes into assure's shadow (a wild
  *                            write), faults, and a call that only faults
+ *   fast big MIB             MIB MiB of heap filled after the fast path was
+ *                            set up: waits until the shadow is ready, prints
+ *                            the shadow's size, then a call that writes into
+ *                            that heap and faults
  *
  * "calls" prints how many times the process was switched out voluntarily
  * during the N calls (a ptrace stop is one: the common path must have
@@ -18,12 +22,16 @@
 #include "common.h"
 
 #include <pthread.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 long g_counter;
 char g_buf[4096];
 static volatile int g_fault;
 static volatile char *g_wild;
+static unsigned char *g_big;
+static size_t g_big_size;
 
 RESCUE_POINT int count(int i)
 {
@@ -31,6 +39,9 @@ RESCUE_POINT int count(int i)
 	g_buf[i % sizeof g_buf] ^= 1;
 	if (g_wild)
 		g_wild[64] = 0x5a; /* a wild write, towards assure's shadow */
+	if (g_big && g_fault)
+		for (size_t off = 0; off < g_big_size; off += g_big_size / 16)
+			g_big[off + (size_t)i % 4096] ^= 0x55;
 	if (g_fault)
 		crash_null();
 	return 0;
@@ -80,6 +91,56 @@ static uintptr_t shadow_addr(void)
 		}
 	fclose(f);
 	return a;
+}
+
+/* shadow_mib is what assure's shadow holds (its memfd's allocated blocks,
+ * through /proc/self/map_files), -1 without one. */
+static double shadow_mib(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512], path[128];
+	double mib = -1;
+	if (!f)
+		die("maps");
+	while (fgets(line, sizeof line, f)) {
+		unsigned long lo, hi;
+		struct stat st;
+		if (!strstr(line, "assure-shadow") || sscanf(line, "%lx-%lx", &lo, &hi) != 2)
+			continue;
+		snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", lo, hi);
+		if (stat(path, &st) == 0)
+			mib = (double)st.st_blocks * 512 / (1 << 20);
+		break;
+	}
+	fclose(f);
+	return mib;
+}
+
+/* wait_ready waits up to 30 s for the flag of assure's control block
+ * ("assure-ctl") that says the shadow is ready; the offset and the flag
+ * come from recovery/patch (the tests pass them to gcc). */
+static int wait_ready(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	volatile uint32_t *flags = NULL;
+	if (!f)
+		die("maps");
+	while (fgets(line, sizeof line, f)) {
+		unsigned long lo;
+		if (strstr(line, "assure-ctl") && sscanf(line, "%lx", &lo) == 1) {
+			flags = (volatile uint32_t *)(lo + ASSURE_CTL_FLAGS);
+			break;
+		}
+	}
+	fclose(f);
+	for (int k = 0; flags && k < 30000; k++) {
+		if (*flags & ASSURE_FLAG_READY)
+			return 1;
+		struct timespec ms = {0, 1000000};
+		nanosleep(&ms, NULL);
+	}
+	return 0;
 }
 
 static void faulting_call(void)
@@ -135,6 +196,23 @@ int main(int argc, char **argv)
 		}
 		return 0;
 	}
+	if (argc == 3 && !strcmp(argv[1], "big")) {
+		for (int i = 0; i < 100; i++)
+			count(i);
+		g_big_size = (size_t)atol(argv[2]) << 20;
+		g_big = malloc(g_big_size);
+		if (!g_big)
+			die("alloc");
+		for (size_t off = 0; off < g_big_size; off += 4096)
+			g_big[off] = (unsigned char)(off >> 12) | 1;
+		count(0); /* the supervisor takes the new memory: in the background */
+		printf("ready=%d\n", wait_ready());
+		printf("shadow_mib=%.0f\n", shadow_mib());
+		uint64_t h = fnv1a(FNV_INIT, g_big, g_big_size);
+		faulting_call();
+		printf("big_kept=%d\n", fnv1a(FNV_INIT, g_big, g_big_size) == h);
+		return 0;
+	}
 	if (argc == 2 && !strcmp(argv[1], "wild")) {
 		for (int i = 0; i < 100; i++)
 			count(i);
@@ -153,6 +231,6 @@ int main(int argc, char **argv)
 		faulting_call();
 		return 0;
 	}
-	fprintf(stderr, "usage: fast calls N [threads] | fast wild\n");
+	fprintf(stderr, "usage: fast calls N [threads|fork] | fast wild | fast big MIB\n");
 	return 2;
 }
