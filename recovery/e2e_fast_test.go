@@ -84,9 +84,11 @@ func TestE2EFastPathWildWrite(t *testing.T) {
 }
 
 // TestE2EFastPathLargeMemory: 64 MiB of heap filled after the fast path
-// was set up are taken into the shadow, which then holds what was touched;
-// a fault in a call that wrote into that heap is recovered with the heap
-// exactly as before the call.
+// was set up, and 1 GiB mapped but never touched: the shadow then holds
+// what was touched, not what was mapped (newly armed memory counts as
+// written until protected, its pages never touched included). A fault in
+// a call that wrote into that heap is recovered with the heap exactly as
+// before the call.
 func TestE2EFastPathLargeMemory(t *testing.T) {
 	r := runAssure(t, simpleManifest("fast", -1, "count"), "fast", "big", "64")
 	wantStatus(t, r, 0)

@@ -133,7 +133,7 @@ func parseFlags() (*config, error) {
 	flag.BoolVar(&cfg.startOnly, "start-only", false, "measure only the start overhead of the container runtime")
 	flag.IntVar(&cfg.servers, "servers", 3, "rounds of the real-server measurement (redis, memcached, nginx natively and under assure; 0: skip it)")
 	flag.BoolVar(&cfg.serversOnly, "servers-only", false, "measure only the real servers")
-	flag.IntVar(&cfg.serverRequests, "server-requests", 50000, "requests per load-generator run (×4 when pipelined)")
+	flag.IntVar(&cfg.serverRequests, "server-requests", 10000, "requests per load-generator run (×4 when pipelined)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./hack/bench [flags]\n\n")
 		flag.PrintDefaults()

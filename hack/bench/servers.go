@@ -47,7 +47,7 @@ type serverMode struct {
 func serverBenches() ([]*serverBench, []string) {
 	var out []*serverBench
 	var skipped []string
-	for _, mk := range []func() (*serverBench, error){redisBench, memcachedBench(4), memcachedBench(1), nginxBench} {
+	for _, mk := range []func() (*serverBench, error){redisBench, memcachedBench(4), nginxBench} {
 		sb, err := mk()
 		if err != nil {
 			skipped = append(skipped, err.Error())

@@ -738,6 +738,22 @@ func (m *Mirror) track(mp procfs.Mapping, below uint64) (bool, error) {
 			}
 		}
 	}
+	// In newly armed memory the pages never touched count as written until
+	// a scan protects them: the next outermost scan would copy each into
+	// the shadow as zeros (a large reservation costing its whole size, and
+	// the time to copy it). Protect those holes now; the pages that hold
+	// data stay flagged, for that scan to copy.
+	if len(m.levels) == 0 {
+		const populated = pageIsPresent | pageIsSwapped
+		for _, f := range fresh {
+			if overlaps(failed, f.start, f.end) {
+				continue
+			}
+			if err := m.scan.scan(f.start, f.end, pmScanWPMatching, populated, populated|pageIsWritten, pageIsWritten, func(uint64, uint64) {}); err != nil {
+				return added, fmt.Errorf("protect the untouched pages of new memory of %d: %w", m.pid, err)
+			}
+		}
+	}
 	return added, nil
 }
 

@@ -8,9 +8,10 @@
  *   fast wild                a call that writes into assure's shadow (a wild
  *                            write), faults, and a call that only faults
  *   fast big MIB             MIB MiB of heap filled after the fast path was
- *                            set up: waits until the shadow is ready, prints
- *                            the shadow's size, then a call that writes into
- *                            that heap and faults
+ *                            set up, and 1 GiB mapped but never touched: waits
+ *                            until the shadow is ready, prints the shadow's
+ *                            size, then a call that writes into that heap and
+ *                            faults
  *
  * "calls" prints how many times the process was switched out voluntarily
  * during the N calls (a ptrace stop is one: the common path must have
@@ -22,6 +23,7 @@
 #include "common.h"
 
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -201,7 +203,8 @@ int main(int argc, char **argv)
 			count(i);
 		g_big_size = (size_t)atol(argv[2]) << 20;
 		g_big = malloc(g_big_size);
-		if (!g_big)
+		void *untouched = mmap(NULL, 1UL << 30, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (!g_big || untouched == MAP_FAILED)
 			die("alloc");
 		for (size_t off = 0; off < g_big_size; off += 4096)
 			g_big[off] = (unsigned char)(off >> 12) | 1;
