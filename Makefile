@@ -3,7 +3,8 @@
 #   make test    all tests (as root: ptrace, userfaultfd, /proc/PID/pagemap);
 #                the integration tests twice: with Debian's containerd 1.6 and
 #                with containerd 2.x (hack/install-deps.sh --containerd2)
-#   make bench   per-call cost of a rescue point and recovery time
+#   make bench   per-call cost of a rescue point, recovery time, start
+#                overhead, and redis, memcached, nginx natively vs. under assure
 #                (BENCHFLAGS="-readme" also records them in README.md)
 #   make lint    go vet + gofmt;  make build  bin/assure;  make clean
 
@@ -52,6 +53,7 @@ demo-redis: build
 	bash hack/demo-redis.sh
 
 bench: deps build
+	bash hack/install-deps.sh --servers
 	$(GO) run ./hack/bench $(BENCHFLAGS)
 
 lint:

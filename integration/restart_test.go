@@ -174,3 +174,71 @@ func TestSupervisorRestartInsideRescuePoint(t *testing.T) {
 	s.want("BAD", "error")
 	s.want("GOOD 3", "ok 3")
 }
+
+// TestSupervisorKilledUnderLoad: the supervisor is killed five times while
+// the server answers a request every millisecond. The container never
+// dies with it and no request is lost: every request is answered, in
+// order, by the same task (the fast path's patched entries need no
+// supervisor while the shim starts a new one), and after each restart a
+// fault is recovered again.
+func TestSupervisorKilledUnderLoad(t *testing.T) {
+	const id = "restart-load"
+	s := startServerContainer(t, id)
+	n, total := 0, 0
+	good := func() {
+		t.Helper()
+		n++
+		total += n % 7
+		s.want(fmt.Sprintf("GOOD %d", n%7), fmt.Sprintf("ok %d", n))
+	}
+	good()
+	pids := taskPids(t, id)
+	if len(pids) == 0 {
+		t.Fatal("no task pids")
+	}
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for kill := 1; kill <= 5; kill++ {
+		old := supervisorOf(t, id)
+		if old == 0 {
+			t.Fatalf("kill %d: no supervisor for the container", kill)
+		}
+		if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for i := 0; ; i++ {
+			<-tick.C
+			good() // meanwhile, with no supervisor or a new one
+			if i%20 != 19 {
+				continue
+			}
+			tr := tracer(pids[0])
+			if nw := supervisorOf(t, id); nw != 0 && nw != old && tr != 0 && isTaskOf(nw, tr) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("kill %d: no new supervisor tracing the server within 30 s (%d requests answered)", kill, n)
+			}
+		}
+		for i := 0; i < 100; i++ {
+			<-tick.C
+			good()
+		}
+		s.want("BAD", "error")
+	}
+	if now := taskPids(t, id); len(now) == 0 || now[0] != pids[0] {
+		t.Fatalf("task pids %v after the kills, want %d still there", now, pids[0])
+	}
+	// The sum the server kept is exact: no GOOD lost or applied twice, and
+	// each recovered BAD undone.
+	if _, err := s.in.Write([]byte("STATS\n")); err != nil {
+		t.Fatal(err)
+	}
+	stats := s.line("STATS")
+	want := fmt.Sprintf("stats requests=%d errors=5 total=%d ", n, total)
+	if !strings.HasPrefix(stats, want) {
+		t.Fatalf("after the kills: %q, want it to start with %q", stats, want)
+	}
+	t.Logf("%d requests answered across 5 supervisor kills", n)
+}

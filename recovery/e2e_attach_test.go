@@ -259,6 +259,27 @@ type serverStats struct {
 	requests, errors, total, fds, maps, threads int
 }
 
+// pagemapFDs counts the descriptors of pid open on its own pagemap (the
+// fast path's; at most one).
+func pagemapFDs(t *testing.T, pid int) int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && l == fmt.Sprintf("/proc/%d/pagemap", pid) {
+			n++
+		}
+	}
+	if n > 1 {
+		t.Errorf("%d descriptors of %d on its pagemap, want at most 1", n, pid)
+	}
+	return n
+}
+
 func (s *attServer) stats() serverStats {
 	s.t.Helper()
 	l := s.request("STATS")
@@ -645,8 +666,11 @@ func testAttach(t *testing.T, workers int, use bool) {
 			t.Errorf("recovered event: tid %d, want a worker thread of %d (not the main thread)\n  %s", rec.Tid, pid, rec)
 		}
 		good(10)
-		if during := srv.stats(); during != (serverStats{want.requests, want.errors, want.total, want.fds, during.maps, want.threads}) {
-			t.Errorf("stats while attached %+v, want %+v except maps (fds as before attach: a checkpoint shows no fd)%s",
+		// A checkpoint shows no descriptor; the fast path keeps exactly
+		// one, the process's own /proc/self/pagemap, at a high number.
+		wantFDs := want.fds + pagemapFDs(t, pid)
+		if during := srv.stats(); during != (serverStats{want.requests, want.errors, want.total, wantFDs, during.maps, want.threads}) {
+			t.Errorf("stats while attached %+v, want %+v except maps (fds as before attach, plus the fast path's pagemap descriptor)%s",
 				during, want, ctxInfo())
 		}
 	}
@@ -879,5 +903,40 @@ func TestE2ERunForwardsSignals(t *testing.T) {
 				t.Errorf("processes left after assure run exited: %v", live)
 			}
 		})
+	}
+}
+
+// TestE2EDetachInsideRescuePoint: SIGTERM reaches `assure attach` while the
+// server's only thread is inside its rescue point, blocked in read(), and
+// so traced system call by system call (the journal). assure detaches at
+// once, leaves no tracer, breakpoint, mapping or descriptor behind, and the
+// call goes on natively: the read returns the next line, the rescue point
+// returns, the server answers as before.
+func TestE2EDetachInsideRescuePoint(t *testing.T) {
+	s := startServer(t, 0)
+	s.want("GOOD 5", "ok 1")
+	before := s.stats()
+	a, ev := startAttach(t, simpleManifest("server", -1, "handle_request"), s.pid())
+	s.extra = a.describe
+	waitEvent(t, ev, attAttachTimeout, "attached", func(e event) bool { return e.Type == "attached" }, a.describe)
+	if got := s.request("HOLD"); got != "holding" {
+		t.Fatalf("HOLD: reply %q, want \"holding\"%s", got, a.describe())
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !a.waitExit(attExitTimeout) {
+		t.Fatalf("assure attach did not exit within %v of SIGTERM%s", attExitTimeout, a.describe())
+	}
+	if a.status() != 0 {
+		t.Errorf("assure attach: exit status %d, want 0%s", a.status(), a.describe())
+	}
+	waitEvent(t, ev, attEventTimeout, "detached", func(e event) bool { return e.Type == "detached" }, a.describe)
+	wantTracer(t, s.pid(), 0, a.describe)
+	s.want("release", "ok 2")
+	s.want("GOOD 7", "ok 3")
+	after := s.stats()
+	if after.fds != before.fds || after.maps != before.maps || after.threads != before.threads || after.total != 12 {
+		t.Errorf("stats after detach %+v, before attach %+v (want the same fds, mappings and threads, total 12)%s", after, before, a.describe())
 	}
 }

@@ -12,7 +12,10 @@ import (
 // mutate() (or clobber_regs() for "regs") changes one kind of state and then
 // faults. The program measures all its probes before and after the call
 // (program memory, mappings, brk, fds, threads, signal mask, FP control
-// state; see rollback.c).
+// state, and the kernel state the journal restores: signal dispositions,
+// the alternate signal stack, descriptors and offsets, prctl attributes,
+// umask, cwd, resource limits, pages discarded with madvise, thread names;
+// see rollback.c).
 //
 //   - native, fault:    dies with SIGSEGV;
 //   - native, nofault:  rc=0 and the probes of the mode do change (so each
@@ -60,6 +63,26 @@ func TestE2ERollback(t *testing.T) {
 		// where the function restores them in its epilogue; under assure
 		// the fault skips the epilogue.
 		{mode: "regs", function: "clobber_regs"},
+		// Kernel state, put back from the journal. file_same, pipe_same
+		// and sock_same compare (kcmp) each descriptor with a duplicate
+		// kept outside the rescue point: 0 is the same open file
+		// description.
+		{mode: "sigaction", changes: []string{"usr1_handler", "usr1_flags", "usr1_mask", "usr2_handler", "segv_handler", "segv_flags"}},
+		{mode: "altstack", changes: []string{"alt_sp", "alt_size", "alt_flags"}},
+		{mode: "close", changes: []string{"fd_count", "file_ino", "file_off", "file_same", "pipe_ino", "pipe_same", "sock_ino", "sock_same"}},
+		{mode: "dup2", changes: []string{"file_ino", "file_same"}},
+		{mode: "offset", changes: []string{"file_off"}},
+		{mode: "prctl", changes: []string{"dumpable", "pdeathsig", "subreaper", "keepcaps", "timerslack"}},
+		{mode: "umask", changes: []string{"umask_"}},
+		{mode: "cwd", changes: []string{"cwd"}},
+		{mode: "rlimit", changes: []string{"nofile_soft", "stack_soft"}},
+		{mode: "madvise", changes: []string{"fmap_sum", "shm_sum"}},
+		{mode: "name", changes: []string{"main_name", "helper_name"}},
+		{mode: "threadexit", changes: []string{"task_count", "helper_name"}},
+		{mode: "resethand", changes: []string{"usr2_handler"}},
+		// shm_shared and fshared_shared: a write through the mapping shows
+		// through a second mapping of the memfd, and in the file.
+		{mode: "unmapshared", changes: []string{"maps_lines", "shm_sum", "shm_shared", "fshared_sum", "fshared_shared"}},
 	}
 	for _, c := range modes {
 		t.Run(c.mode, func(t *testing.T) {
@@ -193,4 +216,57 @@ func TestE2ENested(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestE2ERollbackSeccomp (bad input): the program's seccomp filter fails
+// socketpair, which a rollback needs to give back a descriptor that the
+// rescue point closed. The rollback still completes (rc=-1, every other
+// probe as before) and an error event names the descriptor it could not
+// restore and why.
+func TestE2ERollbackSeccomp(t *testing.T) {
+	m := manifest{Version: 1, RescuePoints: []rescuePoint{fn("rollback", "mutate", -1)}}.JSON()
+	r := runAssure(t, m, "rollback", "seccomp-close", "fault")
+	wantStatus(t, r, 0)
+	wantKV(t, r, map[string]string{"rc": "-1"})
+	notRestored := map[string]bool{"fd_count": true, "file_ino": true, "file_off": true, "file_flags": true, "file_same": true,
+		"fshared_shared": true} // read through the file descriptor
+	for name, v := range probePairs(t, r) {
+		if v[0] != v[1] && !notRestored[name] {
+			t.Errorf("probe %s: %s before, %s after%s", name, v[0], v[1], r)
+		}
+		if v[0] == v[1] && notRestored[name] {
+			t.Errorf("probe %s unchanged: the filter did not stop the restore of the descriptor?%s", name, r)
+		}
+	}
+	if n := len(r.ofType("recovered")); n != 1 {
+		t.Errorf("%d recovered events, want 1%s", n, r)
+	}
+	errs := r.ofType("error")
+	if len(errs) != 1 || !strings.Contains(errs[0].Message, "descriptor") || !strings.Contains(errs[0].Message, "socketpair: operation not permitted") {
+		t.Fatalf("want one error event naming the descriptor and socketpair's EPERM, got %v%s", errs, r)
+	}
+}
+
+// TestE2ERollbackCannotComplete (bad input): the program's seccomp filter
+// forbids unmapping the mapping the rescue point made, so the rollback
+// cannot restore the layout. The process ends as it would without assure
+// (its SIGSEGV handler, installed with SA_RESETHAND, runs, the fault
+// recurs, it dies of SIGSEGV), with an error event that says why, and
+// nothing hangs.
+func TestE2ERollbackCannotComplete(t *testing.T) {
+	native := runNative(t, "rollback", "seccomp-munmap", "fault")
+	wantSignalDeath(t, native, syscall.SIGSEGV)
+	m := manifest{Version: 1, RescuePoints: []rescuePoint{fn("rollback", "mutate", -1)}}.JSON()
+	r := runAssure(t, m, "rollback", "seccomp-munmap", "fault")
+	wantSignalDeath(t, r, syscall.SIGSEGV)
+	if n := len(r.ofType("recovered")); n != 0 {
+		t.Errorf("%d recovered events, want none%s", n, r)
+	}
+	errs := r.ofType("error")
+	if len(errs) != 1 || !strings.Contains(errs[0].Message, "failed") || !strings.Contains(errs[0].Message, "operation not permitted") {
+		t.Errorf("want one error event saying the rollback failed and why, got %v%s", errs, r)
+	}
+	if len(r.ofType("crash")) == 0 {
+		t.Errorf("no crash event for the fault that was delivered%s", r)
+	}
 }

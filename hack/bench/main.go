@@ -1,17 +1,26 @@
 // Command bench measures what an armed rescue point costs under assure.
 //
-//	go run ./hack/bench [-calls N] [-mem 4,256] [-rounds 5] [-native-only] [-readme]
+//	go run ./hack/bench [-calls N] [-mem 4,256] [-rounds 5] [-capture 3] [-native-only] [-readme]
 //	go run ./hack/bench -start-only [-start-rounds 20] [-readme]
+//	go run ./hack/bench -servers-only [-servers 3] [-readme]
 //
 // It compiles rpbench.c (embedded) with gcc -O2 into a temporary directory
 // and, for each amount of touched heap memory, measures side by side in one
 // run:
 //
-//   - the per-call cost of the rescue point rp_call, natively and under
-//     `assure run` with rp_call declared (return -1), timed inside the
-//     program with CLOCK_MONOTONIC;
+//   - the per-call cost of the rescue point rp_call, natively, under
+//     `assure run` with rp_call declared (return -1) on the fast path and
+//     with the fast path off (ASSURE_FASTPATH=0: the breakpoint path),
+//     timed inside the program with CLOCK_MONOTONIC, and the floor: the
+//     native program doing before each call, by itself, what the kernel
+//     does for an in-process checkpoint (PAGEMAP_SCAN with write-protect
+//     through its own userfaultfd, and the copy of the written pages);
 //   - the recovery time: the same program with every K-th call dereferencing
-//     NULL, under assure; recoveryMicros is read from the --events file.
+//     NULL, under assure; recoveryMicros is read from the --events file;
+//   - the cost of the journal (capture.go): at the first heap size, rescue
+//     points that make system calls the journal does not record, calls it
+//     records, and a program with idle threads, under assure with the
+//     journal off (ASSURE_JOURNAL=off) and on, side by side.
 //
 // Native and assure runs are interleaved over several rounds (the order
 // alternating each round) and medians are reported, since the machine is
@@ -21,7 +30,10 @@
 //
 // Then (or alone, with -start-only) it measures the start overhead of the
 // assure runtime against io.containerd.runc.v2 (start.go), recorded
-// between <!-- bench-start:begin --> and <!-- bench-start:end -->.
+// between <!-- bench-start:begin --> and <!-- bench-start:end -->; and
+// (or alone, with -servers-only) Debian's redis-server natively and under
+// assure (servers.go), between <!-- bench-servers:begin --> and
+// <!-- bench-servers:end -->.
 package main
 
 import (
@@ -44,6 +56,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/assure-rt/assure/recovery/patch"
 )
 
 //go:embed rpbench.c
@@ -66,6 +80,7 @@ type config struct {
 	budget     time.Duration
 	runTimeout time.Duration
 	nativeOnly bool
+	capture    int // rounds of the journal measurement; 0: none
 	readme     bool
 	assure     string
 	root       string
@@ -75,6 +90,11 @@ type config struct {
 	// startOnly: only those.
 	startRounds int
 	startOnly   bool
+	// servers: rounds of the real-server measurement (0: none);
+	// serversOnly: only that; serverRequests per redis-benchmark run.
+	servers        int
+	serversOnly    bool
+	serverRequests int
 }
 
 func main() {
@@ -104,12 +124,16 @@ func parseFlags() (*config, error) {
 	flag.DurationVar(&cfg.budget, "budget", 4*time.Minute, "time budget for the whole run (adaptive -calls; rounds past it are skipped)")
 	flag.DurationVar(&cfg.runTimeout, "run-timeout", 3*time.Minute, "limit for one run of the program")
 	flag.BoolVar(&cfg.nativeOnly, "native-only", false, "measure only the native runs (no bin/assure needed)")
+	flag.IntVar(&cfg.capture, "capture", 3, "rounds of the journal's cost (rescue points that make system calls, idle threads; journal off and on); 0 to skip")
 	flag.BoolVar(&cfg.readme, "readme", false, "also rewrite the benchmark section of README.md")
 	flag.StringVar(&cfg.assure, "assure", "", "path of the assure binary (default: bin/assure in the module root)")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the temporary directory (program, manifests, events)")
 	flag.BoolVar(&cfg.verbose, "v", false, "log every run")
 	flag.IntVar(&cfg.startRounds, "start-rounds", 20, "container starts per runtime and image for the start overhead (0: skip it)")
 	flag.BoolVar(&cfg.startOnly, "start-only", false, "measure only the start overhead of the container runtime")
+	flag.IntVar(&cfg.servers, "servers", 3, "rounds of the real-server measurement (redis, memcached, nginx natively and under assure; 0: skip it)")
+	flag.BoolVar(&cfg.serversOnly, "servers-only", false, "measure only the real servers")
+	flag.IntVar(&cfg.serverRequests, "server-requests", 10000, "requests per load-generator run (×4 when pipelined)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./hack/bench [flags]\n\n")
 		flag.PrintDefaults()
@@ -140,6 +164,10 @@ func parseFlags() (*config, error) {
 		return nil, errors.New("-readme needs the assure figures: drop -native-only")
 	case cfg.startOnly && (cfg.nativeOnly || cfg.startRounds < 1):
 		return nil, errors.New("-start-only needs -start-rounds ≥ 1 and the assure runtime")
+	case cfg.serversOnly && (cfg.nativeOnly || cfg.servers < 1 || cfg.startOnly):
+		return nil, errors.New("-servers-only needs -servers ≥ 1 and assure, without -start-only")
+	case cfg.serverRequests < 1000:
+		return nil, errors.New("-server-requests: at least 1000")
 	}
 	return cfg, nil
 }
@@ -151,6 +179,9 @@ type result struct {
 	errors    int
 	wall      time.Duration
 	recovery  []float64 // recoveryMicros of each "recovered" event
+	// firstMax: the longest of the calls before the timed loop, µs;
+	// shadow: the MiB assure's shadow holds (-1: none).
+	firstMax, shadow float64
 }
 
 type bench struct {
@@ -202,11 +233,17 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 		return err
 	}
 	b.prog = filepath.Join(dir, "rpbench")
-	if out, err := exec.CommandContext(ctx, gcc, "-O2", "-o", b.prog, src).CombinedOutput(); err != nil {
-		return fmt.Errorf("gcc -O2 rpbench.c: %v\n%s", err, out)
+	// The program waits for the fast path's flag that says the shadow is
+	// ready (assure's control block, mapped in the process).
+	defs := []string{fmt.Sprintf("-DASSURE_CTL_FLAGS=%d", patch.FlagsOffset), fmt.Sprintf("-DASSURE_FLAG_READY=%d", patch.FlagReady)}
+	if out, err := exec.CommandContext(ctx, gcc, append(append([]string{"-O2", "-pthread"}, defs...), "-o", b.prog, src)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("gcc -O2 -pthread rpbench.c: %v\n%s", err, out)
 	}
 	if cfg.startOnly {
 		return b.startSection(ctx)
+	}
+	if cfg.serversOnly {
+		return b.serversSection(ctx)
 	}
 	if !cfg.nativeOnly {
 		if err := b.writeManifests(); err != nil {
@@ -217,28 +254,38 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 
 	// Calls per timed run: fixed, or chosen so that the timed loops of all
 	// rounds use at most a third of the budget, and at most 1 s per run.
-	nNative, nAssure := cfg.calls, cfg.calls
+	nNative, nAssure, nFloor, nSlow := cfg.calls, cfg.calls, cfg.calls, cfg.calls
 	if cfg.calls == 0 {
-		runs := cfg.rounds * len(cfg.mems) * 2
+		runs := cfg.rounds * len(cfg.mems) * 4
 		target := min(time.Second, cfg.budget/3/time.Duration(runs))
 		target = max(target, 10*time.Millisecond)
-		r, err := b.runNative(ctx, cfg.mems[0], 2_000_000, 0)
+		r, err := b.runNative(ctx, cfg.mems[0], 2_000_000, 0, plain)
 		if err != nil {
 			return fmt.Errorf("calibration (native): %w", err)
 		}
 		nNative = callsFor(target, r.nsPerCall)
+		if r, err = b.runNative(ctx, cfg.mems[0], 2000, 0, floor); err != nil {
+			return fmt.Errorf("calibration (floor): %w", err)
+		}
+		nFloor = callsFor(target, r.nsPerCall)
 		if !cfg.nativeOnly {
-			r, err := b.runAssure(ctx, cfg.mems[0], 200, 0)
+			r, err := b.runAssure(ctx, cfg.mems[0], 2000, 0, plain)
 			if err != nil {
 				return fmt.Errorf("calibration (under assure): %w", err)
 			}
 			nAssure = callsFor(target, r.nsPerCall)
+			if r, err = b.runAssure(ctx, cfg.mems[0], 200, 0, slow); err != nil {
+				return fmt.Errorf("calibration (under assure, slow path): %w", err)
+			}
+			nSlow = callsFor(target, r.nsPerCall)
 		}
-		log("calls per timed run: native %d, assure %d (target %v per run)", nNative, nAssure, target.Round(time.Millisecond))
+		log("calls per timed run: native %d, floor %d, assure %d, slow path %d (target %v per run)",
+			nNative, nFloor, nAssure, nSlow, target.Round(time.Millisecond))
 	}
 
 	type acc struct {
-		native, assure, recovery []float64
+		native, floor, assure, slow, recovery []float64
+		firstMax, shadow                      []float64 // of the fast-path runs
 	}
 	accs := make([]acc, len(cfg.mems))
 	rounds := 0
@@ -250,24 +297,39 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 		}
 		t0 := time.Now()
 		for i, mem := range cfg.mems {
-			nativeFirst := round%2 == 0
-			for pass := 0; pass < 2; pass++ {
-				if (pass == 0) == nativeFirst {
-					r, err := b.runNative(ctx, mem, nNative, 0)
-					if err != nil {
-						return err
-					}
-					accs[i].native = append(accs[i].native, r.nsPerCall)
-				} else if !cfg.nativeOnly {
-					r, err := b.runAssure(ctx, mem, nAssure, 0)
-					if err != nil {
-						return err
-					}
-					accs[i].assure = append(accs[i].assure, r.nsPerCall)
+			// native, floor, fast path, slow path; backwards every other
+			// round.
+			for pass := 0; pass < 4; pass++ {
+				k := pass
+				if round%2 == 1 {
+					k = 3 - pass
+				}
+				var r *result
+				var err error
+				switch {
+				case k == 0:
+					r, err = b.runNative(ctx, mem, nNative, 0, plain)
+				case k == 1:
+					r, err = b.runNative(ctx, mem, nFloor, 0, floor)
+				case cfg.nativeOnly:
+					continue
+				case k == 2:
+					r, err = b.runAssure(ctx, mem, nAssure, 0, plain)
+				default:
+					r, err = b.runAssure(ctx, mem, nSlow, 0, slow)
+				}
+				if err != nil {
+					return err
+				}
+				dst := []*[]float64{&accs[i].native, &accs[i].floor, &accs[i].assure, &accs[i].slow}[k]
+				*dst = append(*dst, r.nsPerCall)
+				if k == 2 {
+					accs[i].firstMax = append(accs[i].firstMax, r.firstMax)
+					accs[i].shadow = append(accs[i].shadow, r.shadow)
 				}
 			}
 			if !cfg.nativeOnly {
-				r, err := b.runAssure(ctx, mem, cfg.faults*cfg.faultEvery, cfg.faultEvery)
+				r, err := b.runAssure(ctx, mem, cfg.faults*cfg.faultEvery, cfg.faultEvery, plain)
 				if err != nil {
 					return err
 				}
@@ -281,17 +343,28 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 
 	var rows []row
 	for i, mem := range cfg.mems {
-		rw := row{mem: mem, native: median(accs[i].native), assure: math.NaN(),
-			recMedian: math.NaN(), recP90: math.NaN()}
+		rw := row{mem: mem, native: median(accs[i].native), floor: median(accs[i].floor), assure: math.NaN(),
+			slow: math.NaN(), recMedian: math.NaN(), recP90: math.NaN(), firstMax: math.NaN(), shadow: math.NaN()}
 		if !cfg.nativeOnly {
 			rw.assure = median(accs[i].assure)
+			rw.slow = median(accs[i].slow)
 			rw.recMedian = median(accs[i].recovery)
 			rw.recP90 = percentile(accs[i].recovery, 0.90)
 			rw.recN = len(accs[i].recovery)
+			rw.firstMax = percentile(accs[i].firstMax, 1)
+			rw.shadow = median(accs[i].shadow)
 		}
 		rows = append(rows, rw)
 	}
-	md := b.markdown(rows, rounds, nNative, nAssure, time.Since(start))
+	var capture string
+	if !cfg.nativeOnly && cfg.capture > 0 {
+		crows, err := b.capture(ctx, cfg.mems[0], cfg.capture, 300*time.Millisecond)
+		if err != nil {
+			return err
+		}
+		capture = captureMarkdown(crows, cfg.mems[0], cfg.capture)
+	}
+	md := b.markdown(rows, rounds, [4]int{nNative, nFloor, nAssure, nSlow}, time.Since(start)) + capture
 	fmt.Print(md)
 	if cfg.readme {
 		if err := rewriteReadme(filepath.Join(cfg.root, "README.md"), md); err != nil {
@@ -301,7 +374,13 @@ func run(ctx context.Context, cfg *config, log func(string, ...any)) error {
 	}
 	if cfg.startRounds > 0 && !cfg.nativeOnly {
 		fmt.Println()
-		return b.startSection(ctx)
+		if err := b.startSection(ctx); err != nil {
+			return err
+		}
+	}
+	if cfg.servers > 0 && !cfg.nativeOnly {
+		fmt.Println()
+		return b.serversSection(ctx)
 	}
 	return nil
 }
@@ -359,9 +438,9 @@ func (b *bench) writeManifests() error {
 	return nil
 }
 
-func (b *bench) runNative(ctx context.Context, mem, calls, faultEvery int) (*result, error) {
-	args := progArgs(mem, calls, faultEvery)
-	r, _, err := b.exec(ctx, b.prog, args...)
+func (b *bench) runNative(ctx context.Context, mem, calls, faultEvery int, l load) (*result, error) {
+	args := progArgs(mem, calls, faultEvery, l)
+	r, _, err := b.exec(ctx, nil, b.prog, args...)
 	if err != nil {
 		return nil, fmt.Errorf("native run (%d MiB, %d calls): %w", mem, calls, err)
 	}
@@ -372,7 +451,7 @@ func (b *bench) runNative(ctx context.Context, mem, calls, faultEvery int) (*res
 	return r, nil
 }
 
-func (b *bench) runAssure(ctx context.Context, mem, calls, faultEvery int) (*result, error) {
+func (b *bench) runAssure(ctx context.Context, mem, calls, faultEvery int, l load) (*result, error) {
 	manifest := filepath.Join(b.dir, "calls.json")
 	what := "rescue-point calls"
 	if faultEvery > 0 {
@@ -382,8 +461,15 @@ func (b *bench) runAssure(ctx context.Context, mem, calls, faultEvery int) (*res
 	events := filepath.Join(b.dir, "events.jsonl")
 	_ = os.Remove(events)
 	args := append([]string{"run", "--manifest", manifest, "--events", events, "--", b.prog},
-		progArgs(mem, calls, faultEvery)...)
-	r, stderr, err := b.exec(ctx, b.cfg.assure, args...)
+		progArgs(mem, calls, faultEvery, l)...)
+	var env []string
+	if l.journalOff {
+		env = append(env, "ASSURE_JOURNAL=off")
+	}
+	if l.slowPath {
+		env = append(env, "ASSURE_FASTPATH=0")
+	}
+	r, stderr, err := b.exec(ctx, env, b.cfg.assure, args...)
 	if err != nil {
 		return nil, fmt.Errorf("assure run (%s, %d MiB, %d calls) failed: %w\ncommand: %s %s\n%s",
 			what, mem, calls, err, b.cfg.assure, strings.Join(args, " "), "stderr: "+tail(stderr, 20))
@@ -423,23 +509,29 @@ func (b *bench) logRun(what string, mem int, r *result) {
 		what, mem, r.calls, r.nsPerCall/1000, r.wall.Round(time.Millisecond), extra)
 }
 
-func progArgs(mem, calls, faultEvery int) []string {
+func progArgs(mem, calls, faultEvery int, l load) []string {
 	a := []string{strconv.Itoa(mem), strconv.Itoa(calls)}
-	if faultEvery > 0 {
+	if faultEvery > 0 || l != plain {
 		a = append(a, strconv.Itoa(faultEvery))
+	}
+	if l != plain {
+		a = append(a, l.body, strconv.Itoa(l.idle))
 	}
 	return a
 }
 
 // exec runs a command in its own process group with a time limit and parses
 // the program's result line from its stdout.
-func (b *bench) exec(ctx context.Context, name string, args ...string) (*result, string, error) {
+func (b *bench) exec(ctx context.Context, env []string, name string, args ...string) (*result, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.runTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	t0 := time.Now()
@@ -491,6 +583,10 @@ func parseResult(out string) (*result, error) {
 				r.calls, err = strconv.Atoi(v)
 			case "errors":
 				r.errors, err = strconv.Atoi(v)
+			case "first_max_us":
+				r.firstMax, err = strconv.ParseFloat(v, 64)
+			case "shadow_mib":
+				r.shadow, err = strconv.ParseFloat(v, 64)
 			}
 			if err != nil {
 				return nil, fmt.Errorf("bad result line %q: %v", line, err)
@@ -538,39 +634,45 @@ func readRecoveries(path string) ([]float64, error) {
 }
 
 type row struct {
-	mem               int
-	native, assure    float64 // ns per call (medians)
-	recMedian, recP90 float64 // µs
-	recN              int
+	mem                         int
+	native, floor, assure, slow float64 // ns per call (medians)
+	recMedian, recP90           float64 // µs
+	recN                        int
+	firstMax, shadow            float64 // µs (the longest), MiB
 }
 
-func (b *bench) markdown(rows []row, rounds, nNative, nAssure int, took time.Duration) string {
+func (b *bench) markdown(rows []row, rounds int, n [4]int, took time.Duration) string {
+	nNative, nFloor, nAssure, nSlow := n[0], n[1], n[2], n[3]
 	cfg := b.cfg
 	var s strings.Builder
 	fmt.Fprintf(&s, "Measured %s by `go run ./hack/bench` on %s.\n\n",
 		time.Now().UTC().Format("2006-01-02"), machine())
-	fmt.Fprintf(&s, "| touched heap | native µs/call | under assure µs/call | ratio | recovery median µs | recovery p90 µs |\n")
-	fmt.Fprintf(&s, "|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&s, "| touched heap | native µs/call | floor µs/call | assure µs/call | assure ÷ floor | slow path µs/call | recovery median µs | recovery p90 µs | longest first call µs | shadow MiB |\n")
+	fmt.Fprintf(&s, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		ratio := "—"
-		if !math.IsNaN(r.assure) && r.native > 0 {
-			ratio = fmt.Sprintf("%s×", num(r.assure/r.native))
+		if !math.IsNaN(r.assure) && r.floor > 0 {
+			ratio = fmt.Sprintf("%s×", num(r.assure/r.floor))
 		}
-		fmt.Fprintf(&s, "| %d MiB | %s | %s | %s | %s | %s |\n", r.mem,
-			num(r.native/1000), num(r.assure/1000), ratio, num(r.recMedian), num(r.recP90))
+		fmt.Fprintf(&s, "| %d MiB | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.mem,
+			num(r.native/1000), num(r.floor/1000), num(r.assure/1000), ratio, num(r.slow/1000), num(r.recMedian), num(r.recP90), num(r.firstMax), num(r.shadow))
 	}
 	s.WriteString("\n")
-	calls := count(nNative) + " calls natively"
+	calls := count(nNative) + " calls natively, " + count(nFloor) + " for the floor"
 	if !cfg.nativeOnly {
-		calls += " and " + count(nAssure) + " under `assure run`"
+		calls += ", " + count(nAssure) + " under `assure run` and " + count(nSlow) + " with its fast path off"
 	}
-	fmt.Fprintf(&s, "- Per call: `rp_call` (a rescue point declared with `\"return\": -1`; it writes two bytes to a global and returns 0) called in a timed loop, %s, timed inside the program with `CLOCK_MONOTONIC`; median of %d round%s, native and assure runs interleaved.\n",
+	fmt.Fprintf(&s, "- Per call: `rp_call` (a rescue point declared with `\"return\": -1`; it writes two bytes to a global and returns 0) called in a timed loop, %s, timed inside the program with `CLOCK_MONOTONIC`; median of %d round%s, the four kinds of run interleaved.\n",
 		calls, rounds, plural(rounds))
+	s.WriteString("- Floor: the program alone does before each call what the kernel does for assure's in-process checkpoint: a `PAGEMAP_SCAN` of `/proc/self/pagemap` that write-protects again the pages written since (through a userfaultfd of its own registered on its writable private mappings) and the copy of those pages into a shadow. *assure* is the fast path (binary-patched entry, checkpoint inside the process); *slow path* is `ASSURE_FASTPATH=0` (breakpoint entry: two ptrace stops and a checkpoint by the supervisor).\n")
 	if !cfg.nativeOnly {
 		fmt.Fprintf(&s, "- Recovery: every %s call dereferences NULL; `recoveryMicros` of the `recovered` events (%d per run, %d per size).\n",
 			ordinal(cfg.faultEvery), cfg.faults, rows[0].recN)
 	} else {
 		s.WriteString("- Native runs only (`-native-only`).\n")
+	}
+	if !cfg.nativeOnly {
+		s.WriteString("- First calls: after touching its heap the program times 1000 calls one by one before the timed loop; the longest of them on the fast path (over all rounds) is how long the process is held when that memory is first taken into the shadow (the timed loop then waits until the fast path says its shadow is ready). Shadow: what assure's shadow holds at the end (its memfd's allocated pages), median.\n")
 	}
 	fmt.Fprintf(&s, "- The program is compiled with `gcc -O2` and touches the given heap (one write per page) before the loop. Whole run: %v.\n",
 		took.Round(time.Second))

@@ -95,7 +95,8 @@ func TestRewriteReadme(t *testing.T) {
 }
 
 // TestRPBenchNative compiles the embedded program and runs it natively:
-// plain calls succeed, and a faulting run dies of SIGSEGV.
+// plain calls succeed, so do those of the other bodies with idle threads,
+// and a faulting run dies of SIGSEGV.
 func TestRPBenchNative(t *testing.T) {
 	gcc, err := exec.LookPath("gcc")
 	if err != nil {
@@ -107,18 +108,23 @@ func TestRPBenchNative(t *testing.T) {
 		t.Fatal(err)
 	}
 	prog := filepath.Join(dir, "rpbench")
-	if out, err := exec.Command(gcc, "-O2", "-Wall", "-Werror", "-o", prog, src).CombinedOutput(); err != nil {
+	if out, err := exec.Command(gcc, "-O2", "-pthread", "-Wall", "-Werror", "-o", prog, src).CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v\n%s", err, out)
 	}
 	b := &bench{cfg: &config{runTimeout: time.Minute}, dir: dir, prog: prog, log: t.Logf}
-	r, err := b.runNative(context.Background(), 4, 10000, 0)
+	r, err := b.runNative(context.Background(), 4, 10000, 0, plain)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.calls != 10000 || r.errors != 0 || r.nsPerCall <= 0 {
 		t.Fatalf("got %+v", r)
 	}
-	_, _, err = b.exec(context.Background(), prog, "1", "100", "10")
+	for _, v := range captureVariants {
+		if r, err := b.runNative(context.Background(), 1, 1000, 0, v.load); err != nil || r.errors != 0 {
+			t.Fatalf("%s: %+v, %v", v.what, r, err)
+		}
+	}
+	_, _, err = b.exec(context.Background(), nil, prog, "1", "100", "10")
 	if err == nil || !strings.Contains(err.Error(), "segmentation fault") {
 		t.Fatalf("faulting run: err = %v, want a SIGSEGV", err)
 	}

@@ -256,9 +256,44 @@ func RestartSyscall(r *Regs) {
 	r.Rip -= 2
 }
 
+// SyscallArgs returns the six argument registers of a system call, as
+// a thread stopped at its entry holds them (the number is in orig_rax).
+func SyscallArgs(r *Regs) [6]uint64 {
+	return [6]uint64{r.Rdi, r.Rsi, r.Rdx, r.R10, r.R8, r.R9}
+}
+
+// SetSyscall makes a thread stopped at a system call's entry run system
+// call nr with args instead: the kernel reads both after the stop.
+func SetSyscall(r *Regs, nr uint64, args ...uint64) {
+	r.Orig_rax = nr
+	dst := []*uint64{&r.Rdi, &r.Rsi, &r.Rdx, &r.R10, &r.R8, &r.R9}
+	for i, a := range args {
+		*dst[i] = a
+	}
+}
+
+// RewindSyscall turns the registers of a thread stopped at a system
+// call's entry into those it had just before its syscall instruction,
+// so that it makes the same call again when it runs.
+func RewindSyscall(r *Regs) {
+	RestartSyscall(r)
+	r.Orig_rax = ^uint64(0)
+}
+
 // InSyscall reports whether a stopped thread was interrupted inside a
 // system call (orig_rax holds its number).
 func InSyscall(r *Regs) bool { return int64(r.Orig_rax) >= 0 }
+
+// Restarting reports whether the system call a thread is stopped in was
+// interrupted before it completed (the kernel will restart it or return
+// EINTR): rax holds a restart code.
+func Restarting(r *Regs) bool {
+	switch -int64(r.Rax) {
+	case ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK:
+		return true
+	}
+	return false
+}
 
 // CallerFrames returns candidate return addresses found by scanning the
 // stack words above sp: each word that points just after a call

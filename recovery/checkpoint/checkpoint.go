@@ -41,6 +41,14 @@ type Tracker interface {
 	Commit(id ID)
 	// Active reports whether id is an active checkpoint here.
 	Active(id ID) bool
+	// Discarded tells the tracker that the process is about to discard
+	// the contents of [start, end) (madvise MADV_DONTNEED, MADV_REMOVE,
+	// MADV_FREE): the kernel does not report such a loss as a write, so
+	// the next rollback restores these pages as if they were written.
+	Discarded(start, end uint64)
+	// Exclude keeps [start, end) out of tracking: memory of the
+	// supervisor's own in the process.
+	Exclude(start, end uint64)
 	// Close releases the tracker's resources; the process may be gone.
 	Close() error
 }

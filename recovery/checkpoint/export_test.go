@@ -1,21 +1,29 @@
 package checkpoint
 
+import "golang.org/x/sys/unix"
+
 // Test-only views of the engine's internals.
 
-// ShadowPages is the number of pages the shadow holds.
-func (d *Dirty) ShadowPages() int { return len(d.shadow) }
+// ShadowPages is the number of pages the shadow file holds.
+func (m *Mirror) ShadowPages() int {
+	var st unix.Stat_t
+	if unix.Fstat(m.shadowFd, &st) != nil {
+		return -1
+	}
+	return int(st.Blocks * 512 / PageSize)
+}
 
-// UndoPages is the number of pages held in the undo logs of all levels.
-func (d *Dirty) UndoPages() int {
+// UndoPages is the number of pages held in the logs of nested levels.
+func (m *Mirror) UndoPages() int {
 	n := 0
-	for _, l := range d.levels {
-		n += len(l.undo)
+	for _, l := range m.levels {
+		n += len(l.log)
 	}
 	return n
 }
 
 // Levels is the number of active checkpoints.
-func (d *Dirty) Levels() int { return len(d.levels) }
+func (m *Mirror) Levels() int { return len(m.levels) }
 
-// StalePages is the number of pages marked stale.
-func (d *Dirty) StalePages() int { return len(d.stale) }
+// StalePages is 0: the mirror keeps no stale pages.
+func (m *Mirror) StalePages() int { return 0 }

@@ -2,11 +2,9 @@ package checkpoint
 
 import (
 	"fmt"
-	"sort"
+	"os"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/assure-rt/assure/recovery/procfs"
 )
 
 // iovMax is the kernel's limit on iovecs per process_vm_readv call.
@@ -14,85 +12,12 @@ const iovMax = 1024
 
 var zeroPage = make([]byte, PageSize)
 
-// readPages copies pages (sorted) from the process into the shadow. With
-// fresh, new buffers are used even where the shadow has one, because an
-// undo log still refers to the old buffer.
-func (d *Dirty) readPages(pages []uint64, fresh bool) error {
-	return d.readInto(pages, fresh, false)
-}
-
-// readPagesLenient is readPages for a whole new mapping: pages that cannot
-// be read (past the end of the file) are left out of the shadow.
-func (d *Dirty) readPagesLenient(pages []uint64) error {
-	return d.readInto(pages, true, true)
-}
-
-func (d *Dirty) readInto(pages []uint64, fresh, lenient bool) error {
-	if len(pages) == 0 {
-		return nil
-	}
-	var slab []byte
-	bufs := make([][]byte, len(pages))
-	for i, p := range pages {
-		if b, ok := d.shadow[p]; ok && !fresh && b != nil {
-			bufs[i] = b
-			continue
-		}
-		if len(slab) == 0 {
-			slab = make([]byte, PageSize*min(len(pages)-i, 4096))
-		}
-		bufs[i], slab = slab[:PageSize:PageSize], slab[PageSize:]
-	}
-	failed, err := d.transfer(pages, bufs, false, lenient)
-	if err != nil {
-		return err
-	}
-	for i, p := range pages {
-		if failed[p] {
-			d.forget(p)
-			continue
-		}
-		d.shadow[p] = bufs[i]
-	}
-	return nil
-}
-
-// writePages writes the given contents (nil: zero page) into the process,
-// skipping pages no longer mapped writable.
-func (d *Dirty) writePages(want map[uint64][]byte) error {
-	pages := make([]uint64, 0, len(want))
-	for p := range want {
-		if d.isMapped(p) {
-			pages = append(pages, p)
-		}
-	}
-	sort.Slice(pages, func(i, j int) bool { return pages[i] < pages[j] })
-	bufs := make([][]byte, len(pages))
-	for i, p := range pages {
-		if bufs[i] = want[p]; bufs[i] == nil {
-			bufs[i] = zeroPage
-		}
-	}
-	// A page with no contents recorded that cannot be written either lies
-	// past the end of a mapped file: nothing to restore there.
-	failed, err := d.transfer(pages, bufs, true, true)
-	if err != nil {
-		return err
-	}
-	for p := range failed {
-		if want[p] != nil {
-			return fmt.Errorf("write page %#x of %d: not writable", p, d.pid)
-		}
-	}
-	return nil
-}
-
-// transfer moves whole pages between the tracee and bufs in batches with
+// transferPages moves whole pages between the tracee and bufs in batches with
 // process_vm_readv/writev, one remote iovec per run of adjacent pages.
 // Pages those calls cannot reach (protection changed under us) go through
 // /proc/PID/mem, which the kernel lets a tracer write regardless. With
 // lenient, pages that still fail are returned instead of an error.
-func (d *Dirty) transfer(pages []uint64, bufs [][]byte, write, lenient bool) (map[uint64]bool, error) {
+func transferPages(pid int, mem *os.File, pages []uint64, bufs [][]byte, write, lenient bool) (map[uint64]bool, error) {
 	var failed map[uint64]bool
 	for i := 0; i < len(pages); {
 		local := make([]unix.Iovec, 0, iovMax)
@@ -111,12 +36,12 @@ func (d *Dirty) transfer(pages []uint64, bufs [][]byte, write, lenient bool) (ma
 		var n int
 		var err error
 		if write {
-			n, err = unix.ProcessVMWritev(d.pid, local, remote, 0)
+			n, err = unix.ProcessVMWritev(pid, local, remote, 0)
 		} else {
-			n, err = unix.ProcessVMReadv(d.pid, local, remote, 0)
+			n, err = unix.ProcessVMReadv(pid, local, remote, 0)
 		}
 		if err != nil || n != (j-i)*PageSize {
-			bad, err := d.slowTransfer(pages[i:j], bufs[i:j], write, lenient)
+			bad, err := slowTransfer(pid, mem, pages[i:j], bufs[i:j], write, lenient)
 			if err != nil {
 				return nil, err
 			}
@@ -132,14 +57,14 @@ func (d *Dirty) transfer(pages []uint64, bufs [][]byte, write, lenient bool) (ma
 	return failed, nil
 }
 
-func (d *Dirty) slowTransfer(pages []uint64, bufs [][]byte, write, lenient bool) ([]uint64, error) {
+func slowTransfer(pid int, mem *os.File, pages []uint64, bufs [][]byte, write, lenient bool) ([]uint64, error) {
 	var bad []uint64
 	for i, p := range pages {
 		var err error
 		if write {
-			_, err = d.mem.WriteAt(bufs[i], int64(p))
+			_, err = mem.WriteAt(bufs[i], int64(p))
 		} else {
-			_, err = d.mem.ReadAt(bufs[i], int64(p))
+			_, err = mem.ReadAt(bufs[i], int64(p))
 		}
 		if err != nil {
 			if lenient {
@@ -150,23 +75,16 @@ func (d *Dirty) slowTransfer(pages []uint64, bufs [][]byte, write, lenient bool)
 			if write {
 				op = "write"
 			}
-			return nil, fmt.Errorf("%s page %#x of %d: %w", op, p, d.pid, err)
+			return nil, fmt.Errorf("%s page %#x of %d: %w", op, p, pid, err)
 		}
 	}
 	return bad, nil
 }
 
-func sameLayout(a, b []procfs.Mapping) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Start != b[i].Start || a[i].End != b[i].End || a[i].Inode != b[i].Inode || a[i].Perms != b[i].Perms {
-			return false
-		}
-	}
-	return true
-}
+type span struct{ start, end uint64 }
+
+// debugRegister reports mappings that cannot be registered (ASSURE_DEBUG).
+var debugRegister = os.Getenv("ASSURE_DEBUG") != ""
 
 func overlaps(spans []span, start, end uint64) bool {
 	for _, s := range spans {

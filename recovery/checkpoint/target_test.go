@@ -96,7 +96,7 @@ func requireTarget(t testing.TB) string {
 	return targetBin
 }
 
-// target is one running instance of testdata/target.c with a Dirty
+// target is one running instance of testdata/target.c with a Mirror
 // tracker over it.
 type target struct {
 	t        testing.TB
@@ -107,7 +107,7 @@ type target struct {
 	mem      *os.File
 	pagemap  *os.File
 	peekFD   int
-	d        *checkpoint.Dirty
+	d        *checkpoint.Mirror
 	dir      string
 	dataFile string
 	stderr   string
@@ -194,8 +194,12 @@ func startTarget(t testing.TB) *target {
 	if err != nil {
 		t.Fatalf("pidfd_getfd of the target's userfaultfd: %v", err)
 	}
-	if tg.d, err = checkpoint.NewDirty(tg.pid, uffd); err != nil {
-		t.Fatalf("NewDirty: %v", err)
+	shadow, err := unix.MemfdCreate("assure-test-shadow", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.d, err = checkpoint.NewMirror(tg.pid, uffd, shadow); err != nil {
+		t.Fatalf("NewMirror: %v", err)
 	}
 	return tg
 }

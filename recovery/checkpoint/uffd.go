@@ -34,6 +34,10 @@ const (
 
 	pageIsWPAllowed = 1 << 0
 	pageIsWritten   = 1 << 1
+	pageIsFile      = 1 << 2
+	pageIsPresent   = 1 << 3
+	pageIsSwapped   = 1 << 4
+	pageIsPFNZero   = 1 << 5
 )
 
 type uffdioAPIArg struct {
@@ -110,20 +114,26 @@ const addressSpaceEnd = 1<<47 - 4096
 // query; with pmScanWPMatching, the pages reported written are
 // write-protected again in the same walk.
 func (s *scanner) scan(start, end, flags, inverted, mask, ret uint64, fn func(start, end uint64)) error {
+	return s.scanAny(start, end, flags, inverted, mask, 0, ret, fn)
+}
+
+// scanAny is scan with an any-of category mask as well.
+func (s *scanner) scanAny(start, end, flags, inverted, mask, anyof, ret uint64, fn func(start, end uint64)) error {
 	if s.vec == nil {
 		s.vec = make([]pageRegion, 512)
 	}
 	for start < end {
 		arg := pmScanArg{
-			Size:             uint64(unsafe.Sizeof(pmScanArg{})),
-			Flags:            flags,
-			Start:            start,
-			End:              end,
-			Vec:              uint64(uintptr(unsafe.Pointer(&s.vec[0]))),
-			VecLen:           uint64(len(s.vec)),
-			CategoryInverted: inverted,
-			CategoryMask:     mask,
-			ReturnMask:       ret,
+			Size:              uint64(unsafe.Sizeof(pmScanArg{})),
+			Flags:             flags,
+			Start:             start,
+			End:               end,
+			Vec:               uint64(uintptr(unsafe.Pointer(&s.vec[0]))),
+			VecLen:            uint64(len(s.vec)),
+			CategoryInverted:  inverted,
+			CategoryMask:      mask,
+			CategoryAnyofMask: anyof,
+			ReturnMask:        ret,
 		}
 		n, err := ioctl(s.fd, pagemapScan, unsafe.Pointer(&arg))
 		if err != nil {
@@ -152,4 +162,23 @@ func (s *scanner) written(fn func(start, end uint64)) error {
 // limited to writable mappings costs next to nothing when all are armed.
 func (s *scanner) unprotectable(start, end uint64, fn func(start, end uint64)) error {
 	return s.scan(start, end, 0, pageIsWPAllowed, pageIsWPAllowed, pageIsWPAllowed, fn)
+}
+
+// populated reports the pages of [start, end) that hold contents (present
+// or swapped out).
+func (s *scanner) populated(start, end uint64, fn func(start, end uint64)) error {
+	return s.scanAny(start, end, 0, 0, 0, pageIsPresent|pageIsSwapped, pageIsPresent|pageIsSwapped, fn)
+}
+
+// OwnPages calls fn for each run of pages in [start, end) of the process
+// whose pagemap is open as pagemapFD that hold contents of the process's
+// own: present or swapped out, neither a page of the file or shared
+// memory mapped there nor the shared zero page. These are what a private
+// mapping loses when it is unmapped (anonymous memory, and the pages of a
+// private file mapping that were written). Any mapping can be scanned:
+// no userfaultfd is needed to ask.
+func OwnPages(pagemapFD int, start, end uint64, fn func(start, end uint64)) error {
+	s := scanner{fd: pagemapFD}
+	const not = pageIsFile | pageIsPFNZero
+	return s.scanAny(start, end, 0, not, not, pageIsPresent|pageIsSwapped, pageIsPresent|pageIsSwapped, fn)
 }

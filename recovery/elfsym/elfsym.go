@@ -473,3 +473,12 @@ func funcName(fn Func) string {
 	}
 	return fn.Name
 }
+
+// FunctionAt returns the function that starts exactly at vaddr.
+func (f *File) FunctionAt(vaddr uint64) (Func, bool) {
+	i := sort.Search(len(f.funcs), func(i int) bool { return f.funcs[i].addr >= vaddr })
+	if i < len(f.funcs) && f.funcs[i].addr == vaddr {
+		return f.fn(f.funcs[i]), true
+	}
+	return Func{}, false
+}

@@ -164,8 +164,10 @@ type Status struct {
 	SigIgn    uint64 // signals ignored by the process
 	// NSpid is the thread's id in each PID namespace it is in, outermost
 	// first: the last is its id as the processes beside it see it.
-	NSpid []int
-	State byte
+	NSpid   []int
+	State   byte
+	RssAnon uint64 // bytes of resident anonymous memory
+	Umask   uint32
 }
 
 // ReadStatus parses /proc/PID/status (works for thread ids too).
@@ -206,9 +208,16 @@ func ReadStatus(pid int) (Status, error) {
 					st.NSpid = append(st.NSpid, n)
 				}
 			}
+		case "Umask":
+			u, _ := strconv.ParseUint(v, 8, 32)
+			st.Umask = uint32(u)
 		case "State":
 			if len(v) > 0 {
 				st.State = v[0]
+			}
+		case "RssAnon":
+			if kb, err := strconv.ParseUint(strings.TrimSuffix(v, " kB"), 10, 64); err == nil {
+				st.RssAnon = kb << 10
 			}
 		}
 	}

@@ -59,10 +59,15 @@ func (q *MapsQuerier) Close() error { return q.f.Close() }
 
 // Maps returns every mapping below the end of user space, without paths.
 func (q *MapsQuerier) Maps() ([]Mapping, error) {
+	return q.Range(0, ^uint64(0))
+}
+
+// Range returns the mappings that overlap [start, end), without paths.
+func (q *MapsQuerier) Range(start, end uint64) ([]Mapping, error) {
 	out := make([]Mapping, 0, 64)
-	addr := uint64(0)
+	addr := start
 	fd := int(q.f.Fd())
-	for n := 0; n < 1<<20; n++ {
+	for n := 0; n < 1<<20 && addr < end; n++ {
 		arg := procmapQuery{Size: uint64(unsafe.Sizeof(procmapQuery{})), QueryFlags: queryCoveringOrNext, QueryAddr: addr}
 		_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), procmapQueryIoctl, uintptr(unsafe.Pointer(&arg)))
 		if errno == unix.ENOENT {
@@ -71,11 +76,17 @@ func (q *MapsQuerier) Maps() ([]Mapping, error) {
 		if errno != 0 {
 			return nil, fmt.Errorf("PROCMAP_QUERY: %w", errno)
 		}
+		if arg.VmaStart >= end {
+			return out, nil
+		}
 		out = append(out, Mapping{
 			Start: arg.VmaStart, End: arg.VmaEnd, Perms: permString(arg.VmaFlags),
 			Offset: arg.VmaOffset, Major: arg.DevMajor, Minor: arg.DevMinor, Inode: arg.Inode,
 		})
 		addr = arg.VmaEnd
+	}
+	if addr >= end {
+		return out, nil
 	}
 	return nil, fmt.Errorf("PROCMAP_QUERY: too many mappings")
 }

@@ -15,9 +15,13 @@ import (
 )
 
 // Options set on every tracee: follow threads, forks and execs so that
-// nothing the program starts escapes supervision.
+// nothing the program starts escapes supervision, and tell system-call
+// stops from SIGTRAPs (TRACESYSGOOD: they stop with SIGTRAP|0x80).
 const Options = unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_TRACEFORK |
-	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEEXEC
+	unix.PTRACE_O_TRACEVFORK | unix.PTRACE_O_TRACEEXEC | unix.PTRACE_O_TRACESYSGOOD
+
+// SyscallStop is the stop signal of a syscall-entry or syscall-exit stop.
+const SyscallStop = unix.SIGTRAP | 0x80
 
 // Event numbers reported in the high bits of a wait status.
 const (
@@ -30,6 +34,20 @@ const (
 
 func request(req int, tid int, addr, data uintptr) error {
 	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), addr, data, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// requestPtr is request with a buffer of ours as data. The pointer stays
+// an unsafe.Pointer up to the system call's argument list: converted to
+// uintptr any earlier (in a caller), the buffer, on the goroutine's
+// stack, could move when the stack grows on the way (the kernel then
+// wrote a siginfo into the old stack and we read zeros: a trap of ours
+// taken for the program's, once in thousands of stops).
+func requestPtr(req int, tid int, addr uintptr, data unsafe.Pointer) error {
+	_, _, errno := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), addr, uintptr(data), 0, 0)
 	if errno != 0 {
 		return errno
 	}
@@ -52,6 +70,12 @@ func Cont(tid int, sig unix.Signal) error {
 	return request(unix.PTRACE_CONT, tid, 0, uintptr(sig))
 }
 
+// Syscall resumes a stopped thread like Cont, and stops it again at the
+// entry and at the exit of its next system call.
+func Syscall(tid int, sig unix.Signal) error {
+	return request(unix.PTRACE_SYSCALL, tid, 0, uintptr(sig))
+}
+
 // Listen resumes a thread in group-stop without ending the group-stop.
 func Listen(tid int) error { return request(unix.PTRACE_LISTEN, tid, 0, 0) }
 
@@ -71,7 +95,7 @@ func SetOptions(tid, opts int) error {
 // EventMsg returns the message of the last ptrace event (new tid, old tid).
 func EventMsg(tid int) (uint64, error) {
 	var msg uint64
-	err := request(unix.PTRACE_GETEVENTMSG, tid, 0, uintptr(unsafe.Pointer(&msg)))
+	err := requestPtr(unix.PTRACE_GETEVENTMSG, tid, 0, unsafe.Pointer(&msg))
 	return msg, err
 }
 
@@ -86,7 +110,7 @@ func SetRegs(tid int, r *unix.PtraceRegs) error { return unix.PtraceSetRegs(tid,
 func GetRegset(tid int, nt int, buf []byte) ([]byte, error) {
 	iov := unix.Iovec{Base: &buf[0]}
 	iov.SetLen(len(buf))
-	if err := request(unix.PTRACE_GETREGSET, tid, uintptr(nt), uintptr(unsafe.Pointer(&iov))); err != nil {
+	if err := requestPtr(unix.PTRACE_GETREGSET, tid, uintptr(nt), unsafe.Pointer(&iov)); err != nil {
 		return nil, err
 	}
 	return buf[:iov.Len], nil
@@ -99,19 +123,32 @@ func SetRegset(tid int, nt int, buf []byte) error {
 	}
 	iov := unix.Iovec{Base: &buf[0]}
 	iov.SetLen(len(buf))
-	return request(unix.PTRACE_SETREGSET, tid, uintptr(nt), uintptr(unsafe.Pointer(&iov)))
+	return requestPtr(unix.PTRACE_SETREGSET, tid, uintptr(nt), unsafe.Pointer(&iov))
+}
+
+// FPRegs is struct user_fpregs_struct (the legacy FXSAVE area).
+type FPRegs [512]byte
+
+// GetFPRegs reads the x87/SSE registers of a thread.
+func GetFPRegs(tid int, fp *FPRegs) error {
+	return requestPtr(unix.PTRACE_GETFPREGS, tid, 0, unsafe.Pointer(fp))
+}
+
+// SetFPRegs writes the x87/SSE registers of a thread.
+func SetFPRegs(tid int, fp *FPRegs) error {
+	return requestPtr(unix.PTRACE_SETFPREGS, tid, 0, unsafe.Pointer(fp))
 }
 
 // GetSigmask reads the blocked-signal mask of a thread.
 func GetSigmask(tid int) (uint64, error) {
 	var m uint64
-	err := request(unix.PTRACE_GETSIGMASK, tid, 8, uintptr(unsafe.Pointer(&m)))
+	err := requestPtr(unix.PTRACE_GETSIGMASK, tid, 8, unsafe.Pointer(&m))
 	return m, err
 }
 
 // SetSigmask writes the blocked-signal mask of a thread.
 func SetSigmask(tid int, m uint64) error {
-	return request(unix.PTRACE_SETSIGMASK, tid, 8, uintptr(unsafe.Pointer(&m)))
+	return requestPtr(unix.PTRACE_SETSIGMASK, tid, 8, unsafe.Pointer(&m))
 }
 
 // Siginfo is the part of siginfo_t the supervisor looks at.
@@ -135,10 +172,26 @@ const (
 	SITkill  = -6
 )
 
+// RawSiginfo is a whole siginfo_t.
+type RawSiginfo [128]byte
+
+// GetSiginfoRaw reads the siginfo of a stop, to be put back with
+// SetSiginfoRaw after something else (an injected call) replaced it.
+func GetSiginfoRaw(tid int) (*RawSiginfo, error) {
+	var raw RawSiginfo
+	err := requestPtr(unix.PTRACE_GETSIGINFO, tid, 0, unsafe.Pointer(&raw[0]))
+	return &raw, err
+}
+
+// SetSiginfoRaw sets the siginfo of the signal a stopped thread receives.
+func SetSiginfoRaw(tid int, raw *RawSiginfo) error {
+	return requestPtr(unix.PTRACE_SETSIGINFO, tid, 0, unsafe.Pointer(&raw[0]))
+}
+
 // GetSiginfo reads the siginfo of the signal that stopped a thread.
 func GetSiginfo(tid int) (Siginfo, error) {
 	var raw [128]byte
-	if err := request(unix.PTRACE_GETSIGINFO, tid, 0, uintptr(unsafe.Pointer(&raw[0]))); err != nil {
+	if err := requestPtr(unix.PTRACE_GETSIGINFO, tid, 0, unsafe.Pointer(&raw[0])); err != nil {
 		return Siginfo{}, err
 	}
 	le := binary.LittleEndian
@@ -245,6 +298,48 @@ const ptraceGetRseqConfiguration = 0x420f
 // GetRseq reads the rseq registration of a stopped thread (zero: none).
 func GetRseq(tid int) (Rseq, error) {
 	var r Rseq
-	err := request(ptraceGetRseqConfiguration, tid, unsafe.Sizeof(r), uintptr(unsafe.Pointer(&r)))
+	err := requestPtr(ptraceGetRseqConfiguration, tid, unsafe.Sizeof(r), unsafe.Pointer(&r))
 	return r, err
+}
+
+// SyscallInfo is what PTRACE_GET_SYSCALL_INFO tells of a syscall stop.
+type SyscallInfo struct {
+	Op   uint8 // SyscallEntry, SyscallExit, or 0: not a syscall stop
+	Arch uint32
+	IP   uint64
+	SP   uint64
+	// Nr and Args for an entry; for an exit, Args[0] is the return value.
+	Nr   uint64
+	Args [6]uint64
+}
+
+// Ops of SyscallInfo (PTRACE_SYSCALL_INFO_*).
+const (
+	SyscallEntry = 1
+	SyscallExit  = 2
+)
+
+// AuditArchX8664 is AUDIT_ARCH_X86_64: a 64-bit system call (a 64-bit
+// process may also make 32-bit ones with int 0x80).
+const AuditArchX8664 = 0xc000003e
+
+const ptraceGetSyscallInfo = 0x420e
+
+// GetSyscallInfo describes the system call a thread is stopped at
+// (Linux 5.3).
+func GetSyscallInfo(tid int) (SyscallInfo, error) {
+	var raw [88]byte
+	if err := requestPtr(ptraceGetSyscallInfo, tid, uintptr(len(raw)), unsafe.Pointer(&raw[0])); err != nil {
+		return SyscallInfo{}, err
+	}
+	le := binary.LittleEndian
+	si := SyscallInfo{Op: raw[0], Arch: le.Uint32(raw[4:]), IP: le.Uint64(raw[8:]), SP: le.Uint64(raw[16:])}
+	si.Nr = le.Uint64(raw[24:])
+	for i := range si.Args {
+		si.Args[i] = le.Uint64(raw[32+8*i:])
+	}
+	if si.Op == SyscallExit {
+		si.Nr, si.Args[0] = 0, le.Uint64(raw[24:])
+	}
+	return si, nil
 }

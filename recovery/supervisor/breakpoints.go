@@ -134,7 +134,7 @@ func (s *Supervisor) resolve(p *process, atExec bool) error {
 		}
 		p.resolved[rp] = addr
 		p.resolvedIn[rp] = moduleKey(mods[0])
-		if err := s.plant(p, addr, bpRescue, rp); err != nil {
+		if err := s.arm(p, rp, addr, mods); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -160,6 +160,12 @@ func forgetUnmapped(p *process, maps []procfs.Mapping) {
 		if bp := p.breakpoints[addr]; bp != nil && bp.rp == rp {
 			delete(p.breakpoints, addr)
 		}
+		if fs := p.fast; fs != nil {
+			fs.forgetSite(addr)
+		}
+	}
+	if fs := p.fast; fs != nil {
+		fs.forgetUnmappedHooks(maps)
 	}
 }
 
@@ -303,6 +309,7 @@ func (s *Supervisor) onEntry(t *thread, bp *breakpoint, regs *arch.Regs) {
 	if err := s.resolve(p, false); err != nil {
 		s.emitError(p.pid, err)
 	}
+	s.upgradeBreakpoints(p)
 	// The entry may itself be a rescue point.
 	if nb := p.breakpoints[bp.addr]; nb != nil && nb.kind == bpRescue {
 		s.enterRescue(t, nb, regs)

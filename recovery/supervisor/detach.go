@@ -39,6 +39,7 @@ func (s *Supervisor) cleanProcess(p *process) {
 		}
 		t.frames = nil
 	}
+	s.cleanFast(p)
 	if p.scratch != 0 && !p.sharedMM {
 		s.unmapScratch(p)
 	}
@@ -49,30 +50,29 @@ func (s *Supervisor) cleanProcess(p *process) {
 		p.tracker.Close()
 		p.tracker = nil
 	}
-	p.ckpts = nil
+	p.dropCkpts()
 }
 
 // unmapScratch removes the injected page. The munmap cannot run from the
-// page it removes, so it runs from a breakpoint's bytes, briefly patched
+// page it removes, so it runs from the thread's own code, briefly patched
 // (every thread is held), as the page's own creation did.
 func (s *Supervisor) unmapScratch(p *process) {
 	th := anyThread(p)
 	if th == nil || s.inScratch(p) {
 		return
 	}
-	for _, bp := range p.breakpoints {
-		orig, err := p.readMem(bp.addr, len(arch.SyscallInsn))
-		if err != nil || p.writeMem(bp.addr, arch.SyscallInsn) != nil {
-			continue
-		}
-		_, err = s.injectAt(th, bp.addr, unix.SYS_MUNMAP, p.scratch, scratchSize)
-		p.writeMem(bp.addr, orig)
-		if err == nil {
-			p.scratch = 0
-		} else {
-			s.logf("detach from %d: unmap code page: %v", p.pid, err)
-		}
+	at := pcOf(th)
+	orig, err := p.readMem(at, len(arch.SyscallInsn))
+	if err != nil || p.writeMem(at, arch.SyscallInsn) != nil {
+		s.logf("detach from %d: the code page stays mapped", p.pid)
 		return
+	}
+	_, err = s.injectAt(th, at, unix.SYS_MUNMAP, p.scratch, scratchSize)
+	p.writeMem(at, orig)
+	if err == nil {
+		p.scratch = 0
+	} else {
+		s.logf("detach from %d: unmap code page: %v", p.pid, err)
 	}
 }
 

@@ -35,6 +35,7 @@ func (s *Supervisor) dispatch(tid int, ws unix.WaitStatus) {
 		switch {
 		case t.awaitInitial:
 			t.awaitInitial = false
+			s.firstStop(t)
 		case isStopSignal(sig) && !t.interrupting:
 			t.groupStop = true // job control: stay stopped, keep tracing
 		default:
@@ -52,6 +53,10 @@ func (s *Supervisor) dispatch(tid int, ws unix.WaitStatus) {
 	case ptrace.EventExec:
 		s.onExec(t)
 	case 0:
+		if sig == ptrace.SyscallStop {
+			s.onSyscallStop(t)
+			return
+		}
 		s.onSignal(t, sig)
 	default:
 		s.resume(t)
@@ -73,6 +78,9 @@ func (s *Supervisor) onSignal(t *thread, sig unix.Signal) {
 	switch {
 	case sig == unix.SIGTRAP && s.onTrap(t):
 		return
+	case sig == unix.SIGSYS && t.proc.fast != nil && isDispatch(t):
+		s.onWindowSyscall(t)
+		return
 	case sig == unix.SIGCHLD && s.swallowChld(t):
 		s.resume(t)
 		return
@@ -80,8 +88,16 @@ func (s *Supervisor) onSignal(t *thread, sig unix.Signal) {
 		s.onFault(t, sig)
 		return
 	}
+	s.noteDelivery(t, sig)
 	t.deliver = sig
 	s.resume(t)
+}
+
+// isDispatch reports whether t stopped for a SIGSYS of syscall user
+// dispatch (a system call in an in-process checkpoint window).
+func isDispatch(t *thread) bool {
+	si, err := ptrace.GetSiginfo(t.tid)
+	return err == nil && si.Code == siSysUserDispatch
 }
 
 func isFault(sig unix.Signal) bool {
@@ -179,7 +195,12 @@ func (s *Supervisor) onClone(t *thread, ev int) []*thread {
 		return nil
 	}
 	child := int(msg)
-	if s.threads[child] != nil {
+	if c := s.threads[child]; c != nil {
+		// Its first stop came first (onUnknownStop): only the address of
+		// its tid is still to learn.
+		if c.clearTid == 0 && c.proc == t.proc {
+			c.clearTid = cloneChildTid(t)
+		}
 		return nil
 	}
 	p := t.proc
@@ -187,6 +208,7 @@ func (s *Supervisor) onClone(t *thread, ev int) []*thread {
 	if ev == ptrace.EventClone && isTaskOf(p.pid, child) {
 		c = s.addThread(p, child)
 		c.clearTid = cloneChildTid(t)
+		s.fastToMT(p)
 	} else {
 		np, err := s.newProcess(child, p.pid)
 		if err != nil {
@@ -198,7 +220,9 @@ func (s *Supervisor) onClone(t *thread, ev int) []*thread {
 		c.frames = inheritedFrames(t.frames)
 	}
 	if _, ok := s.orphans[child]; ok {
+		// Its first stop came before this event.
 		delete(s.orphans, child)
+		s.firstStop(c)
 	} else {
 		c.awaitInitial = true
 	}
@@ -244,6 +268,9 @@ func (s *Supervisor) inherit(np, p *process, vfork bool) {
 	np.entryDone = p.entryDone
 	np.scratch = p.scratch
 	np.modules = p.modules
+	if p.fast != nil && !np.sharedMM {
+		np.forkedFrom = p.fast
+	}
 	for a, bp := range p.breakpoints {
 		np.breakpoints[a] = bp
 	}
@@ -278,7 +305,7 @@ func (s *Supervisor) onExec(t *thread) {
 	p.noTrack = nil
 	p.views.close()
 	p.views = nil
-	p.ckpts = nil
+	p.dropCkpts()
 	p.breakpoints = make(map[uint64]*breakpoint)
 	p.resolved = make(map[*rescuePoint]uint64)
 	p.resolvedIn = make(map[*rescuePoint]string)
@@ -288,6 +315,8 @@ func (s *Supervisor) onExec(t *thread) {
 	p.preExec = false
 	p.entryDone = false
 	p.brkKnown = false
+	s.releaseFast(p)
+	p.fast, p.noFast, p.forkedFrom = nil, nil, nil
 	p.mem.Close()
 	if mem, err := openMem(p.pid); err == nil {
 		p.mem = mem
@@ -295,9 +324,14 @@ func (s *Supervisor) onExec(t *thread) {
 		s.logf("exec of %d: %v", p.pid, err)
 	}
 	nt := s.addThread(p, p.pid)
+	// No system call can be injected at an exec stop (the kernel sets
+	// rax when execve returns): entries get breakpoints now, patches at
+	// the program entry.
+	p.atExecStop = true
 	if err := s.resolve(p, true); err != nil {
 		s.emitError(p.pid, err)
 	}
+	p.atExecStop = false
 	s.resume(nt)
 }
 
@@ -315,6 +349,9 @@ func (s *Supervisor) onTrap(t *thread) bool {
 	}
 	p := t.proc
 	pc := arch.TrapPC(&regs)
+	if s.onFastTrap(t, pc, &regs) {
+		return true
+	}
 	if bp := p.breakpoints[pc]; bp != nil {
 		regs.Rip = pc
 		switch bp.kind {
@@ -326,6 +363,7 @@ func (s *Supervisor) onTrap(t *thread) bool {
 			if err := s.resolve(p, false); err != nil {
 				s.emitError(p.pid, err)
 			}
+			s.afterLoad(p)
 			s.stepOver(t, bp, &regs)
 			s.resume(t)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 
 	"github.com/assure-rt/assure/recovery/arch"
+	"github.com/assure-rt/assure/recovery/patch"
 	"github.com/assure-rt/assure/recovery/procfs"
 )
 
@@ -16,7 +17,8 @@ import (
 const (
 	frameTableOffset = 1024
 	frameEntrySize   = 24 // tid u32, rescue point index u32, slot u64, ret u64
-	maxTableFrames   = (scratchSize - frameTableOffset - 16) / frameEntrySize
+	frameTableEnd    = patch.RoutinesAt
+	maxTableFrames   = (frameTableEnd - frameTableOffset - 16) / frameEntrySize
 )
 
 var frameMagic = []byte("ASSUREF1")
@@ -68,16 +70,17 @@ func (s *Supervisor) adoptLeftovers(p *process) {
 	if err != nil {
 		return
 	}
+	s.takeOverFast(p, maps)
 	le := binary.LittleEndian
 	for _, m := range maps {
-		if m.Size() != scratchSize || m.Inode != 0 || m.Perms != "r-xp" {
+		if m.Size() != codeSize || m.Inode != 0 || m.Perms != "r-xp" || !hasDataPage(maps, m.End) {
 			continue
 		}
 		head, err := p.readMem(m.Start, len(arch.SyscallInsn))
 		if err != nil || !bytes.Equal(head, arch.SyscallInsn) {
 			continue
 		}
-		table, err := p.readMem(m.Start+frameTableOffset, scratchSize-frameTableOffset)
+		table, err := p.readMem(m.Start+frameTableOffset, frameTableEnd-frameTableOffset)
 		if err != nil || !bytes.Equal(table[:len(frameMagic)], frameMagic) {
 			continue
 		}
@@ -95,4 +98,11 @@ func (s *Supervisor) adoptLeftovers(p *process) {
 		s.logf("process %d: took over the code page at %#x and %d rescue-point calls of an earlier supervisor", p.pid, m.Start, n)
 		return
 	}
+}
+
+// hasDataPage reports whether the injected data page follows a code page
+// that ends at end.
+func hasDataPage(maps []procfs.Mapping, end uint64) bool {
+	m, ok := covering(maps, end)
+	return ok && m.Start == end && m.Inode == 0 && m.Perms == "rw-p"
 }

@@ -174,7 +174,7 @@ func (s *Supervisor) settleQueue() {
 		if sig == unix.SIGTRAP && s.rewindTrap(t) {
 			continue
 		}
-		if sig != unix.SIGSTOP {
+		if sig != unix.SIGSTOP && sig != ptrace.SyscallStop {
 			t.deliver = sig
 		}
 	}

@@ -54,7 +54,10 @@ func (h *Histogram) observe(d time.Duration) {
 // SiteMetrics are the counters of one rescue point.
 type SiteMetrics struct {
 	Site
-	Calls      uint64 `json:"calls"`
+	Calls uint64 `json:"calls"`
+	// InProcess are the checkpoints the fast path's injected code took
+	// (Checkpoint times only the supervisor's).
+	InProcess  uint64 `json:"inProcess"`
 	Recoveries uint64 `json:"recoveries"`
 	// Crashes are faults delivered to the program while it was inside
 	// the rescue point (maxRecoveries reached, a failed rollback, a
@@ -85,10 +88,46 @@ type Metrics struct {
 	mu     sync.Mutex
 	sites  map[Site]*SiteMetrics
 	shadow map[int]int64 // bytes of shadow copy, per process
+	// sources are counts kept elsewhere (the injected code's, per
+	// process), read when asked.
+	sources map[any]func() SourceCounts
+}
+
+// SourceCounts are what a source of counts kept elsewhere holds: calls
+// and in-process checkpoints per rescue point, and its shadow's size.
+type SourceCounts struct {
+	Calls, InProcess map[Site]uint64
+	ShadowBytes      int64
 }
 
 func newMetrics() *Metrics {
-	return &Metrics{sites: make(map[Site]*SiteMetrics), shadow: make(map[int]int64)}
+	return &Metrics{sites: make(map[Site]*SiteMetrics), shadow: make(map[int]int64), sources: make(map[any]func() SourceCounts)}
+}
+
+// AddSource adds a source of counts (key names it for DropSource). f must
+// be safe to call from any goroutine.
+func (m *Metrics) AddSource(key any, f func() SourceCounts) {
+	m.mu.Lock()
+	m.sources[key] = f
+	m.mu.Unlock()
+}
+
+// DropSource removes a source, keeping what it counted.
+func (m *Metrics) DropSource(key any) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f := m.sources[key]
+	if f == nil {
+		return
+	}
+	delete(m.sources, key)
+	c := f()
+	for s, n := range c.Calls {
+		m.site(s).Calls += n
+	}
+	for s, n := range c.InProcess {
+		m.site(s).InProcess += n
+	}
 }
 
 func (m *Metrics) site(s Site) *SiteMetrics {
@@ -149,8 +188,23 @@ func (m *Metrics) Snapshot() MetricsSnapshot {
 	for _, b := range m.shadow {
 		out.ShadowBytes += b
 	}
+	calls, inProcess := map[Site]uint64{}, map[Site]uint64{}
+	for _, f := range m.sources {
+		c := f()
+		for s, n := range c.Calls {
+			calls[s] += n
+			m.site(s)
+		}
+		for s, n := range c.InProcess {
+			inProcess[s] += n
+			m.site(s)
+		}
+		out.ShadowBytes += c.ShadowBytes
+	}
 	for _, sm := range m.sites {
 		c := *sm
+		c.Calls += calls[sm.Site]
+		c.InProcess += inProcess[sm.Site]
 		c.Checkpoint.Buckets = append([]uint64(nil), sm.Checkpoint.Buckets...)
 		c.Recovery.Buckets = append([]uint64(nil), sm.Recovery.Buckets...)
 		out.Sites = append(out.Sites, c)
@@ -167,6 +221,9 @@ type shadowSizer interface{ ShadowBytes() int64 }
 
 // noteShadow records the shadow size of p's tracker.
 func (s *Supervisor) noteShadow(p *process) {
+	if p.fast != nil {
+		return // its source reports it
+	}
 	if sz, ok := p.tracker.(shadowSizer); ok {
 		s.metrics.Shadow(p.pid, sz.ShadowBytes())
 	}

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/assure-rt/assure/recovery/arch"
 	"github.com/assure-rt/assure/recovery/checkpoint"
 	"github.com/assure-rt/assure/recovery/manifest"
 	"github.com/assure-rt/assure/recovery/procfs"
@@ -53,6 +54,17 @@ type process struct {
 	// yet); refaulted is set once a thread was let go to die of a fault.
 	nsPid     int
 	refaulted bool
+	// fast is the in-process fast path (nil: none); noFast says why it
+	// could not be set up. forkedFrom is set for a child forked from a
+	// process with a fast path, until its first stop undoes what it
+	// inherited of it.
+	fast       *fastState
+	noFast     error
+	forkedFrom *fastState
+	// promote is set for such a child once it gave back what it
+	// inherited: it gets a fast path of its own later (promoteChild).
+	promote    bool
+	atExecStop bool // the process is held at its exec stop
 }
 
 // thread is one supervised task.
@@ -78,6 +90,12 @@ type thread struct {
 	// pending whose cause it undid: swallowed when they arrive.
 	staleSigs uint64
 	frames    []frame
+	// sysStop says which system-call stop the thread is held in.
+	sysStop sysStopKind
+	// replay is the entry (registers) of a system call of the thread's
+	// own that an injection ran in place of: it makes the call again, and
+	// that entry is not journaled twice.
+	replay *arch.Regs
 }
 
 // frame is one active rescue-point call of a thread.
@@ -158,10 +176,21 @@ func (s *Supervisor) dropProcess(p *process) {
 		p.tracker.Close()
 		p.tracker = nil
 	}
+	s.releaseFast(p)
+	p.dropCkpts()
 	p.views.close()
 	p.views = nil
 	p.mem.Close()
 	delete(s.procs, p.pid)
+}
+
+// dropCkpts forgets p's checkpoints (the process is gone, exec'd or
+// detached), closing what their journals hold.
+func (p *process) dropCkpts() {
+	for _, c := range p.ckpts {
+		c.journal.release()
+	}
+	p.ckpts = nil
 }
 
 func (p *process) readMem(addr uint64, n int) ([]byte, error) {
@@ -196,7 +225,7 @@ func (p *process) writeWord(addr, v uint64) error {
 // ourTrap reports whether pc is one of our breakpoints or the return
 // trampoline: a SIGTRAP there is the supervisor's, not the program's.
 func (p *process) ourTrap(pc uint64) bool {
-	return p.breakpoints[pc] != nil || p.isTrampoline(pc)
+	return p.breakpoints[pc] != nil || p.isTrampoline(pc) || p.isFastTrap(pc)
 }
 
 func (p *process) isTrampoline(pc uint64) bool {
@@ -215,37 +244,67 @@ func putLE64(b []byte, v uint64) {
 }
 
 // views are the descriptors a checkpoint reads the process through,
-// kept open because opening /proc files costs as much as reading them.
+// kept open because opening /proc files costs as much as reading them:
+// maps by PROCMAP_QUERY, the fd directory, the pagemap, and a pidfd to
+// take descriptors from the process with pidfd_getfd.
 type views struct {
 	maps     *procfs.MapsQuerier
 	fds      *procfs.FDLister
+	pagemap  int
+	pidfd    int
 	startBrk uint64
 }
 
-func openViews(pid int) (*views, error) {
-	mq, err := procfs.NewMapsQuerier(pid)
-	if err != nil {
+func openViews(pid int) (v *views, err error) {
+	v = &views{pagemap: -1, pidfd: -1}
+	defer func() {
+		if err != nil {
+			v.close()
+		}
+	}()
+	if v.maps, err = procfs.NewMapsQuerier(pid); err != nil {
 		return nil, err
 	}
-	fl, err := procfs.NewFDLister(pid)
-	if err != nil {
-		mq.Close()
+	if v.fds, err = procfs.NewFDLister(pid); err != nil {
 		return nil, err
 	}
-	sb, err := procfs.StartBrk(pid)
-	if err != nil {
-		mq.Close()
-		fl.Close()
+	if v.startBrk, err = procfs.StartBrk(pid); err != nil {
 		return nil, err
 	}
-	return &views{maps: mq, fds: fl, startBrk: sb}, nil
+	if v.pagemap, err = unix.Open(fmt.Sprintf("/proc/%d/pagemap", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0); err != nil {
+		return nil, fmt.Errorf("open pagemap of %d: %w", pid, err)
+	}
+	if v.pidfd, err = unix.PidfdOpen(pid, 0); err != nil {
+		return nil, fmt.Errorf("pidfd of %d: %w", pid, err)
+	}
+	return v, nil
 }
 
 func (v *views) close() {
-	if v != nil {
+	if v == nil {
+		return
+	}
+	if v.maps != nil {
 		v.maps.Close()
+	}
+	if v.fds != nil {
 		v.fds.Close()
 	}
+	for _, fd := range []int{v.pagemap, v.pidfd} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// takeFD duplicates descriptor fd of the process into the supervisor
+// (pidfd_getfd): the same open file description.
+func (v *views) takeFD(fd int) (*os.File, error) {
+	own, err := unix.PidfdGetfd(v.pidfd, fd, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(own), fmt.Sprintf("fd %d", fd)), nil
 }
 
 func openMem(pid int) (*os.File, error) {

@@ -1,7 +1,10 @@
 package supervisor
 
 import (
+	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,8 +26,17 @@ type procCheckpoint struct {
 	seq         uint64 // creation counter: later threads/processes are newer
 	threads     map[int]*threadState
 	maps        []procfs.Mapping
-	fds         []int
+	fds         []int  // ascending
 	brk         uint64 // the kernel's program break (mm->brk)
+	// journal records the kernel state that system calls made since the
+	// checkpoint change (fed by beforeSyscall).
+	journal *journal
+}
+
+// hasFD reports whether descriptor fd was open at the checkpoint.
+func (c *procCheckpoint) hasFD(fd int) bool {
+	i := sort.SearchInts(c.fds, fd)
+	return i < len(c.fds) && c.fds[i] == fd
 }
 
 type threadState struct {
@@ -70,6 +82,21 @@ func (s *Supervisor) enterRescue(t *thread, bp *breakpoint, regs *arch.Regs) {
 	s.metrics.RescueCall(bp.rp.site())
 	procs := s.stopThreads(s.scopeOf(bp.rp, p), bp.rp.Scope == manifest.ScopeContainer)
 	start := time.Now()
+	if s.stopReq.Load() {
+		// Detaching: no checkpoint of half-stopped threads.
+		s.stepOver(t, bp, regs)
+		s.resumeThreads(procs)
+		s.resume(t)
+		return
+	}
+	if s.faultQueued(procs) {
+		// A fault came in while the threads stopped: recover it first,
+		// before the others run on what it broke. t takes the breakpoint
+		// again afterwards (its registers point at it).
+		s.resumeThreads(procs)
+		s.resume(t)
+		return
+	}
 	id, err := s.checkpoint(procs, t, bp)
 	if err == nil {
 		s.metrics.Checkpointed(bp.rp.site(), time.Since(start))
@@ -91,7 +118,24 @@ func (s *Supervisor) enterRescue(t *thread, bp *breakpoint, regs *arch.Regs) {
 	s.resume(t)
 }
 
-func isGone(err error) bool { return err == errThreadGone }
+// faultQueued reports whether a thread of procs has a fault signal
+// waiting in the queue.
+func (s *Supervisor) faultQueued(procs []*process) bool {
+	for _, e := range s.queue {
+		t := s.threads[e.tid]
+		if t == nil || !e.ws.Stopped() || ptrace.Event(e.ws) != 0 || !isFault(e.ws.StopSignal()) || e.ws.StopSignal() == unix.SIGTRAP {
+			continue
+		}
+		for _, p := range procs {
+			if t.proc == p {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isGone(err error) bool { return errors.Is(err, errThreadGone) }
 
 // divertReturn replaces the return address with the trampoline so that
 // the supervisor learns when the rescue point returns.
@@ -160,7 +204,7 @@ func (s *Supervisor) checkpointProcess(p *process, th *thread, codeAt uint64, id
 	if err := s.ensureTracker(th); err != nil {
 		return err
 	}
-	c := &procCheckpoint{id: id, coordinated: coordinated, seq: s.seq, threads: make(map[int]*threadState, len(p.threads))}
+	c := &procCheckpoint{id: id, coordinated: coordinated, seq: s.seq, threads: make(map[int]*threadState, len(p.threads)), journal: newJournal()}
 	for _, t := range p.threads {
 		st, err := captureThread(t)
 		if err != nil {
@@ -276,13 +320,36 @@ func (p *process) ckptIndex(id checkpoint.ID) int {
 	return -1
 }
 
-// discard drops checkpoint id from p without rolling back.
+// discard drops checkpoint id from p without rolling back. Its journal
+// goes to the enclosing checkpoint, if any: what it recorded happened
+// since that one too.
 func (s *Supervisor) discard(p *process, id checkpoint.ID) {
 	if i := p.ckptIndex(id); i >= 0 {
+		c := p.ckpts[i]
+		switch fs := p.fast; {
+		case i > 0:
+			c.journal.mergeInto(p.ckpts[i-1].journal)
+		case fs != nil && fs.snap != nil:
+			c.journal.mergeInto(fs.snap.journal)
+		case fs != nil && fs.windowOpen():
+			// Nested in the fast path's window before any system call of
+			// it: the kernel state recorded at this entry is the window's.
+			fs.adoptSnap(c)
+		default:
+			c.journal.release()
+		}
 		p.ckpts = append(p.ckpts[:i], p.ckpts[i+1:]...)
 	}
 	if p.tracker != nil {
 		p.tracker.Commit(id)
+	}
+}
+
+// dropCheckpoints discards every checkpoint of p: after a rollback that
+// could not complete, none of them describes the process any more.
+func (s *Supervisor) dropCheckpoints(p *process) {
+	for len(p.ckpts) > 0 {
+		s.discard(p, p.ckpts[len(p.ckpts)-1].id)
 	}
 }
 
@@ -319,6 +386,7 @@ func (s *Supervisor) onReturn(t *thread, regs *arch.Regs) {
 	}
 	t.frames = t.frames[:i]
 	s.saveFrames(t.proc)
+	s.promoteChild(t)
 	s.resume(t)
 }
 
@@ -334,6 +402,8 @@ func (s *Supervisor) onFault(t *thread, sig unix.Signal) {
 		s.passOn(t, sig, si, "not a signal the manifest recovers", sig != unix.SIGTRAP)
 	case !si.FromKernel() && !selfSent(p, si):
 		s.passOn(t, sig, si, "sent by another process", true)
+	case f == nil && s.fastFault(t, sig, si):
+		return
 	case f == nil:
 		s.passOn(t, sig, si, "outside any rescue point", true)
 	case !s.allow(f.rp):
@@ -378,7 +448,10 @@ func (s *Supervisor) allow(rp *rescuePoint) bool {
 }
 
 // recover rolls every process holding f's checkpoint back to it and makes
-// the rescue point return its error value in t.
+// the rescue point return its error value in t. When the rollback cannot
+// complete, every checkpoint of those processes is dropped and t is left
+// at its fault, with its siginfo, for the caller to deliver: the process
+// goes on (or dies) as it would without assure.
 func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *frame) error {
 	start := time.Now()
 	fr := *f
@@ -398,16 +471,29 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 	// Undone before the threads run again: options are set on stopped
 	// threads only.
 	unguard := s.guardRollback(stopped, t.proc.pid, fr.ckpt)
+	fault, _ := ptrace.GetSiginfoRaw(t.tid)
 	s.debugf("rollback to %d in %d processes", fr.ckpt, len(procs))
 	var pages, threads int
+	var failed []string
 	var firstErr error
+	if s.stopReq.Load() {
+		firstErr = errors.New("the supervisor is stopping")
+	}
 	for _, p := range procs {
-		n, th, err := s.rollbackProcess(p, fr.ckpt, t)
+		if firstErr != nil {
+			break
+		}
+		if p.gone {
+			if p == t.proc {
+				firstErr = fmt.Errorf("process %d is gone", p.pid)
+			}
+			continue
+		}
+		n, th, fl, err := s.safeRollback(p, fr.ckpt, t)
 		pages += n
 		threads += th
-		if err != nil && firstErr == nil {
-			firstErr = err
-		}
+		failed = append(failed, fl...)
+		firstErr = err
 	}
 	failpoint("mid-rollback")
 	if firstErr == nil {
@@ -415,7 +501,21 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 	}
 	if firstErr != nil {
 		unguard()
-		s.resumeThreads(stopped)
+		for _, p := range procs {
+			s.dropCheckpoints(p)
+			s.saveFrames(p)
+		}
+		if fault != nil {
+			ptrace.SetSiginfoRaw(t.tid, fault)
+		}
+		s.emitError(t.proc.pid, fmt.Errorf("rollback to %s failed; the fault is delivered: %w", fr.rp, firstErr))
+		for _, p := range stopped {
+			for _, o := range p.threads {
+				if o != t {
+					s.resume(o)
+				}
+			}
+		}
 		return firstErr
 	}
 	t.deliver = 0
@@ -429,6 +529,9 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 	}
 	describeSignal(&e, sig, si)
 	s.cfg.Events.Emit(e)
+	if len(failed) > 0 {
+		s.emitError(t.proc.pid, fmt.Errorf("rollback to %s did not restore: %s", fr.rp, strings.Join(failed, "; ")))
+	}
 	for _, p := range procs {
 		s.saveFrames(p)
 	}

@@ -68,7 +68,7 @@ func (s *Supervisor) Serve(cfg ServeConfig) error {
 			}
 			return fmt.Errorf("wait: %w", err)
 		}
-		s.dispatch(tid, ws)
+		s.safeDispatch(tid, ws)
 	}
 }
 

@@ -19,6 +19,8 @@ func (s *Supervisor) crash(t *thread, sig unix.Signal, si ptrace.Siginfo, why st
 	var rp *rescuePoint
 	if f := s.activeFrame(t); f != nil {
 		rp = f.rp
+	} else if frp, _, ok := s.fastFrameOf(t); ok {
+		rp = frp
 	}
 	s.metrics.Crashed(rp.site())
 	e := events.Event{Type: events.Crash, Pid: t.proc.pid, Tid: t.tid, Message: why}

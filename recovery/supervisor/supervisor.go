@@ -14,6 +14,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	runtimedebug "runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -59,6 +60,7 @@ type Supervisor struct {
 	stopCh   chan struct{}
 	rps      []*rescuePoint
 	metrics  *Metrics
+	logged   map[string]bool // logOnce keys
 }
 
 type waitEvent struct {
@@ -129,9 +131,37 @@ func (s *Supervisor) loop() error {
 			}
 			return fmt.Errorf("wait: %w", err)
 		}
-		s.dispatch(tid, ws)
+		s.safeDispatch(tid, ws)
 	}
 	return nil
+}
+
+// safeDispatch is dispatch, with a panic (a bug of ours on a state of a
+// process we did not foresee) reported and that process ended: the
+// supervisor goes on with the others.
+func (s *Supervisor) safeDispatch(tid int, ws unix.WaitStatus) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.abandon(tid, v)
+		}
+	}()
+	s.dispatch(tid, ws)
+}
+
+// abandon kills the process of thread tid after an internal error: its
+// breakpoints, diverted returns and checkpoints can no longer be trusted,
+// and a half-supervised process is worse than one that ended.
+func (s *Supervisor) abandon(tid int, v any) {
+	s.logf("internal error on an event of %d: %v\n%s", tid, v, runtimedebug.Stack())
+	p := s.procs[tid]
+	if t := s.threads[tid]; t != nil {
+		p = t.proc
+	}
+	if p == nil {
+		return
+	}
+	s.emitError(p.pid, fmt.Errorf("internal error: %v; the process is killed", v))
+	unix.Kill(p.pid, unix.SIGKILL)
 }
 
 // next returns the next deferred event, or waits for one.

@@ -16,22 +16,45 @@ func isStopSignal(sig unix.Signal) bool {
 }
 
 // resume lets a held thread run again, passing on its pending signal.
+// While its process has an active checkpoint it runs under
+// PTRACE_SYSCALL, so that the journal sees the system calls it makes.
 func (s *Supervisor) resume(t *thread) {
 	if t.running || t.awaitInitial || t.queued {
 		s.debugf("no resume %d: running %v initial %v queued %v", t.tid, t.running, t.awaitInitial, t.queued)
 		return
 	}
 	var err error
-	if t.groupStop {
+	switch {
+	case t.groupStop:
 		err = ptrace.Listen(t.tid)
-	} else {
+	case tracesSyscalls(t.proc):
+		err = ptrace.Syscall(t.tid, t.deliver)
+	default:
 		err = ptrace.Cont(t.tid, t.deliver)
 	}
 	s.debugf("resume %d sig %d group %v", t.tid, t.deliver, t.groupStop)
 	t.deliver = 0
 	t.running = true
+	t.sysStop = notInSyscall
 	if err != nil && !errors.Is(err, unix.ESRCH) {
 		s.logf("resume %d: %v", t.tid, err)
+	}
+}
+
+// reinterrupt makes a held thread stop again as soon as it is on its way
+// back to user mode, before it runs any code of the program: what it was
+// doing in the kernel (a system call) completes, or is cut short to be
+// restarted. Asked while the thread is still stopped, the interrupt
+// cannot be used up by the stop it is in. Its pending signal stays for
+// its next resume.
+func (s *Supervisor) reinterrupt(t *thread) {
+	if err := ptrace.Interrupt(t.tid); err != nil {
+		return // gone: its exit status is on its way
+	}
+	t.interrupting = true
+	t.sysStop = notInSyscall
+	if err := ptrace.Cont(t.tid, 0); err == nil {
+		t.running = true
 	}
 }
 
@@ -39,19 +62,25 @@ func (s *Supervisor) resume(t *thread) {
 // signal-delivery path, where register writes take full effect. Events of
 // other tracees that arrive meanwhile are queued for the main loop. With
 // follow, processes that procs fork meanwhile are stopped too and added
-// to the list returned ("container" scope covers them).
+// to the list returned ("container" scope covers them). It gives up early
+// when the supervisor is asked to stop (the caller checks s.stopReq), so
+// that a thread that never stops cannot keep it from detaching.
 func (s *Supervisor) stopThreads(procs []*process, follow bool) []*process {
 	in := make(map[*process]bool, len(procs))
 	for _, p := range procs {
 		in[p] = true
 	}
 	pending := make(map[int]*thread)
+	s.takeQueuedSyscallStops(in, pending)
 	for _, p := range procs {
 		for _, t := range p.threads {
 			s.interrupt(t, pending)
 		}
 	}
 	for len(pending) > 0 {
+		if s.stopReq.Load() && !s.stopping {
+			return procs // detachAll stops them again
+		}
 		tid, ws, err := ptrace.Wait(-1, 0)
 		if err != nil {
 			s.logf("wait while stopping threads: %v", err)
@@ -60,11 +89,16 @@ func (s *Supervisor) stopThreads(procs []*process, follow bool) []*process {
 		s.debugf("stop-all event %d %#x", tid, uint32(ws))
 		t := s.threads[tid]
 		if t == nil || !in[t.proc] {
-			if t == nil && ws.Stopped() && ptrace.Event(ws) == ptrace.EventStop {
+			switch {
+			case t == nil && ws.Stopped() && ptrace.Event(ws) == ptrace.EventStop:
 				s.orphans[tid] = ws
-				continue
+			case t != nil && t.awaitInitial && ws.Stopped() && ptrace.Event(ws) == ptrace.EventStop:
+				// The first stop of a task outside the scope (a vfork
+				// child, which its parent waits for): let it run.
+				s.dispatch(tid, ws)
+			default:
+				s.defer_(tid, ws)
 			}
-			s.defer_(tid, ws)
 			continue
 		}
 		if ws.Exited() || ws.Signaled() {
@@ -77,6 +111,7 @@ func (s *Supervisor) stopThreads(procs []*process, follow bool) []*process {
 		switch ev := ptrace.Event(ws); {
 		case t.awaitInitial && ev == ptrace.EventStop:
 			t.awaitInitial = false
+			s.firstStop(t)
 			delete(pending, tid)
 		case ev == ptrace.EventStop:
 			t.interrupting = false
@@ -85,9 +120,14 @@ func (s *Supervisor) stopThreads(procs []*process, follow bool) []*process {
 				s.undoEINTR(t)
 			}
 			delete(pending, tid)
+		case ev == 0 && sig == ptrace.SyscallStop:
+			// A system call's entry or exit, which used up the
+			// interrupt: journal the entry, let the call go on, ask again.
+			s.syscallStop(t)
+			s.reinterrupt(t)
 		case ev == ptrace.EventClone || ev == ptrace.EventFork || ev == ptrace.EventVfork:
 			for _, c := range s.onClone(t, ev) {
-				if follow && !in[c.proc] && c.proc != t.proc {
+				if follow && !in[c.proc] && c.proc != t.proc && !c.proc.sharedMM {
 					in[c.proc] = true
 					procs = append(procs, c.proc)
 				}
@@ -96,9 +136,7 @@ func (s *Supervisor) stopThreads(procs []*process, follow bool) []*process {
 				}
 			}
 			// The event stop may have used up the interrupt: ask again.
-			s.resume(t)
-			ptrace.Interrupt(t.tid)
-			t.interrupting = true
+			s.reinterrupt(t)
 		default:
 			// A signal or an exec: handled by the main loop later. The
 			// thread stays held until then.
@@ -107,6 +145,30 @@ func (s *Supervisor) stopThreads(procs []*process, follow bool) []*process {
 		}
 	}
 	return procs
+}
+
+// takeQueuedSyscallStops takes the queued syscall stops of threads of the
+// processes in `in` out of the queue: a thread must not stay in such a
+// stop while it is checkpointed or rolled back (registers set at a
+// syscall stop do not get a system call restarted). Each is journaled
+// and interrupted again, and added to pending.
+func (s *Supervisor) takeQueuedSyscallStops(in map[*process]bool, pending map[int]*thread) {
+	queue := s.queue
+	s.queue = nil
+	var kept []waitEvent
+	for _, e := range queue {
+		t := s.threads[e.tid]
+		if t == nil || !in[t.proc] || !e.ws.Stopped() || e.ws.StopSignal() != ptrace.SyscallStop {
+			kept = append(kept, e)
+			continue
+		}
+		t.queued = false
+		t.running = false
+		s.syscallStop(t)
+		s.reinterrupt(t)
+		pending[t.tid] = t
+	}
+	s.queue = append(kept, s.queue...)
 }
 
 // interrupt asks a running thread to stop and adds it to pending; a new

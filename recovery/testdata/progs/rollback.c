@@ -10,7 +10,24 @@
  * NAME_after must equal NAME_before; natively with "nofault" the probes of
  * MODE change (which shows each probe does see the change).
  *
- * Modes: heap stack global kernel mmap brk fd thread fork sigmask fpenv regs.
+ * Modes: heap stack global kernel mmap brk fd thread fork sigmask fpenv regs,
+ * and kernel state the journal restores: sigaction (handlers, flags and
+ * masks, SIGSEGV reset to SIG_DFL as redis's assertion path does),
+ * altstack, close (a regular file with an offset, a pipe, a socket: they
+ * must come back as the same open file descriptions), dup2 (over the
+ * file), offset (reads and a seek on the file), prctl, umask, cwd, rlimit
+ * (soft limits), madvise (MADV_DONTNEED on written pages of a private
+ * file mapping, MADV_REMOVE on shared memory), name (the main thread's
+ * name with prctl, the helper's through /proc .../comm) and threadexit
+ * (the named helper thread exits and is joined: it must come back, with
+ * its name), resethand (a signal delivered to a handler installed with
+ * SA_RESETHAND: the delivery itself resets it, no system call), and
+ * unmapshared (shared memory and a shared file mapping unmapped: they must
+ * come back as mappings of the same objects, still shared). seccomp-close installs a seccomp filter that forbids
+ * socketpair, which a rollback needs to give back a closed descriptor,
+ * then closes the file inside the rescue point (bad input); seccomp-munmap
+ * forbids unmapping what mode mmap maps at a fixed address inside the
+ * rescue point: the rollback cannot complete.
  * Things the rescue point must hand out of a rolled-back world (an mmap
  * address, fd numbers, a thread id, a child pid) go through the pipe "oob":
  * the kernel's pipe buffer is not program memory and survives the rollback.
@@ -18,6 +35,14 @@
 #include "common.h"
 
 #include <fenv.h>
+#include <linux/filter.h>
+#include <linux/futex.h>
+#include <linux/kcmp.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -26,10 +51,17 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-enum mode { M_NOOP, M_HEAP, M_STACK, M_GLOBAL, M_KERNEL, M_MMAP, M_BRK, M_FD, M_THREAD, M_FORK, M_SIGMASK, M_FPENV, M_REGS };
-static const char *mode_names[] = { "noop", "heap", "stack", "global", "kernel", "mmap", "brk", "fd", "thread", "fork", "sigmask", "fpenv", "regs" };
+enum mode {
+	M_NOOP, M_HEAP, M_STACK, M_GLOBAL, M_KERNEL, M_MMAP, M_BRK, M_FD, M_THREAD, M_FORK, M_SIGMASK, M_FPENV, M_REGS,
+	M_SIGACTION, M_ALTSTACK, M_CLOSE, M_DUP2, M_OFFSET, M_PRCTL, M_UMASK, M_CWD, M_RLIMIT, M_MADVISE, M_NAME,
+	M_THREADEXIT, M_SECCOMP_CLOSE, M_SECCOMP_MUNMAP, M_RESETHAND, M_UNMAPSHARED,
+};
+static const char *mode_names[] = {
+	"noop", "heap", "stack", "global", "kernel", "mmap", "brk", "fd", "thread", "fork", "sigmask", "fpenv", "regs",
+	"sigaction", "altstack", "close", "dup2", "offset", "prctl", "umask", "cwd", "rlimit", "madvise", "name",
+	"threadexit", "seccomp-close", "seccomp-munmap", "resethand", "unmapshared",
+};
 
-#define FIXED_ADDR ((char *)0x200000000000UL)
 #define MAP_LEN (1 << 20)
 #define HEAP_LEN (64 * 1024)
 #define NFDS 6
@@ -43,6 +75,103 @@ static pid_t g_parent;
 int g_global = 1234;
 char g_gbuf[3 * 4096];
 char g_kbuf[3 * 4096] __attribute__((aligned(4096)));
+
+/* Kernel state set up before the measurements (setup_kstate). */
+#define KFILE_LEN 16384
+static int g_file = -1, g_pipe[2], g_sock[2];       /* closed, replaced, read */
+static int g_wfile = -1, g_wpipe = -1, g_wsock = -1; /* witnesses: dups kept */
+static char *g_fmap, *g_shm, *g_shm2;               /* madvise; g_shm2 maps g_shm's memfd again */
+static char *g_fshared;                             /* kfile, MAP_SHARED */
+static pthread_t g_helper;
+static int g_helper_stop;  /* futex: the helper exits when it is 1 */
+static int g_helper_ready; /* futex: 1 once the helper has its name */
+static char g_altstack[65536];
+
+static void usr1_handler(int sig) { (void)sig; }
+static void segv_handler(int sig, siginfo_t *si, void *uc) { (void)sig, (void)si, (void)uc; }
+
+static void *helper_main(void *arg)
+{
+	(void)arg;
+	pthread_setname_np(pthread_self(), "rb-helper");
+	__atomic_store_n(&g_helper_ready, 1, __ATOMIC_RELEASE);
+	syscall(SYS_futex, &g_helper_ready, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	while (!__atomic_load_n(&g_helper_stop, __ATOMIC_ACQUIRE))
+		syscall(SYS_futex, &g_helper_stop, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+	return NULL;
+}
+
+static void setup_kstate(void)
+{
+	struct sigaction sa = { 0 };
+	sa.sa_handler = usr1_handler;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaddset(&sa.sa_mask, SIGUSR2);
+	if (sigaction(SIGUSR1, &sa, NULL))
+		die("sigaction");
+	sa.sa_flags = SA_RESETHAND;
+	if (sigaction(SIGUSR2, &sa, NULL))
+		die("sigaction");
+	struct sigaction sv = { 0 };
+	sv.sa_sigaction = segv_handler;
+	sv.sa_flags = SA_SIGINFO | SA_NODEFER | SA_RESETHAND; /* as redis */
+	if (sigaction(SIGSEGV, &sv, NULL))
+		die("sigaction");
+	stack_t ss = { .ss_sp = g_altstack, .ss_size = sizeof g_altstack };
+	if (sigaltstack(&ss, NULL))
+		die("sigaltstack");
+
+	g_file = open("kfile", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (g_file < 0)
+		die("kfile");
+	static char buf[KFILE_LEN];
+	for (size_t i = 0; i < sizeof buf; i++)
+		buf[i] = (char)('a' + i % 23);
+	write_all(g_file, buf, sizeof buf);
+	lseek(g_file, 100, SEEK_SET);
+	if (pipe(g_pipe) || socketpair(AF_UNIX, SOCK_STREAM, 0, g_sock))
+		die("pipe");
+	g_wfile = dup(g_file), g_wpipe = dup(g_pipe[0]), g_wsock = dup(g_sock[0]);
+
+	g_fmap = mmap(NULL, KFILE_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE, g_file, 0);
+	int mfd = memfd_create("rb-shm", MFD_CLOEXEC);
+	if (g_fmap == MAP_FAILED || mfd < 0 || ftruncate(mfd, 8192))
+		die("madvise setup");
+	g_shm = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	g_shm2 = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	close(mfd);
+	g_fshared = mmap(NULL, KFILE_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, g_file, 0);
+	if (g_shm == MAP_FAILED || g_shm2 == MAP_FAILED || g_fshared == MAP_FAILED)
+		die("mmap shm");
+	memset(g_fmap, 'C', 4096); /* a written (copied) page of the file mapping */
+	memset(g_shm, 'S', 8192);
+
+	prctl(PR_SET_NAME, "rb-main");
+	if (pthread_create(&g_helper, NULL, helper_main, NULL))
+		die("pthread_create");
+	while (!__atomic_load_n(&g_helper_ready, __ATOMIC_ACQUIRE))
+		syscall(SYS_futex, &g_helper_ready, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+}
+
+#define FIXED_ADDR ((char *)0x200000000000UL)
+
+/* A seccomp filter that fails socketpair (or munmap of FIXED_ADDR) with
+ * EPERM and allows the rest. */
+static void forbid(int munmap_fixed)
+{
+	struct sock_filter f[] = {
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, munmap_fixed ? SYS_munmap : SYS_socketpair, 0, 3),
+		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0]) + 4),
+		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, munmap_fixed ? 0x2000 : 0, 0, 1),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+	};
+	struct sock_fprog prog = { .len = sizeof f / sizeof f[0], .filter = f };
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog))
+		die("seccomp");
+}
 
 struct ctx {
 	int *local;
@@ -87,7 +216,8 @@ RESCUE_POINT int mutate(int mode, struct ctx *c, int fault)
 		/* only the kernel writes these pages inside the rescue point */
 		read_exact(datapipe[0], g_kbuf + 100, 2 * 4096);
 		break;
-	case M_MMAP: {
+	case M_MMAP:
+	case M_SECCOMP_MUNMAP: {
 		char *f = mmap(FIXED_ADDR, MAP_LEN, PROT_READ | PROT_WRITE,
 			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
 		if (f != FIXED_ADDR)
@@ -163,6 +293,83 @@ RESCUE_POINT int mutate(int mode, struct ctx *c, int fault)
 	}
 	case M_FPENV:
 		fesetround(FE_UPWARD); /* x87 control word and MXCSR */
+		break;
+	case M_SIGACTION: {
+		struct sigaction sa = { 0 };
+		sa.sa_handler = SIG_IGN;
+		sigaction(SIGUSR1, &sa, NULL);
+		signal(SIGSEGV, SIG_DFL); /* redis's _serverAssert, before abort() */
+		signal(SIGUSR2, SIG_IGN);
+		break;
+	}
+	case M_ALTSTACK: {
+		stack_t ss = { .ss_flags = SS_DISABLE };
+		sigaltstack(&ss, NULL);
+		break;
+	}
+	case M_CLOSE:
+	case M_SECCOMP_CLOSE:
+		close(g_file);
+		if (mode == M_CLOSE) {
+			close(g_pipe[0]);
+			close(g_sock[0]);
+		}
+		break;
+	case M_DUP2: {
+		int n = open("/dev/null", O_RDONLY);
+		dup2(n, g_file);
+		close(n);
+		break;
+	}
+	case M_OFFSET: {
+		char b[1000];
+		read_exact(g_file, b, sizeof b);
+		lseek(g_file, 5000, SEEK_CUR);
+		break;
+	}
+	case M_PRCTL:
+		prctl(PR_SET_DUMPABLE, 0);
+		prctl(PR_SET_PDEATHSIG, SIGUSR2);
+		prctl(PR_SET_CHILD_SUBREAPER, 1);
+		prctl(PR_SET_TIMERSLACK, 123457);
+		prctl(PR_SET_KEEPCAPS, 1);
+		break;
+	case M_UMASK:
+		umask(077);
+		break;
+	case M_CWD:
+		if (chdir("/"))
+			die("chdir");
+		break;
+	case M_RLIMIT: {
+		struct rlimit r;
+		getrlimit(RLIMIT_NOFILE, &r);
+		r.rlim_cur = 100;
+		setrlimit(RLIMIT_NOFILE, &r);
+		getrlimit(RLIMIT_STACK, &r);
+		r.rlim_cur = 1 << 20;
+		setrlimit(RLIMIT_STACK, &r);
+		break;
+	}
+	case M_MADVISE:
+		madvise(g_fmap, KFILE_LEN, MADV_DONTNEED); /* the copied page reverts to the file */
+		madvise(g_shm, 8192, MADV_REMOVE);         /* the memfd's pages are freed */
+		break;
+	case M_NAME:
+		prctl(PR_SET_NAME, "renamed");
+		pthread_setname_np(g_helper, "other"); /* writes /proc/self/task/TID/comm */
+		break;
+	case M_RESETHAND:
+		raise(SIGUSR2); /* its handler runs once, and is reset */
+		break;
+	case M_UNMAPSHARED:
+		munmap(g_shm, 8192);
+		munmap(g_fshared, KFILE_LEN);
+		break;
+	case M_THREADEXIT:
+		__atomic_store_n(&g_helper_stop, 1, __ATOMIC_RELEASE);
+		syscall(SYS_futex, &g_helper_stop, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+		pthread_join(g_helper, NULL);
 		break;
 	}
 	if (fault)
@@ -243,7 +450,96 @@ struct probes {
 	int fpround;
 	unsigned mxcsr;
 	unsigned x87cw;
+	/* kernel state */
+	unsigned long usr1_handler, usr1_flags, usr1_mask, usr2_handler, segv_handler, segv_flags;
+	unsigned long alt_sp, alt_size;
+	int alt_flags;
+	long file_ino, file_off, file_flags, file_same, pipe_ino, pipe_same, sock_ino, sock_same;
+	int dumpable, pdeathsig, subreaper, keepcaps;
+	long timerslack;
+	unsigned umask_;
+	uint64_t cwd;
+	long nofile_soft, stack_soft;
+	uint64_t fmap_sum, shm_sum, fshared_sum;
+	int shm_shared, fshared_shared;
+	char main_name[16], helper_name[16];
 };
+
+static int is_mapped(const void *addr);
+
+static void probe_fd(int fd, int witness, long *ino, long *same)
+{
+	struct stat st;
+	*ino = fstat(fd, &st) == 0 ? (long)st.st_ino : -1;
+	*same = syscall(SYS_kcmp, getpid(), getpid(), KCMP_FILE, fd, witness);
+}
+
+static unsigned read_umask(void)
+{
+	static char buf[4096];
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+	if (fd >= 0)
+		close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	char *u = strstr(buf, "Umask:");
+	return u ? (unsigned)strtoul(u + 6, NULL, 8) : ~0u;
+}
+
+static void probe_kstate(struct probes *p)
+{
+	struct sigaction sa;
+	sigaction(SIGUSR1, NULL, &sa);
+	p->usr1_handler = (unsigned long)sa.sa_handler, p->usr1_flags = (unsigned long)sa.sa_flags;
+	p->usr1_mask = sigismember(&sa.sa_mask, SIGUSR2);
+	sigaction(SIGUSR2, NULL, &sa);
+	p->usr2_handler = (unsigned long)sa.sa_handler;
+	sigaction(SIGSEGV, NULL, &sa);
+	p->segv_handler = (unsigned long)sa.sa_sigaction, p->segv_flags = (unsigned long)sa.sa_flags;
+	stack_t ss;
+	sigaltstack(NULL, &ss);
+	p->alt_sp = (unsigned long)ss.ss_sp, p->alt_size = ss.ss_size, p->alt_flags = ss.ss_flags;
+	probe_fd(g_file, g_wfile, &p->file_ino, &p->file_same);
+	p->file_off = lseek(g_file, 0, SEEK_CUR);
+	p->file_flags = fcntl(g_file, F_GETFL) | (long)fcntl(g_file, F_GETFD) << 32;
+	probe_fd(g_pipe[0], g_wpipe, &p->pipe_ino, &p->pipe_same);
+	probe_fd(g_sock[0], g_wsock, &p->sock_ino, &p->sock_same);
+	p->dumpable = prctl(PR_GET_DUMPABLE);
+	prctl(PR_GET_PDEATHSIG, &p->pdeathsig);
+	prctl(PR_GET_CHILD_SUBREAPER, &p->subreaper);
+	p->keepcaps = prctl(PR_GET_KEEPCAPS);
+	p->timerslack = prctl(PR_GET_TIMERSLACK);
+	p->umask_ = read_umask();
+	char cwd[4096] = "";
+	p->cwd = getcwd(cwd, sizeof cwd) ? fnv1a(FNV_INIT, cwd, strlen(cwd)) : 0;
+	struct rlimit r;
+	getrlimit(RLIMIT_NOFILE, &r);
+	p->nofile_soft = (long)r.rlim_cur;
+	getrlimit(RLIMIT_STACK, &r);
+	p->stack_soft = (long)r.rlim_cur;
+	p->fmap_sum = fnv1a(FNV_INIT, g_fmap, KFILE_LEN);
+	p->shm_sum = 0;
+	p->shm_shared = -1;
+	p->fshared_sum = 0;
+	p->fshared_shared = -1;
+	if (is_mapped(g_shm)) { /* a write through one mapping shows in the other */
+		p->shm_sum = fnv1a(FNV_INIT, g_shm, 8192);
+		char c = g_shm[4000];
+		g_shm[4000] = 'Q';
+		p->shm_shared = g_shm2[4000] == 'Q';
+		g_shm[4000] = c;
+	}
+	if (is_mapped(g_fshared)) { /* and in the file */
+		p->fshared_sum = fnv1a(FNV_INIT, g_fshared, KFILE_LEN);
+		char c = g_fshared[50], b = 0;
+		g_fshared[50] = 'Q';
+		p->fshared_shared = pread(g_file, &b, 1, 50) == 1 && b == 'Q';
+		g_fshared[50] = c;
+	}
+	prctl(PR_GET_NAME, p->main_name);
+	if (pthread_getname_np(g_helper, p->helper_name, sizeof p->helper_name))
+		strcpy(p->helper_name, "(gone)");
+}
 
 static int is_mapped(const void *addr)
 {
@@ -283,6 +579,7 @@ static void probe(struct probes *p, struct ctx *c)
 	__asm__ volatile("fnstcw %0" : "=m"(cw));
 	p->mxcsr = m & ~0x3fu; /* without the sticky exception flags */
 	p->x87cw = cw;
+	probe_kstate(p);
 }
 
 #define PAIR(name, fmt)                                               \
@@ -308,6 +605,39 @@ static void print_probes(struct probes b, struct probes a)
 	PAIR(fpround, "%d");
 	PAIR(mxcsr, "%#x");
 	PAIR(x87cw, "%#x");
+	PAIR(usr1_handler, "%#lx");
+	PAIR(usr1_flags, "%#lx");
+	PAIR(usr1_mask, "%lu");
+	PAIR(usr2_handler, "%#lx");
+	PAIR(segv_handler, "%#lx");
+	PAIR(segv_flags, "%#lx");
+	PAIR(alt_sp, "%#lx");
+	PAIR(alt_size, "%lu");
+	PAIR(alt_flags, "%d");
+	PAIR(file_ino, "%ld");
+	PAIR(file_off, "%ld");
+	PAIR(file_flags, "%#lx");
+	PAIR(file_same, "%ld");
+	PAIR(pipe_ino, "%ld");
+	PAIR(pipe_same, "%ld");
+	PAIR(sock_ino, "%ld");
+	PAIR(sock_same, "%ld");
+	PAIR(dumpable, "%d");
+	PAIR(pdeathsig, "%d");
+	PAIR(subreaper, "%d");
+	PAIR(keepcaps, "%d");
+	PAIR(timerslack, "%ld");
+	PAIR(umask_, "%#o");
+	PAIR(cwd, "%016lx");
+	PAIR(nofile_soft, "%ld");
+	PAIR(stack_soft, "%ld");
+	PAIR(fmap_sum, "%016lx");
+	PAIR(shm_sum, "%016lx");
+	PAIR(shm_shared, "%d");
+	PAIR(fshared_sum, "%016lx");
+	PAIR(fshared_shared, "%d");
+	PAIR(main_name, "%s");
+	PAIR(helper_name, "%s");
 }
 
 /* State of a process: 'R', 'S', 'Z', ... or 0 if it does not exist. */
@@ -356,6 +686,9 @@ int main(int argc, char **argv)
 	memset(g_kbuf, 'k', sizeof g_kbuf);
 	struct ctx c = { &local, lbuf, heap };
 	g_brk_start = (unsigned long)syscall(SYS_brk, 0);
+	setup_kstate();
+	if (mode == M_SECCOMP_CLOSE || mode == M_SECCOMP_MUNMAP)
+		forbid(mode == M_SECCOMP_MUNMAP);
 
 	/* Warm-up calls without a fault: whatever the supervisor sets up once
 	 * per process (a code page, ...) is in place before the measurements. */
