@@ -343,6 +343,21 @@ func (s *Supervisor) hookLayout(p *process) {
 	if err != nil {
 		return
 	}
+	eachLayoutFunc(p, maps, func(m procfs.Mapping, name string, addr, size uint64) {
+		if fs.sites[addr] != nil {
+			return
+		}
+		if err := s.hookEntry(p, addr, int(size)); err != nil {
+			s.logOnce("hook-"+m.Path+name, "process %d: %s in %s: %v; memory it maps is tracked from the supervisor's next look", p.pid, name, m.Path, err)
+		}
+	})
+}
+
+// eachLayoutFunc calls fn with the run-time address (and size) of each
+// layout function of the executable modules in maps that are not hooked
+// yet, and marks them hooked; addresses with a hook already are skipped.
+func eachLayoutFunc(p *process, maps []procfs.Mapping, fn func(m procfs.Mapping, name string, addr, size uint64)) {
+	fs := p.fast
 	for _, m := range maps {
 		if !m.Executable() || m.Inode == 0 || fs.hooked[moduleKey(m)] {
 			continue
@@ -354,17 +369,15 @@ func (s *Supervisor) hookLayout(p *process) {
 		}
 		mods := findModule(p.pid, maps, m.Path)
 		for _, name := range layoutFuncs {
-			fn, err := f.Lookup(name)
+			sym, err := f.Lookup(name)
 			if err != nil {
 				continue
 			}
-			addr, err := runtimeAddr(f, mods, fn.Addr)
-			if err != nil || fs.hooks[addr] != nil || fs.sites[addr] != nil {
+			addr, err := runtimeAddr(f, mods, sym.Addr)
+			if err != nil || fs.hooks[addr] != nil {
 				continue
 			}
-			if err := s.hookEntry(p, addr, int(fn.Size)); err != nil {
-				s.logOnce("hook-"+m.Path+name, "process %d: %s in %s: %v; memory it maps is tracked from the supervisor's next look", p.pid, name, m.Path, err)
-			}
+			fn(m, name, addr, sym.Size)
 		}
 	}
 }

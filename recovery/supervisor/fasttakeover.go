@@ -209,31 +209,12 @@ func (s *Supervisor) originalEntry(p *process, addr uint64, rp *rescuePoint) ([]
 // recognizeHooks takes over the layout hooks an earlier supervisor left.
 func (s *Supervisor) recognizeHooks(p *process, maps []procfs.Mapping) {
 	fs := p.fast
-	for _, m := range maps {
-		if !m.Executable() || m.Inode == 0 {
-			continue
+	eachLayoutFunc(p, maps, func(_ procfs.Mapping, _ string, addr, _ uint64) {
+		if _, ok := s.jumpTarget(p, addr); !ok {
+			return
 		}
-		f, err := p.modules.open(p.pid, m)
-		if err != nil {
-			continue
+		if orig, err := s.originalEntry(p, addr, nil); err == nil {
+			fs.hooks[addr] = orig
 		}
-		mods := findModule(p.pid, maps, m.Path)
-		for _, name := range layoutFuncs {
-			fn, err := f.Lookup(name)
-			if err != nil {
-				continue
-			}
-			addr, err := runtimeAddr(f, mods, fn.Addr)
-			if err != nil || fs.hooks[addr] != nil {
-				continue
-			}
-			if _, ok := s.jumpTarget(p, addr); !ok {
-				continue
-			}
-			if orig, err := s.originalEntry(p, addr, nil); err == nil {
-				fs.hooks[addr] = orig
-			}
-		}
-		fs.hooked[moduleKey(m)] = true
-	}
+	})
 }
