@@ -37,7 +37,9 @@ test:
 		exit 1; \
 	fi
 	bash hack/install-deps.sh $(DEPS)
-	$(GO) test -count=1 -timeout 30m ./...
+	# One package at a time: the e2e and the integration suites each keep
+	# both CPUs of these machines busy on their own.
+	$(GO) test -count=1 -p 1 -timeout 30m ./...
 	@echo "== integration tests again, with containerd 2.x ($(CONTAINERD2))"
 	CONTAINERD_BIN=$(CONTAINERD2)/containerd CTR_BIN=$(CONTAINERD2)/ctr $(GO) test -count=1 -timeout 20m ./integration
 
