@@ -26,10 +26,7 @@ func nginxBench() (*serverBench, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ab not installed (apache2-utils; hack/install-deps.sh --servers installs it)")
 	}
-	workloads := []struct {
-		name string
-		args []string
-	}{
+	workloads := []loadRun{
 		{"GET 612 B, 20 clients, keep-alive", []string{"-k", "-c", "20"}},
 		{"GET 612 B, 20 clients, a connection per request", []string{"-c", "20"}},
 	}
@@ -79,22 +76,16 @@ http {
 			var out []float64
 			for _, wl := range workloads {
 				args := append([]string{"-q", "-n", strconv.Itoa(requests)}, append(wl.args, url)...)
-				res, err := exec.CommandContext(ctx, ab, args...).CombinedOutput()
+				v, err := rate(ctx, ab, args, func(out string) (float64, error) { return parseAB(out, requests) })
 				if err != nil {
-					return nil, fmt.Errorf("ab %s: %v\n%s", strings.Join(args, " "), err, tail(string(res), 5))
-				}
-				v, err := parseAB(string(res), requests)
-				if err != nil {
-					return nil, fmt.Errorf("ab %s: %w", strings.Join(args, " "), err)
+					return nil, err
 				}
 				out = append(out, v)
 			}
 			return out, nil
 		},
 	}
-	for _, wl := range workloads {
-		sb.workloads = append(sb.workloads, wl.name)
-	}
+	sb.workloads = runNames(workloads)
 	return sb, nil
 }
 

@@ -12,10 +12,7 @@ import (
 
 // redisWorkloads are the redis-benchmark runs: 20 clients, without and
 // with pipelining.
-var redisWorkloads = []struct {
-	name string
-	args []string
-}{
+var redisWorkloads = []loadRun{
 	{"SET, 20 clients", []string{"-t", "set", "-c", "20"}},
 	{"GET, 20 clients", []string{"-t", "get", "-c", "20"}},
 	{"SET, 20 clients, -P 16", []string{"-t", "set", "-c", "20", "-P", "16"}},
@@ -57,22 +54,16 @@ func redisBench() (*serverBench, error) {
 					n *= 4
 				}
 				args := append([]string{"-s", strings.TrimPrefix(addr, "unix:"), "-n", strconv.Itoa(n), "-q"}, wl.args...)
-				res, err := exec.CommandContext(ctx, client, args...).Output()
+				v, err := rate(ctx, client, args, parseRedisBenchmark)
 				if err != nil {
-					return nil, fmt.Errorf("redis-benchmark %s: %v", strings.Join(args, " "), err)
-				}
-				v, err := parseRedisBenchmark(string(res))
-				if err != nil {
-					return nil, fmt.Errorf("redis-benchmark %s: %w", strings.Join(args, " "), err)
+					return nil, err
 				}
 				out = append(out, v)
 			}
 			return out, nil
 		},
 	}
-	for _, wl := range redisWorkloads {
-		sb.workloads = append(sb.workloads, wl.name)
-	}
+	sb.workloads = runNames(redisWorkloads)
 	return sb, nil
 }
 

@@ -169,6 +169,35 @@ func waitListening(addr string, d time.Duration, done chan error) error {
 	}
 }
 
+// A loadRun is one run of a load generator: a table row.
+type loadRun struct {
+	name string
+	args []string
+}
+
+func runNames(runs []loadRun) []string {
+	out := make([]string, len(runs))
+	for i, r := range runs {
+		out[i] = r.name
+	}
+	return out
+}
+
+// rate runs a load generator to its end and reads the requests per second
+// from its output with parse.
+func rate(ctx context.Context, bin string, args []string, parse func(string) (float64, error)) (float64, error) {
+	name := filepath.Base(bin) + " " + strings.Join(args, " ")
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %v\n%s", name, err, tail(string(out), 5))
+	}
+	v, err := parse(string(out))
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", name, err)
+	}
+	return v, nil
+}
+
 // freePort returns a TCP port on the loopback that nothing listens on now.
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
