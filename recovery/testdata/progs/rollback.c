@@ -85,6 +85,7 @@ static char *g_fshared;                             /* kfile, MAP_SHARED */
 static pthread_t g_helper;
 static int g_helper_stop;  /* futex: the helper exits when it is 1 */
 static int g_helper_ready; /* futex: 1 once the helper has its name */
+static pid_t g_helper_tid;
 static char g_altstack[65536];
 
 static void usr1_handler(int sig) { (void)sig; }
@@ -94,6 +95,7 @@ static void *helper_main(void *arg)
 {
 	(void)arg;
 	pthread_setname_np(pthread_self(), "rb-helper");
+	g_helper_tid = (pid_t)syscall(SYS_gettid);
 	__atomic_store_n(&g_helper_ready, 1, __ATOMIC_RELEASE);
 	syscall(SYS_futex, &g_helper_ready, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 	while (!__atomic_load_n(&g_helper_stop, __ATOMIC_ACQUIRE))
@@ -370,6 +372,16 @@ RESCUE_POINT int mutate(int mode, struct ctx *c, int fault)
 		__atomic_store_n(&g_helper_stop, 1, __ATOMIC_RELEASE);
 		syscall(SYS_futex, &g_helper_stop, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 		pthread_join(g_helper, NULL);
+		/* pthread_join returns when the kernel clears the thread's tid,
+		 * a moment before the task leaves /proc/self/task. */
+		{
+			char path[64];
+			snprintf(path, sizeof path, "/proc/self/task/%d", g_helper_tid);
+			for (int k = 0; k < 5000 && access(path, F_OK) == 0; k++) {
+				struct timespec ms = {0, 1000000};
+				nanosleep(&ms, NULL);
+			}
+		}
 		break;
 	}
 	if (fault)
