@@ -17,8 +17,8 @@ import (
 // stack (the kernel cannot even return such a thread to user mode, and the
 // rollback must run its calls in another thread), inside a rescue point,
 // faulting in most rounds while the other workers do the same. With process
-// scope every recovery rolls all threads back, so each run recovers far more
-// faults than it has bad rounds. Under assure, in every run: exit 0; every
+// scope every recovery rolls all threads back; the workers' windows run one
+// at a time (the gate), so each bad round is recovered once. Under assure, in every run: exit 0; every
 // faulting round returned -1 and every other round 0 (errors ==
 // want_errors); after every recovery the worker's mappings are exactly as
 // before (addresses, protections, contents: bad=0); the helpers, brought
@@ -26,7 +26,7 @@ import (
 // their names; no crash, no error event; the supervisor never panics. The
 // runs together pass hundreds of recoveries.
 func TestE2EStressLayout(t *testing.T) {
-	const workers, rounds, runs = 5, 12, 3
+	const workers, rounds, runs = 5, 20, 3
 	t.Run("native", func(t *testing.T) {
 		r := runNative(t, "stress", strconv.Itoa(workers), strconv.Itoa(rounds))
 		if r.Status != 128+int(syscall.SIGSEGV) && r.Status != 128+int(syscall.SIGABRT) {

@@ -548,10 +548,23 @@ func run(t *testing.T, s runSpec) result {
 
 // liveInGroup lists the processes of a process group that are not zombies.
 func liveInGroup(pgid int) []string {
-	ents, _ := os.ReadDir("/proc")
 	var live []string
+	eachProc(func(pid int, comm string, f []string) {
+		if len(f) >= 3 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" && f[0] != "X" {
+			live = append(live, strconv.Itoa(pid)+" "+comm+" "+f[0])
+		}
+	})
+	return live
+}
+
+// eachProc calls fn for every process in /proc with the start of its
+// stat line up to the command's closing parenthesis ("12 (name)") and the
+// fields after it (state ppid pgrp ...).
+func eachProc(fn func(pid int, comm string, fields []string)) {
+	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
@@ -559,17 +572,10 @@ func liveInGroup(pgid int) []string {
 			continue
 		}
 		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
+		if i := strings.LastIndexByte(s, ')'); i >= 0 {
+			fn(pid, s[:i+1], strings.Fields(s[i+1:]))
 		}
-		f := strings.Fields(s[i+1:]) // state ppid pgrp ...
-		if len(f) < 3 || f[2] != strconv.Itoa(pgid) || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		live = append(live, e.Name()+" "+s[:i+1]+" "+f[0])
 	}
-	return live
 }
 
 func readEvents(path string) ([]event, []map[string]any, []string, error) {

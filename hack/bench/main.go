@@ -83,9 +83,11 @@ type config struct {
 	capture    int // rounds of the journal measurement; 0: none
 	readme     bool
 	assure     string
-	root       string
-	keep       bool
-	verbose    bool
+	// serverNames filters the real servers (empty: all).
+	serverNames string
+	root        string
+	keep        bool
+	verbose     bool
 	// startRounds: pairs of container starts per image (0: none);
 	// startOnly: only those.
 	startRounds int
@@ -134,6 +136,7 @@ func parseFlags() (*config, error) {
 	flag.IntVar(&cfg.servers, "servers", 3, "rounds of the real-server measurement (redis, memcached, nginx natively and under assure; 0: skip it)")
 	flag.BoolVar(&cfg.serversOnly, "servers-only", false, "measure only the real servers")
 	flag.IntVar(&cfg.serverRequests, "server-requests", 10000, "requests per load-generator run (×4 when pipelined)")
+	flag.StringVar(&cfg.serverNames, "server", "", "comma-separated servers to measure, by the first word of their table's name (redis-benchmark, memcached, nginx, kvthreads); default all")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go run ./hack/bench [flags]\n\n")
 		flag.PrintDefaults()

@@ -92,16 +92,11 @@ func memcachedLoad(ctx context.Context, addr, op string, requests int) (float64,
 }
 
 func memcachedConn(ctx context.Context, addr, op string, c, n int) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	conn, r, err := dialLoad(ctx, addr)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		conn.SetDeadline(dl)
-	}
-	r := bufio.NewReader(conn)
 	for i := 0; i < n; i++ {
 		key := fmt.Sprintf("key:%d", (c*n+i)%1000)
 		var req string
@@ -133,6 +128,20 @@ func memcachedConn(ctx context.Context, addr, op string, c, n int) error {
 		}
 	}
 	return nil
+}
+
+// dialLoad opens a load generator's TCP connection to addr, with ctx's
+// deadline on it.
+func dialLoad(ctx context.Context, addr string) (net.Conn, *bufio.Reader, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	return conn, bufio.NewReader(conn), nil
 }
 
 // functionReferencing returns the ELF address of the one function of path

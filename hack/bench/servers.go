@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -28,8 +30,13 @@ type serverBench struct {
 	modes     []serverMode
 	note      string // under the table (markdown); %d is the requests per run
 	// start writes what the server needs into dir and returns its argv
-	// and the address it will listen on ("unix:PATH" or "tcp:HOST:PORT").
+	// and the address it will listen on ("unix:PATH", "tcp:HOST:PORT", or
+	// "portfile:PATH" for a server that picks its port and writes
+	// "port=N" into PATH).
 	start func(dir string) (argv []string, addr string, err error)
+	// binary, when set, names the rescue points' binary once start ran
+	// (a program built by start).
+	binary func() string
 	// measure runs every workload against addr: requests per second each.
 	measure func(ctx context.Context, addr string, requests int) ([]float64, error)
 }
@@ -39,7 +46,10 @@ type serverBench struct {
 type serverMode struct {
 	name string
 	rp   map[string]any // a manifest entry
-	env  []string       // for assure
+	env  []string
+	// maxRecoveries, when set, is the manifest's (a benchmark with faults
+	// needs more than the default's 100 per minute).
+	maxRecoveries int
 }
 
 // serverBenches are the servers measured, each skipped with a line on
@@ -47,7 +57,7 @@ type serverMode struct {
 func serverBenches() ([]*serverBench, []string) {
 	var out []*serverBench
 	var skipped []string
-	for _, mk := range []func() (*serverBench, error){redisBench, memcachedBench(4), nginxBench} {
+	for _, mk := range []func() (*serverBench, error){redisBench, memcachedBench(4), nginxBench, kvthreadsBench} {
 		sb, err := mk()
 		if err != nil {
 			skipped = append(skipped, err.Error())
@@ -105,7 +115,15 @@ func (b *bench) serverRun(ctx context.Context, sb *serverBench, m serverMode, re
 		return nil, err
 	}
 	if m.rp != nil {
-		man, _ := json.Marshal(map[string]any{"version": 1, "rescuePoints": []map[string]any{m.rp}})
+		rp := maps.Clone(m.rp)
+		if rp["binary"] == nil && sb.binary != nil {
+			rp["binary"] = sb.binary()
+		}
+		doc := map[string]any{"version": 1, "rescuePoints": []map[string]any{rp}}
+		if m.maxRecoveries > 0 {
+			doc["maxRecoveries"] = m.maxRecoveries
+		}
+		man, _ := json.Marshal(doc)
 		mf := filepath.Join(dir, "manifest.json")
 		if err := os.WriteFile(mf, man, 0o644); err != nil {
 			return nil, err
@@ -134,6 +152,9 @@ func (b *bench) serverRun(ctx context.Context, sb *serverBench, m serverMode, re
 			<-done
 		}
 	}()
+	if addr, err = portFromFile(addr, 30*time.Second, done); err != nil {
+		return nil, fmt.Errorf("%w\n%s", err, tail(logs.String(), 20))
+	}
 	if err := waitListening(addr, 30*time.Second, done); err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, tail(logs.String(), 20))
 	}
@@ -165,6 +186,35 @@ func waitListening(addr string, d time.Duration, done chan error) error {
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("nothing listens on %s after %v", addr, d)
+		}
+	}
+}
+
+// portFromFile turns "portfile:PATH" into "tcp:127.0.0.1:N" once the
+// server wrote "port=N" into PATH; other addresses are returned as they
+// are.
+func portFromFile(addr string, d time.Duration, done chan error) (string, error) {
+	path, ok := strings.CutPrefix(addr, "portfile:")
+	if !ok {
+		return addr, nil
+	}
+	deadline := time.Now().Add(d)
+	for {
+		if data, err := os.ReadFile(path); err == nil {
+			for _, line := range strings.Split(string(data), "\n") {
+				if v, ok := strings.CutPrefix(line, "port="); ok {
+					return "tcp:127.0.0.1:" + v, nil
+				}
+			}
+		}
+		select {
+		case err := <-done:
+			done <- err
+			return "", fmt.Errorf("the server ended before it wrote %s: %v", path, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("no port in %s after %v", path, d)
 		}
 	}
 }
@@ -249,6 +299,12 @@ func serverMarkdown(sb *serverBench, med [][]float64, rounds, requests int, took
 // records) their tables.
 func (b *bench) serversSection(ctx context.Context) error {
 	benches, skipped := serverBenches()
+	if b.cfg.serverNames != "" {
+		want := strings.Split(b.cfg.serverNames, ",")
+		benches = slices.DeleteFunc(benches, func(sb *serverBench) bool {
+			return !slices.Contains(want, strings.Fields(sb.name)[0])
+		})
+	}
 	for _, why := range skipped {
 		b.log("skipped: %s", why)
 	}

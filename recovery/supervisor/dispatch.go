@@ -201,6 +201,9 @@ func (s *Supervisor) onClone(t *thread, ev int) []*thread {
 		if c.clearTid == 0 && c.proc == t.proc {
 			c.clearTid = cloneChildTid(t)
 		}
+		if c.proc == t.proc {
+			inheritWindows(c, t)
+		}
 		return nil
 	}
 	p := t.proc
@@ -208,6 +211,7 @@ func (s *Supervisor) onClone(t *thread, ev int) []*thread {
 	if ev == ptrace.EventClone && isTaskOf(p.pid, child) {
 		c = s.addThread(p, child)
 		c.clearTid = cloneChildTid(t)
+		inheritWindows(c, t)
 		s.fastToMT(p)
 	} else {
 		np, err := s.newProcess(child, p.pid)

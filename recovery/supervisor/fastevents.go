@@ -90,6 +90,9 @@ func (s *Supervisor) enterPatched(t *thread, site *patchSite, regs *arch.Regs) {
 		s.fastToSlow(p)
 	}
 	s.syncFastFrame(p)
+	if s.admit(t) {
+		return // at the patched entry again when resumed
+	}
 	procs := s.stopThreads(s.scopeOf(site.rp, p), site.rp.Scope == manifest.ScopeContainer)
 	start := time.Now()
 	id, err := s.checkpoint(procs, t, &breakpoint{addr: site.addr, kind: bpRescue, rp: site.rp})

@@ -74,11 +74,16 @@ type SiteMetrics struct {
 // request. Namespace and Container are filled in by whoever knows them
 // (the supervise command).
 type MetricsSnapshot struct {
-	Namespace   string        `json:"namespace,omitempty"`
-	Container   string        `json:"container,omitempty"`
-	Supervisor  int           `json:"supervisor"` // its pid
-	ShadowBytes int64         `json:"shadowBytes"`
-	Sites       []SiteMetrics `json:"sites"`
+	Namespace   string `json:"namespace,omitempty"`
+	Container   string `json:"container,omitempty"`
+	Supervisor  int    `json:"supervisor"` // its pid
+	ShadowBytes int64  `json:"shadowBytes"`
+	// Parked counts system calls held at the gate (another thread's
+	// checkpoint was active); WentAhead, threads let past it after
+	// waiting too long (a rollback of that checkpoint cannot undo them).
+	Parked    uint64        `json:"parked"`
+	WentAhead uint64        `json:"wentAhead"`
+	Sites     []SiteMetrics `json:"sites"`
 }
 
 // Metrics counts what a supervisor does, per rescue point. The tracer
@@ -91,6 +96,8 @@ type Metrics struct {
 	// sources are counts kept elsewhere (the injected code's, per
 	// process), read when asked.
 	sources map[any]func() SourceCounts
+	// parked, wentAhead: see MetricsSnapshot.
+	parked, wentAhead uint64
 }
 
 // SourceCounts are what a source of counts kept elsewhere holds: calls
@@ -145,6 +152,12 @@ func (m *Metrics) update(s Site, f func(*SiteMetrics)) {
 	m.mu.Unlock()
 }
 
+// Parked counts a system call held at the gate.
+func (m *Metrics) Parked() { m.mu.Lock(); m.parked++; m.mu.Unlock() }
+
+// WentAhead counts a thread let past the gate after waiting too long.
+func (m *Metrics) WentAhead() { m.mu.Lock(); m.wentAhead++; m.mu.Unlock() }
+
 // RescueCall counts an entry into the rescue point.
 func (m *Metrics) RescueCall(s Site) { m.update(s, func(sm *SiteMetrics) { sm.Calls++ }) }
 
@@ -184,7 +197,7 @@ func (m *Metrics) Shadow(pid int, bytes int64) {
 func (m *Metrics) Snapshot() MetricsSnapshot {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out MetricsSnapshot
+	out := MetricsSnapshot{Parked: m.parked, WentAhead: m.wentAhead}
 	for _, b := range m.shadow {
 		out.ShadowBytes += b
 	}

@@ -96,6 +96,12 @@ type thread struct {
 	// own that an injection ran in place of: it makes the call again, and
 	// that entry is not journaled twice.
 	replay *arch.Regs
+	// park is set while the thread is held at the gate (gate.go); passes
+	// are the checkpoints it was let past after waiting too long.
+	park   *park
+	passes map[checkpoint.ID]bool
+	// admitNext lets the thread's next rescue-point entry in at once.
+	admitNext bool
 }
 
 // frame is one active rescue-point call of a thread.

@@ -79,6 +79,9 @@ func (s *Supervisor) enterRescue(t *thread, bp *breakpoint, regs *arch.Regs) {
 		s.resume(t)
 		return
 	}
+	if s.admit(t) {
+		return // takes the breakpoint again when resumed
+	}
 	s.metrics.RescueCall(bp.rp.site())
 	procs := s.stopThreads(s.scopeOf(bp.rp, p), bp.rp.Scope == manifest.ScopeContainer)
 	start := time.Now()

@@ -843,6 +843,7 @@ func restoreThread(t *thread, ts *threadState) error {
 	t.frames = append([]frame(nil), ts.frames...)
 	t.deliver = 0
 	t.replay = nil
+	t.park = nil // it is elsewhere now; released by the main loop
 	return nil
 }
 

@@ -69,6 +69,7 @@ func (s *Supervisor) Serve(cfg ServeConfig) error {
 			return fmt.Errorf("wait: %w", err)
 		}
 		s.safeDispatch(tid, ws)
+		s.afterEvent()
 	}
 }
 

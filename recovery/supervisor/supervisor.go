@@ -61,6 +61,11 @@ type Supervisor struct {
 	rps      []*rescuePoint
 	metrics  *Metrics
 	logged   map[string]bool // logOnce keys
+	// parked are the threads held at the gate; parkTimer wakes the main
+	// loop to apply parkPatience (parkTimerFired: it did).
+	parked         map[*thread]bool
+	parkTimer      *time.Timer
+	parkTimerFired atomic.Bool
 }
 
 type waitEvent struct {
@@ -79,6 +84,7 @@ func New(cfg Config) *Supervisor {
 		adopts:  make(chan adoptRequest, 16),
 		stopCh:  make(chan struct{}, 1),
 		metrics: newMetrics(),
+		parked:  make(map[*thread]bool),
 	}
 }
 
@@ -132,6 +138,7 @@ func (s *Supervisor) loop() error {
 			return fmt.Errorf("wait: %w", err)
 		}
 		s.safeDispatch(tid, ws)
+		s.afterEvent()
 	}
 	return nil
 }

@@ -46,38 +46,48 @@ func tracesSyscalls(p *process) bool {
 
 // onSyscallStop handles a syscall stop reported to the main loop.
 func (s *Supervisor) onSyscallStop(t *thread) {
-	s.syscallStop(t)
+	if s.syscallStop(t) {
+		s.reinterrupt(t) // to its parking stop
+		return
+	}
 	s.resume(t)
 }
 
 // syscallStop runs the entry hook if t stopped at the entry of a system
-// call while its process has an active checkpoint. t stays held.
-func (s *Supervisor) syscallStop(t *thread) {
+// call while its process has an active checkpoint. t stays held. It
+// reports whether the gate parks t: the caller must then let t run to
+// its parking stop with reinterrupt (once: a second interrupt could be
+// used up by that stop, and the second resume let the call run).
+func (s *Supervisor) syscallStop(t *thread) (parked bool) {
 	s.syncFastFrame(t.proc) // the window of a recorded state may have ended
 	if !tracesSyscalls(t.proc) {
-		return
+		return false
 	}
 	info, err := ptrace.GetSyscallInfo(t.tid)
 	if err != nil || info.Op != ptrace.SyscallEntry {
-		return
+		return false
 	}
 	if info.Arch != ptrace.AuditArchX8664 {
 		// int 0x80 from a 64-bit process: another numbering, not journaled.
-		return
+		return false
 	}
 	var regs arch.Regs
 	if ptrace.GetRegs(t.tid, &regs) != nil {
-		return
+		return false
 	}
 	if r := t.replay; r != nil {
 		t.replay = nil
 		if r.Rip == regs.Rip && r.Orig_rax == regs.Orig_rax && arch.SyscallArgs(r) == arch.SyscallArgs(&regs) {
-			return // made again after an injection ran in its place: journaled already
+			return false // made again after an injection ran in its place: journaled already
 		}
+	}
+	if s.gate(t, &regs) {
+		return true
 	}
 	t.sysStop = atSyscallEntry
 	s.debugf("syscall %d entry in %d (%#x %#x %#x %#x)", regs.Orig_rax, t.tid, regs.Rdi, regs.Rsi, regs.Rdx, regs.R10)
 	s.beforeSyscall(t, &regs)
+	return false
 }
 
 // beforeSyscall is the journal's entry hook: thread t, whose process has

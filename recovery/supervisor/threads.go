@@ -23,6 +23,9 @@ func (s *Supervisor) resume(t *thread) {
 		s.debugf("no resume %d: running %v initial %v queued %v", t.tid, t.running, t.awaitInitial, t.queued)
 		return
 	}
+	if s.holdParked(t) {
+		return
+	}
 	var err error
 	switch {
 	case t.groupStop:
@@ -131,8 +134,14 @@ func (s *Supervisor) stopThreads(procs []*process, follow bool) []*process {
 					in[c.proc] = true
 					procs = append(procs, c.proc)
 				}
-				if in[c.proc] {
+				switch {
+				case in[c.proc]:
 					s.interrupt(c, pending)
+				case !c.awaitInitial:
+					// A child outside the scope whose first stop came
+					// before this event (firstStop ran): nobody else
+					// resumes it.
+					s.resume(c)
 				}
 			}
 			// The event stop may have used up the interrupt: ask again.

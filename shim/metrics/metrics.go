@@ -30,6 +30,10 @@ var (
 		"A supervisor serving the container (value 1), with its pid.", append(containerLabels, "pid"), nil)
 	descShadow = prometheus.NewDesc("assure_shadow_bytes",
 		"Memory the supervisor holds for checkpoints of the container (shadow copy and undo logs).", containerLabels, nil)
+	descParked = prometheus.NewDesc("assure_parked_total",
+		"System calls with an effect outside the process held while another thread's checkpoint was active.", containerLabels, nil)
+	descWentAhead = prometheus.NewDesc("assure_went_ahead_total",
+		"Threads let past another thread's checkpoint after waiting too long (a rollback to it reports what it cannot undo).", containerLabels, nil)
 	descCalls = prometheus.NewDesc("assure_rescue_point_calls_total",
 		"Entries into the rescue point.", siteLabels, nil)
 	descInProcess = prometheus.NewDesc("assure_checkpoints_in_process_total",
@@ -56,7 +60,7 @@ type Collector struct {
 
 // Describe implements prometheus.Collector.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInfo, descShadow, descCalls, descInProcess, descRecoveries, descCrashes, descArmed, descCheckpoint, descRecovery} {
+	for _, d := range []*prometheus.Desc{descInfo, descShadow, descParked, descWentAhead, descCalls, descInProcess, descRecoveries, descCrashes, descArmed, descCheckpoint, descRecovery} {
 		ch <- d
 	}
 }
@@ -113,6 +117,8 @@ func ask(sock string) *supervisor.MetricsSnapshot {
 func emit(ch chan<- prometheus.Metric, s supervisor.MetricsSnapshot) {
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, s.Namespace, s.Container, strconv.Itoa(s.Supervisor))
 	ch <- prometheus.MustNewConstMetric(descShadow, prometheus.GaugeValue, float64(s.ShadowBytes), s.Namespace, s.Container)
+	ch <- prometheus.MustNewConstMetric(descParked, prometheus.CounterValue, float64(s.Parked), s.Namespace, s.Container)
+	ch <- prometheus.MustNewConstMetric(descWentAhead, prometheus.CounterValue, float64(s.WentAhead), s.Namespace, s.Container)
 	for _, m := range s.Sites {
 		lv := []string{s.Namespace, s.Container, m.Binary, m.Function}
 		ch <- prometheus.MustNewConstMetric(descCalls, prometheus.CounterValue, float64(m.Calls), lv...)
