@@ -222,6 +222,9 @@ func (s *Supervisor) onClone(t *thread, ev int) []*thread {
 		s.inherit(np, p, ev == ptrace.EventVfork)
 		c = s.addThread(np, child)
 		c.frames = inheritedFrames(t.frames)
+		if ev != ptrace.EventVfork {
+			s.holdChild(c, t) // (a vfork parent waits in the kernel for its child)
+		}
 	}
 	if _, ok := s.orphans[child]; ok {
 		// Its first stop came before this event.

@@ -116,12 +116,56 @@ func (s *Supervisor) gate(t *thread, regs *arch.Regs) bool {
 // process: t owns every active checkpoint of its process, or was let past
 // the ones it does not own.
 func (s *Supervisor) mayProceed(t *thread) bool {
+	if h := t.heldFor; h != nil {
+		for _, id := range h.ids {
+			if h.proc.ckptIndex(id) >= 0 {
+				return false
+			}
+		}
+		t.heldFor = nil
+	}
 	for _, c := range t.proc.ckpts {
 		if !t.owns(c.id) && !t.passes[c.id] {
 			return false
 		}
 	}
 	return true
+}
+
+// heldFor is what holds a new process made by a thread that did not own
+// every active checkpoint of its process: those checkpoints.
+type heldFor struct {
+	proc *process
+	ids  []checkpoint.ID
+}
+
+// holdChild keeps the first thread c of a process that t forked from
+// running while t's process has checkpoints t does not own. The fork is
+// not held at its call: glibc's fork takes the allocator's and stdio's
+// locks before the call, which the rescue point's thread may need. The
+// child is held at its first stop instead, before it runs an instruction:
+// at the commit it starts; at a rollback it is killed with the other
+// processes made since the checkpoint (never having run), and t forks
+// again.
+func (s *Supervisor) holdChild(c, t *thread) {
+	if !gateOn {
+		return
+	}
+	var ids []checkpoint.ID
+	for _, ck := range t.proc.ckpts {
+		if !t.owns(ck.id) && !t.passes[ck.id] {
+			ids = append(ids, ck.id)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	c.heldFor = &heldFor{proc: t.proc, ids: ids}
+	c.park = &park{nr: unix.SYS_CLONE, since: time.Now()}
+	s.parked[c] = true
+	s.metrics.Parked()
+	s.armParkTimer()
+	s.debugf("hold new process %d of %d", c.tid, t.tid)
 }
 
 // inheritWindows gives a thread t makes the checkpoints t owns (or was
@@ -217,6 +261,17 @@ func (s *Supervisor) releaseParked() {
 // letPast lets t make its calls despite the checkpoints it does not own,
 // which note what a rollback to them can no longer take back.
 func (s *Supervisor) letPast(t *thread) {
+	if h := t.heldFor; h != nil {
+		for _, id := range h.ids {
+			if i := h.proc.ckptIndex(id); i >= 0 {
+				j := h.proc.ckpts[i].journal
+				j.ensure()
+				j.note(fmt.Sprintf("process %d, forked by process %d, started after waiting %v for a rescue point",
+					t.proc.pid, h.proc.pid, time.Since(t.park.since).Round(time.Millisecond)))
+			}
+		}
+		t.heldFor = nil
+	}
 	if t.passes == nil {
 		t.passes = make(map[checkpoint.ID]bool)
 	}
@@ -264,11 +319,6 @@ func (s *Supervisor) outside(t *thread, regs *arch.Regs) bool {
 	a := arch.SyscallArgs(regs)
 	nr := regs.Orig_rax
 	switch nr {
-	case unix.SYS_CLONE:
-		return a[0]&unix.CLONE_THREAD == 0 // a new process runs outside the checkpoint
-	case unix.SYS_CLONE3:
-		flags, err := t.proc.readWord(a[0])
-		return err != nil || flags&unix.CLONE_THREAD == 0
 	case unix.SYS_OPEN:
 		return a[1]&(unix.O_CREAT|unix.O_TRUNC) != 0
 	case unix.SYS_OPENAT:
@@ -302,7 +352,6 @@ var outsideCalls = func() map[uint64]bool {
 		unix.SYS_SENDTO, unix.SYS_SENDMSG, unix.SYS_SENDMMSG,
 		unix.SYS_ACCEPT, unix.SYS_ACCEPT4, unix.SYS_CONNECT, unix.SYS_SHUTDOWN, unix.SYS_BIND, unix.SYS_LISTEN,
 		unix.SYS_EPOLL_WAIT, unix.SYS_EPOLL_PWAIT, unix.SYS_EPOLL_PWAIT2,
-		unix.SYS_FORK, unix.SYS_VFORK,
 		unix.SYS_CREAT, unix.SYS_UNLINK, unix.SYS_UNLINKAT, unix.SYS_RENAME, unix.SYS_RENAMEAT, unix.SYS_RENAMEAT2,
 		unix.SYS_MKDIR, unix.SYS_MKDIRAT, unix.SYS_RMDIR, unix.SYS_LINK, unix.SYS_LINKAT,
 		unix.SYS_SYMLINK, unix.SYS_SYMLINKAT, unix.SYS_MKNOD, unix.SYS_MKNODAT,

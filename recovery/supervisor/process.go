@@ -102,6 +102,8 @@ type thread struct {
 	passes map[checkpoint.ID]bool
 	// admitNext lets the thread's next rescue-point entry in at once.
 	admitNext bool
+	// heldFor holds the first thread of a new process (holdChild).
+	heldFor *heldFor
 }
 
 // frame is one active rescue-point call of a thread.
