@@ -118,8 +118,8 @@ func (s *Supervisor) gate(t *thread, regs *arch.Regs) bool {
 func (s *Supervisor) mayProceed(t *thread) bool {
 	if h := t.heldFor; h != nil {
 		for _, id := range h.ids {
-			if h.proc.ckptIndex(id) >= 0 {
-				return false
+			if !h.proc.gone && h.proc.ckptIndex(id) >= 0 {
+				return false // (a parent gone takes its checkpoints along)
 			}
 		}
 		t.heldFor = nil
