@@ -214,3 +214,12 @@ func (f *Found) CheckBinaries(rootfs string) error {
 	}
 	return fmt.Errorf("%s: %w", prefix, err)
 }
+
+// Declares reports whether the labels or annotations name a manifest at
+// all (valid or not): a container that does not has nothing to supervise.
+func Declares(labels, annotations map[string]string) bool {
+	_, values := source(labels, annotations)
+	_, inline := values[LabelManifest]
+	_, file := values[LabelManifestFile]
+	return inline || file
+}

@@ -33,7 +33,7 @@ type prefetch struct {
 }
 
 func (s *service) prefetchLabels(ctx context.Context, id string) {
-	if id == "" {
+	if id == "" || hasHandoff(".") { // the daemon runs in the bundle
 		return
 	}
 	p := &prefetch{id: id, done: make(chan struct{})}
@@ -44,9 +44,13 @@ func (s *service) prefetchLabels(ctx context.Context, id string) {
 	}()
 }
 
-// labels returns the container's labels, prefetched when the container is
-// the one the shim was started for.
-func (s *service) labels(ctx context.Context, id string) (map[string]string, error) {
+// labels returns the container's labels: those the start command handed
+// over in the bundle, else prefetched when the container is the one the
+// shim was started for, else asked for now.
+func (s *service) labels(ctx context.Context, id, bundle string) (map[string]string, error) {
+	if labels, ok := readHandoff(bundle); ok {
+		return labels, nil
+	}
 	if p := s.prefetched; p != nil && p.id == id {
 		select {
 		case <-p.done:
@@ -60,16 +64,7 @@ func (s *service) labels(ctx context.Context, id string) (map[string]string, err
 	return s.fetchLabels(ctx, id)
 }
 
-// fetchLabels returns the container's labels and its image's config labels
-// (the container's win): the shim asks containerd itself, so that users
-// only pick the runtime. ctr and the CRI plugin copy the image's labels
-// onto the container; other clients may not, so the image's config is
-// read too.
-//
-// It talks to containerd's API services directly rather than through
-// containerd's client package, which would more than double the shim
-// binary and the time each of its several executions per container takes
-// to start.
+// fetchLabels returns the labels of container id in ctx's namespace.
 func (s *service) fetchLabels(ctx context.Context, id string) (map[string]string, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
@@ -77,9 +72,23 @@ func (s *service) fetchLabels(ctx context.Context, id string) (map[string]string
 	}
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(ctx, ns), 10*time.Second)
 	defer cancel()
-	conn, err := grpc.Dial("unix://"+s.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return fetchLabels(ctx, s.address, id)
+}
+
+// fetchLabels returns the labels of container id in ctx's namespace and
+// its image's config labels (the container's win), from containerd at
+// address: the shim asks containerd itself, so that users only pick the
+// runtime. ctr copies the image's labels onto the container; the CRI
+// plugin and other clients may not, so the image's config is read too.
+//
+// It talks to containerd's API services directly rather than through
+// containerd's client package, which would more than double the shim
+// binary and the time each of its several executions per container takes
+// to start.
+func fetchLabels(ctx context.Context, address, id string) (map[string]string, error) {
+	conn, err := grpc.Dial("unix://"+address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return nil, fmt.Errorf("connect to containerd at %s: %w", s.address, err)
+		return nil, fmt.Errorf("connect to containerd at %s: %w", address, err)
 	}
 	defer conn.Close()
 	c, err := containers.NewContainersClient(conn).Get(ctx, &containers.GetContainerRequest{ID: id})

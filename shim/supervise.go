@@ -74,7 +74,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		// pod's containers.
 		return s.TaskService.Create(ctx, r)
 	}
-	labels, err := s.labels(ctx, r.ID)
+	labels, err := s.labels(ctx, r.ID, r.Bundle)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("assure: no image labels; only annotations can declare rescue points")
 	}

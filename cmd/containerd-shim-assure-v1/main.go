@@ -24,5 +24,7 @@ func main() {
 		}
 		return
 	}
+	// A container with nothing to supervise goes to runc's own shim.
+	assureshim.Delegate(os.Args)
 	shim.RunManager(context.Background(), manager.NewShimManager(assureshim.RuntimeName))
 }

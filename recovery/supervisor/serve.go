@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -169,11 +170,29 @@ func (s *Supervisor) wake() {
 	case s.stopCh <- struct{}{}:
 	default:
 	}
-	self, err := os.Executable()
-	if err != nil {
+	bin := wakeBinary()
+	if bin == "" {
 		return
 	}
-	if pid, err := syscall.ForkExec(self, []string{self, WakeArg}, &syscall.ProcAttr{}); err == nil {
+	if pid, err := syscall.ForkExec(bin, []string{bin, WakeArg}, &syscall.ProcAttr{}); err == nil {
 		s.debugf("wake-up child %d", pid)
 	}
 }
+
+// wakeBinary is what the wake-up child runs: the system's true(1) when
+// there is one, since wait4 returns only once the child has exited and
+// this binary spends milliseconds in the Go runtime's start-up before it
+// can (a container's start waits for the wake-up that its init's
+// hand-over makes); else this binary, whose main exits at WakeArg.
+var wakeBinary = sync.OnceValue(func() string {
+	for _, p := range []string{"/usr/bin/true", "/bin/true"} {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return self
+})

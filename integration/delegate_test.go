@@ -1,0 +1,65 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestPlainContainerServedByRuncShim: a container that declares no rescue
+// points is handed to runc's own shim at start (it then costs what it
+// costs under io.containerd.runc.v2), works as a container does (exec,
+// kill, delete) and leaves nothing; one that declares rescue points keeps
+// assure's shim, which the start command handed the labels it read.
+func TestPlainContainerServedByRuncShim(t *testing.T) {
+	for _, tc := range []struct {
+		image, id, shim string
+	}{
+		{"assure.test/busybox:1", "handed-plain", "containerd-shim-runc-v2"},
+		{"assure.test/bugs:label", "handed-manifest", "containerd-shim-assure-v1"},
+	} {
+		t.Run(tc.id, func(t *testing.T) {
+			if out, err := ctr(t, "run", "-d", "--runtime", runtime, tc.image, tc.id, "/bin/busybox", "sleep", "120"); err != nil {
+				t.Fatalf("ctr run -d: %v\n%s", err, out)
+			}
+			defer func() {
+				removeDetached(t, tc.id)
+				noLeftoversIn(t, namespace, tc.id)
+			}()
+			pids := taskPids(t, tc.id)
+			if len(pids) == 0 {
+				t.Fatalf("no process in task %s", tc.id)
+			}
+			// The init's parent is the shim that serves the task.
+			exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", ppid(pids[0])))
+			if err != nil || filepath.Base(exe) != tc.shim {
+				t.Fatalf("task %s is served by %q (%v), want %s", tc.id, exe, err, tc.shim)
+			}
+			handoff := filepath.Join(env.dir, "state", "io.containerd.runtime.v2.task", namespace, tc.id, "assure-labels.json")
+			if _, err := os.Stat(handoff); (err == nil) != (tc.shim == "containerd-shim-assure-v1") {
+				t.Errorf("labels handed over in %s: %v", handoff, err)
+			}
+			if out, err := ctr(t, "task", "exec", "--exec-id", "e1", tc.id, "/bin/busybox", "echo", "in"); err != nil || strings.TrimSpace(out) != "in" {
+				t.Errorf("exec: %v, output %q", err, out)
+			}
+		})
+	}
+}
+
+// ppid is the parent of pid, from /proc/PID/stat (the field after the
+// command, which may hold spaces and parentheses).
+func ppid(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(data)
+	var state string
+	var parent int
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		fmt.Sscanf(s[i+1:], " %s %d", &state, &parent)
+	}
+	return parent
+}
