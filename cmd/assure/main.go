@@ -33,6 +33,7 @@ func main() {
 			attachCommand(),
 			manifestCommand(),
 			symbolsCommand(),
+			candidatesCommand(),
 			eventsCommand(),
 			metricsCommand(),
 			superviseCommand(),

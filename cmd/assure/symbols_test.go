@@ -25,7 +25,7 @@ func runCLI(t *testing.T, args ...string) (stdout, stderr string, err error) {
 		ErrWriter: &errOut,
 		// Without this, urfave/cli prints the error and calls os.Exit.
 		ExitErrHandler: func(*cli.Context, error) {},
-		Commands:       []*cli.Command{manifestCommand(), symbolsCommand()},
+		Commands:       []*cli.Command{manifestCommand(), symbolsCommand(), candidatesCommand()},
 	}
 	err = app.Run(append([]string{"assure"}, args...))
 	return out.String(), errOut.String(), err
