@@ -25,8 +25,9 @@ import (
 //	         pc_range, ...
 //
 // The encoding of pc_begin is given by the 'R' augmentation of the CIE.
-// Only function starts and sizes are extracted; the unwind instructions
-// are not interpreted. Every loop is bounded by the data it walks.
+// Here only function starts and sizes are extracted; cfi.go indexes the
+// same entries for the unwinder (recovery/unwind), which interprets their
+// instructions. Every loop is bounded by the data it walks.
 
 // DWARF exception header pointer encodings (DW_EH_PE_*).
 const (
@@ -222,10 +223,20 @@ func (f *File) readPtr(r io.ReaderAt, eh *ehFrame, vaddr uint64) (uint64, bool) 
 	return eh.order.Uint64(b), true
 }
 
-// cie is what an FDE needs from its CIE.
+// cie is what an FDE needs from its CIE. Only the CFI index (cfi.go)
+// reads the fields after err.
 type cie struct {
 	fdeEnc byte
 	err    error // non-nil: the CIE cannot be used (unknown augmentation)
+
+	codeAlign uint64
+	dataAlign int64
+	raReg     uint64
+	hasZ      bool // FDEs carry augmentation data (a 'z' augmentation)
+	signal    bool // 'S': the FDEs describe signal trampolines
+	aug       string
+	// initial is [start, end) of the initial instructions in eh.data.
+	initial [2]int
 }
 
 // parseEHFrame walks every entry of eh.data and returns the FDEs' ranges.
@@ -371,18 +382,20 @@ func (eh *ehFrame) parseCIE(e entry) *cie {
 		c.skip(eh.ptrSize)
 		aug = aug[2:]
 	}
-	c.uleb() // code_alignment_factor
-	c.sleb() // data_alignment_factor
+	info.aug = aug
+	info.codeAlign = c.uleb()
+	info.dataAlign = c.sleb()
 	if version == 1 {
-		c.u8() // return_address_register
+		info.raReg = uint64(c.u8())
 	} else {
-		c.uleb()
+		info.raReg = c.uleb()
 	}
 	if c.err != nil {
 		info.err = c.err
 		return info
 	}
 	if aug == "" {
+		info.initial = [2]int{c.off, e.end}
 		return info
 	}
 	if aug[0] != 'z' {
@@ -395,6 +408,8 @@ func (eh *ehFrame) parseCIE(e entry) *cie {
 		return info
 	}
 	ac := &cursor{data: c.data[:c.off+int(augLen)], off: c.off}
+	info.hasZ = true
+	info.initial = [2]int{c.off + int(augLen), e.end}
 	for i := 1; i < len(aug); i++ {
 		switch aug[i] {
 		case 'R':
@@ -408,8 +423,10 @@ func (eh *ehFrame) parseCIE(e entry) *cie {
 			}
 		case 'L':
 			ac.u8() // LSDA encoding, used by FDE augmentation data
-		case 'S', 'B', 'G':
-			// Signal frame, AArch64 BTI and MTE markers: no data.
+		case 'S':
+			info.signal = true
+		case 'B', 'G':
+			// AArch64 BTI and MTE markers: no data.
 		default:
 			// The 'z' length lets the data be skipped, but 'R' may come
 			// after this letter: only trust an encoding already seen.
@@ -439,34 +456,42 @@ func hasR(s string) bool {
 // that is valid but describes nothing usable (an unusable CIE, a zero
 // start or range, an indirect pointer that cannot be read).
 func (eh *ehFrame) parseFDE(e entry, cies map[int]*cie) (d fde, ok bool, err error) {
+	d, _, _, ok, err = eh.decodeFDE(e, cies)
+	return d, ok, err
+}
+
+// decodeFDE is parseFDE that also returns the FDE's CIE and the offset
+// just past pc_range (where the augmentation data, then the
+// instructions, start), for the CFI index.
+func (eh *ehFrame) decodeFDE(e entry, cies map[int]*cie) (d fde, info *cie, rest int, ok bool, err error) {
 	ptr := int(e.id)
 	if ptr < 0 || ptr > e.idOff {
-		return d, false, fmt.Errorf("CIE pointer 0x%x points before the data", e.id)
+		return d, nil, 0, false, fmt.Errorf("CIE pointer 0x%x points before the data", e.id)
 	}
-	info, err := eh.cieAt(e.idOff-ptr, cies)
+	info, err = eh.cieAt(e.idOff-ptr, cies)
 	if err != nil {
-		return d, false, err
+		return d, nil, 0, false, err
 	}
 	if info.err != nil {
-		return d, false, nil
+		return d, nil, 0, false, nil
 	}
 	c := &cursor{data: eh.data[:e.end], off: e.body}
 	start, err := eh.readEncoded(c, info.fdeEnc)
 	if errors.Is(err, errUnresolved) {
-		return d, false, nil
+		return d, nil, 0, false, nil
 	}
 	if err != nil {
-		return d, false, fmt.Errorf("pc_begin: %w", err)
+		return d, nil, 0, false, fmt.Errorf("pc_begin: %w", err)
 	}
 	// pc_range has the format of pc_begin but is never relocated.
 	size, err := eh.readEncodedRaw(c, info.fdeEnc&0x0f)
 	if err != nil {
-		return d, false, fmt.Errorf("pc_range: %w", err)
+		return d, nil, 0, false, fmt.Errorf("pc_range: %w", err)
 	}
 	if start == 0 || size == 0 {
-		return d, false, nil
+		return d, nil, 0, false, nil
 	}
-	return fde{start: start, size: size}, true, nil
+	return fde{start: start, size: size}, info, c.off, true, nil
 }
 
 var errUnresolved = errors.New("pointer cannot be resolved statically")
