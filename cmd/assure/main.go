@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/assure-rt/assure/recovery/discover"
 	"github.com/assure-rt/assure/recovery/supervisor"
 )
 
@@ -19,6 +20,10 @@ func main() {
 		err := supervisor.ExecHelper(os.Args[2:])
 		fmt.Fprintln(os.Stderr, "assure:", err)
 		os.Exit(127)
+	}
+	if len(os.Args) > 1 && os.Args[1] == discover.RunnerArg {
+		discover.RunnerMain() // assure discover's workload runner
+		return
 	}
 	app := &cli.App{
 		Name:  "assure",
@@ -34,6 +39,7 @@ func main() {
 			manifestCommand(),
 			symbolsCommand(),
 			candidatesCommand(),
+			discoverCommand(),
 			eventsCommand(),
 			metricsCommand(),
 			superviseCommand(),

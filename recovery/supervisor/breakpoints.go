@@ -141,6 +141,9 @@ func (s *Supervisor) resolve(p *process, atExec bool) error {
 	if atExec {
 		s.planLoaderHooks(p, maps)
 	}
+	if err := s.resolveHooks(p, s.allHooks()); err != nil {
+		s.logf("process %d: %v", p.pid, err)
+	}
 	return errors.Join(errs...)
 }
 

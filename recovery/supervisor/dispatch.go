@@ -317,6 +317,7 @@ func (s *Supervisor) onExec(t *thread) {
 	p.resolved = make(map[*rescuePoint]uint64)
 	p.resolvedIn = make(map[*rescuePoint]string)
 	p.modules = newModuleCache()
+	p.probeRanges, p.unwindMods = nil, nil
 	p.scratch = 0
 	p.sharedMM = false
 	p.preExec = false
@@ -366,6 +367,8 @@ func (s *Supervisor) onTrap(t *thread) bool {
 			s.enterRescue(t, bp, &regs)
 		case bpEntry:
 			s.onEntry(t, bp, &regs)
+		case bpProbe, bpInject:
+			s.onHook(t, bp, &regs)
 		case bpLoader:
 			if err := s.resolve(p, false); err != nil {
 				s.emitError(p.pid, err)

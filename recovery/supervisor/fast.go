@@ -137,7 +137,7 @@ func (s *Supervisor) planPatch(p *process, rp *rescuePoint, addr uint64, f *elfs
 
 // fastEligible reports whether p can use the fast path now.
 func (s *Supervisor) fastEligible(p *process) bool {
-	return !fastOff && !p.sharedMM && !p.preExec && len(p.threads) == 1 && p.noFast == nil
+	return !fastOff && !s.cfg.NoFastPath && !p.sharedMM && !p.preExec && len(p.threads) == 1 && p.noFast == nil
 }
 
 // setupFast maps the fast path into p; t is a held thread of p.

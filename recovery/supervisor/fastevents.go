@@ -353,8 +353,8 @@ func (s *Supervisor) recoverFast(t *thread, sig unix.Signal, si ptrace.Siginfo, 
 		ThreadsRolledBack: threads, ProcessesRolledBack: 1,
 	}
 	describeSignal(&e, sig, si)
+	unguard() // before the event: see recover
 	s.cfg.Events.Emit(e)
-	unguard()
 	s.resumeThreads(stopped)
 	return nil
 }

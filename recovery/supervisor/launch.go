@@ -48,8 +48,13 @@ func (s *Supervisor) Run(self string, program string, args []string) (int, error
 		return 1, err
 	}
 	argv := append([]string{self, ExecHelperArg, path}, args...)
+	stdio := []*os.File{os.Stdin, os.Stdout, os.Stderr}
+	if s.cfg.Stdio != nil {
+		stdio = s.cfg.Stdio[:3]
+	}
 	proc, err := os.StartProcess(self, argv, &os.ProcAttr{
-		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr, r},
+		Files: append(stdio, r),
+		Sys:   &syscall.SysProcAttr{Setpgid: s.cfg.NewProcessGroup},
 	})
 	r.Close()
 	if err != nil {
@@ -128,6 +133,7 @@ func (s *Supervisor) prepare() {
 	for _, rp := range s.cfg.Manifest.RescuePoints {
 		s.rps = append(s.rps, &rescuePoint{RescuePoint: rp})
 	}
+	s.prepareProbes()
 }
 
 // detachAll removes every trace of supervision and lets the program run
@@ -188,3 +194,6 @@ func (s *Supervisor) Forward(sig unix.Signal) {
 		unix.Kill(int(root), sig)
 	}
 }
+
+// RootPid is the pid of the program Run started, once it runs (0 before).
+func (s *Supervisor) RootPid() int { return int(s.rootPid.Load()) }

@@ -10,6 +10,7 @@ import (
 	"github.com/assure-rt/assure/recovery/checkpoint"
 	"github.com/assure-rt/assure/recovery/manifest"
 	"github.com/assure-rt/assure/recovery/procfs"
+	"github.com/assure-rt/assure/recovery/unwind"
 )
 
 // process is one supervised address space (a thread group).
@@ -63,8 +64,13 @@ type process struct {
 	forkedFrom *fastState
 	// promote is set for such a child once it gave back what it
 	// inherited: it gets a fast path of its own later (promoteChild).
-	promote    bool
-	atExecStop bool // the process is held at its exec stop
+	promote bool
+	// probeRanges are the probed functions here, sorted by address, and
+	// unwindMods the module set their stacks are walked with (nil: to be
+	// read again).
+	probeRanges []probeRange
+	unwindMods  *unwind.Modules
+	atExecStop  bool // the process is held at its exec stop
 }
 
 // thread is one supervised task.
@@ -119,6 +125,9 @@ type rescuePoint struct {
 	manifest.RescuePoint
 	// vaddr is the ELF address the rescue point resolved to.
 	vaddr uint64
+	// hook is set for a probe or an injection (probe.go), which is
+	// resolved like a rescue point but is none.
+	hook *hook
 }
 
 type bpKind int
@@ -127,6 +136,8 @@ const (
 	bpRescue bpKind = iota
 	bpEntry         // program entry: shared libraries are loaded
 	bpLoader        // _dl_debug_state: dlopen/dlclose happened
+	bpProbe         // a probe's function entry (probe.go)
+	bpInject        // an injection's place (probe.go)
 )
 
 // breakpoint is one int3 planted in a process.

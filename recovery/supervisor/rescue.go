@@ -531,14 +531,16 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 		ThreadsRolledBack: threads, ProcessesRolledBack: len(procs),
 	}
 	describeSignal(&e, sig, si)
+	for _, p := range procs {
+		s.saveFrames(p)
+	}
+	// The program no longer dies with the supervisor once the event
+	// says it recovered (a watcher may act on the event at once).
+	unguard()
 	s.cfg.Events.Emit(e)
 	if len(failed) > 0 {
 		s.emitError(t.proc.pid, fmt.Errorf("rollback to %s did not restore: %s", fr.rp, strings.Join(failed, "; ")))
 	}
-	for _, p := range procs {
-		s.saveFrames(p)
-	}
-	unguard()
 	s.resumeThreads(stopped)
 	return nil
 }

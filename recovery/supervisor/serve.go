@@ -35,6 +35,7 @@ type ServeConfig struct {
 // end when no process is left. Call it on its own goroutine; it locks
 // that goroutine to its OS thread for good.
 func (s *Supervisor) Serve(cfg ServeConfig) error {
+	defer s.markEnded()
 	s.prepare()
 	lockThread()
 	s.serving = true
@@ -47,6 +48,7 @@ func (s *Supervisor) Serve(cfg ServeConfig) error {
 			return s.detachAll()
 		}
 		s.takeAdoptions()
+		s.takeHooks()
 		if len(s.threads) == 0 && len(s.procs) == 0 && len(s.queue) == 0 {
 			// Nothing to wait for: sleep until a request comes.
 			select {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime"
 	runtimedebug "runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,6 +31,17 @@ import (
 type Config struct {
 	Manifest *manifest.Manifest
 	Events   *events.Sink
+	// Probes are functions whose calls are counted (ProbeStats).
+	Probes []Probe
+	// Stdio, when set, are the program's standard input, output and
+	// error for Run (else the supervisor's); NewProcessGroup puts the
+	// program in a process group of its own, led by it.
+	Stdio           []*os.File
+	NewProcessGroup bool
+	// NoFastPath keeps every rescue point's entry a breakpoint, as
+	// ASSURE_FASTPATH=0 does (discovery: probes may sit on the functions
+	// the fast path hooks).
+	NoFastPath bool
 	// Log receives diagnostic lines (not events); nil discards them.
 	Log io.Writer
 }
@@ -66,6 +78,10 @@ type Supervisor struct {
 	parked         map[*thread]bool
 	parkTimer      *time.Timer
 	parkTimerFired atomic.Bool
+	hooks          hooks
+	// ended is closed when the event loop returns (endOnce).
+	ended   chan struct{}
+	endOnce sync.Once
 }
 
 type waitEvent struct {
@@ -85,8 +101,12 @@ func New(cfg Config) *Supervisor {
 		stopCh:  make(chan struct{}, 1),
 		metrics: newMetrics(),
 		parked:  make(map[*thread]bool),
+		ended:   make(chan struct{}),
 	}
 }
+
+// markEnded tells waiters that the event loop returned.
+func (s *Supervisor) markEnded() { s.endOnce.Do(func() { close(s.ended) }) }
 
 func (s *Supervisor) logf(format string, args ...any) {
 	if s.cfg.Log != nil {
@@ -123,11 +143,13 @@ const WakeArg = "__assure_wake"
 // loop handles tracee events until every tracee is gone or a stop was
 // requested and done.
 func (s *Supervisor) loop() error {
+	defer s.markEnded()
 	for len(s.threads) > 0 || len(s.procs) > 0 {
 		if s.stopReq.Load() && !s.stopping {
 			s.stopping = true
 			return s.detachAll()
 		}
+		s.takeHooks()
 		s.debugf("next: queue %d", len(s.queue))
 		tid, ws, err := s.next()
 		s.debugf("event %d %#x", tid, uint32(ws))

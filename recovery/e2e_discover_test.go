@@ -1,0 +1,143 @@
+package recovery_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// discoverWorkload is the workload of TestE2EDiscover: one connection to
+// discoverme (port from its port file), a SET and two GETs, every reply
+// checked. bash for /dev/tcp: no client to install.
+const discoverWorkload = `#!/bin/bash
+port=$(sed -n 's/^port=//p' "$1")
+[ -n "$port" ] || exit 1
+exec 3<>/dev/tcp/127.0.0.1/$port || exit 1
+printf 'SET a 1\nGET a\nGET zz\n' >&3
+read -r l1 <&3; read -r l2 <&3; read -r l3 <&3
+exec 3>&-
+[ "$l1" = "+OK" ] && [ "$l2" = "1" ] && [ "$l3" = "-NOKEY" ]
+`
+
+// TestE2EDiscover: assure discover tells each kind of candidate of
+// discoverme apart by testing it (see discoverme.c): the two whose error
+// return the server survives are kept; the one whose error makes it exit,
+// the one that leaks on error and the one that breaks later requests are
+// rejected for those reasons; the outer handle_line is accepted but
+// dropped for the inner parse_request; the start-up function is never
+// reached. The manifest written validates, and nothing is left running.
+func TestE2EDiscover(t *testing.T) {
+	if assureErr != nil {
+		t.Skip(assureErr)
+	}
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("bash not installed")
+	}
+	dir := t.TempDir()
+	portFile, script, out := filepath.Join(dir, "port"), filepath.Join(dir, "work.sh"), filepath.Join(dir, "found.json")
+	if err := os.WriteFile(script, []byte(discoverWorkload), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, assureBin, "discover", "--workload", script+" "+portFile, "--out", out, "--budget", "2m",
+		"--", bin("discoverme"), portFile)
+	report, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("assure discover: %v\n%s%s", err, report, stderrOf(err))
+	}
+	text := string(report)
+	for fn, want := range map[string]string{
+		"parse_request": "kept: fault",
+		"find_entry":    "kept: fault",
+		"check_storage": "rejected: fault after the first call returns",
+		"reserve_slot":  "but the program holds more than before",
+		"open_journal":  "was recovered, but then workload",
+		"handle_line":   "but dropped: its calls reach parse_request",
+	} {
+		line := lineOf(text, "- "+fn+":")
+		if !strings.Contains(line, want) {
+			t.Errorf("%s: %q, want it to say %q\n%s", fn, line, want, text)
+		}
+	}
+	if !strings.Contains(lineOf(text, "- check_storage:"), "exited (status 3)") {
+		t.Errorf("check_storage's rejection does not say the program exited:\n%s", text)
+	}
+	if strings.Contains(text, "load_config") {
+		t.Errorf("load_config (start-up only) was reached by the workload:\n%s", text)
+	}
+	var m struct {
+		RescuePoints []struct {
+			Function string `json:"function"`
+			Return   int64  `json:"return"`
+		} `json:"rescuePoints"`
+	}
+	data, err := os.ReadFile(out)
+	if err != nil || json.Unmarshal(data, &m) != nil {
+		t.Fatalf("manifest %s: %v\n%s", out, err, data)
+	}
+	got := map[string]int64{}
+	for _, rp := range m.RescuePoints {
+		got[rp.Function] = rp.Return
+	}
+	if len(got) != 2 || got["parse_request"] != -1 || got["find_entry"] != 0 {
+		t.Errorf("manifest rescue points %v, want parse_request -1 and find_entry 0\n%s", got, data)
+	}
+	if v, err := exec.Command(assureBin, "manifest", "validate", out).CombinedOutput(); err != nil {
+		t.Errorf("assure manifest validate: %v\n%s", err, v)
+	}
+	if pids := processesOf(bin("discoverme")); len(pids) > 0 {
+		t.Errorf("discoverme still running after discover: %v", pids)
+	}
+}
+
+// TestE2EDiscoverWorkloadNeverPasses: a workload that never passes is
+// reported with its own output, and nothing is left running.
+func TestE2EDiscoverWorkloadNeverPasses(t *testing.T) {
+	if assureErr != nil {
+		t.Skip(assureErr)
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(assureBin, "discover", "--workload", "echo no answer; exit 7", "--start-timeout", "2s",
+		"--", bin("discoverme"), filepath.Join(dir, "port"))
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "the workload did not pass") || !strings.Contains(string(out), "no answer") {
+		t.Errorf("assure discover: %v, output:\n%s", err, out)
+	}
+	if pids := processesOf(bin("discoverme")); len(pids) > 0 {
+		t.Errorf("discoverme still running: %v", pids)
+	}
+}
+
+func lineOf(text, prefix string) string {
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return l
+		}
+	}
+	return ""
+}
+
+func stderrOf(err error) string {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(ee.Stderr)
+	}
+	return ""
+}
+
+// processesOf lists the processes running the executable at path.
+func processesOf(path string) []string {
+	ents, _ := os.ReadDir("/proc")
+	var out []string
+	for _, e := range ents {
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == path {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
