@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -96,6 +98,54 @@ func TestE2EDiscover(t *testing.T) {
 	}
 }
 
+// TestE2EDiscoverPid: discover in a running discoverme (--pid): the
+// process is attached to and detached from, never restarted; the leak of
+// reserve_slot stays in it, and once open_journal's error return has
+// turned its writes off for good, triage stops and says why. The process
+// runs on, untraced, and still answers.
+func TestE2EDiscoverPid(t *testing.T) {
+	if assureErr != nil {
+		t.Skip(assureErr)
+	}
+	dir := t.TempDir()
+	portFile, script := filepath.Join(dir, "port"), filepath.Join(dir, "work.sh")
+	if err := os.WriteFile(script, []byte(discoverWorkload), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	srv := exec.Command(bin("discoverme"), portFile)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	waitUntil(t, 10*time.Second, "discoverme's port file", func() bool { _, err := os.Stat(portFile); return err == nil })
+	cmd := exec.Command(assureBin, "discover", "--pid", strconv.Itoa(srv.Process.Pid), "--workload", script+" "+portFile, "--budget", "1m")
+	report, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("assure discover --pid: %v\n%s%s", err, report, stderrOf(err))
+	}
+	text := string(report)
+	for fn, want := range map[string]string{
+		"parse_request": "kept: fault",
+		"reserve_slot":  "but the program holds more than before",
+		"open_journal":  "was recovered, but then workload",
+	} {
+		if line := lineOf(text, "- "+fn+":"); !strings.Contains(line, want) {
+			t.Errorf("%s: %q, want it to say %q\n%s", fn, line, want, text)
+		}
+	}
+	if !strings.Contains(text, "triage stopped: the workload no longer passes") {
+		t.Errorf("no word of triage stopping on the broken process:\n%s", text)
+	}
+	if err := syscall.Kill(srv.Process.Pid, 0); err != nil || tracerOf(srv.Process.Pid) != 0 {
+		t.Fatalf("discoverme after discover: %v, tracer %d", err, tracerOf(srv.Process.Pid))
+	}
+	// Its reads still work (its writes are off for good: open_journal).
+	check := exec.Command("bash", "-c", `port=$(sed -n 's/^port=//p' "$1"); exec 3<>/dev/tcp/127.0.0.1/$port; printf 'GET zz\n' >&3; read -r l <&3; [ "$l" = "-NOKEY" ]`, "check", portFile)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("discoverme no longer answers after discover --pid: %v %s", err, out)
+	}
+}
+
 // TestE2EDiscoverWorkloadNeverPasses: a workload that never passes is
 // reported with its own output, and nothing is left running.
 func TestE2EDiscoverWorkloadNeverPasses(t *testing.T) {
@@ -112,6 +162,18 @@ func TestE2EDiscoverWorkloadNeverPasses(t *testing.T) {
 	if pids := processesOf(bin("discoverme")); len(pids) > 0 {
 		t.Errorf("discoverme still running: %v", pids)
 	}
+}
+
+// tracerOf is the TracerPid of pid (0: not traced).
+func tracerOf(pid int) int {
+	data, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "TracerPid:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
 }
 
 func lineOf(text, prefix string) string {

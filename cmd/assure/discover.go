@@ -20,7 +20,7 @@ func discoverCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "discover",
 		Usage:     "find a program's rescue points and test them against faults",
-		ArgsUsage: "-- PROGRAM [ARGS...]",
+		ArgsUsage: "-- PROGRAM [ARGS...] | --pid PID",
 		Description: "Runs PROGRAM under supervision and writes a manifest of the rescue points it found and tested, " +
 			"with a report on stdout. Candidates come from the program's code (functions whose callers test " +
 			"their result; assure candidates lists them); probes on them learn which ones the workload " +
@@ -33,6 +33,7 @@ func discoverCommand() *cli.Command {
 			&cli.StringFlag{Name: "workload", Required: true, Usage: "command (sh -c) that exercises the program and exits 0 when it answered correctly"},
 			&cli.StringFlag{Name: "out", Usage: "write the manifest to this file (default: print it after the report)"},
 			&cli.DurationFlag{Name: "budget", Value: discoverBudget, Usage: "time for the whole discovery; triage stops taking candidates when it is spent"},
+			&cli.IntFlag{Name: "pid", Usage: "discover in this running process instead (attached to, never restarted: what a rejected candidate breaks stays broken)"},
 			&cli.StringFlag{Name: "log", Usage: "append the program's output to this file (default: a temporary file, removed unless discovery fails)"},
 			&cli.BoolFlag{Name: "nested", Usage: "keep an accepted candidate even when an accepted inner one covers its calls (it then also recovers faults in its own code)"},
 			&cli.BoolFlag{Name: "libraries", Usage: "also take candidates from the shared libraries the program links"},
@@ -41,8 +42,9 @@ func discoverCommand() *cli.Command {
 			&cli.DurationFlag{Name: "workload-timeout", Value: time.Minute, Usage: "how long one run of the workload may take"},
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() < 1 {
-				return cli.Exit("discover: expected -- PROGRAM [ARGS...]", 2)
+			pid := c.Int("pid")
+			if (c.NArg() < 1) == (pid == 0) {
+				return cli.Exit("discover: expected -- PROGRAM [ARGS...] or --pid PID (one of them)", 2)
 			}
 			self, err := os.Executable()
 			if err != nil {
@@ -61,7 +63,7 @@ func discoverCommand() *cli.Command {
 			ctx, cancel := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
 			defer cancel()
 			res, err := discover.Run(ctx, discover.Config{
-				Program: c.Args().First(), Args: c.Args().Tail(), Workload: c.String("workload"),
+				Program: c.Args().First(), Args: c.Args().Tail(), Pid: pid, Workload: c.String("workload"),
 				Budget: c.Duration("budget"), Self: self, Log: log, Progress: c.App.ErrWriter,
 				ProfileRuns: c.Int("profile-runs"), Libraries: c.Bool("libraries"), Nested: c.Bool("nested"),
 				StartTimeout: c.Duration("start-timeout"), WorkloadTimeout: c.Duration("workload-timeout"),
@@ -131,13 +133,16 @@ func writeDiscovery(w io.Writer, res *discover.Result) {
 			fmt.Fprintf(w, "  called inside: %s\n", strings.Join(v.Outer, ", "))
 		}
 	}
+	if res.Stopped != "" {
+		fmt.Fprintf(w, "triage stopped: %s\n", res.Stopped)
+	}
 	fmt.Fprintf(w, "took %v; the program's output: %s\n", res.Elapsed.Round(1e6), res.Log)
 }
 
 func verdictWord(v *discover.Verdict) string {
 	switch {
 	case !v.Triaged:
-		return "not tested (budget)"
+		return "not tested"
 	case v.Kept:
 		return "kept"
 	case v.Accepted:

@@ -22,6 +22,12 @@ import (
 type Config struct {
 	Program string
 	Args    []string
+	// Pid, instead of Program, is a running process to discover in: it
+	// is attached to for the probes and for each candidate's test (and
+	// detached from after), never restarted. What a rejected candidate
+	// breaks in it stays broken; triage stops when the workload no longer
+	// passes, or the process is gone.
+	Pid int
 	// Workload is run with sh -c once the program is up, as often as the
 	// steps need; it exits 0 when the program answered correctly.
 	Workload string
@@ -61,6 +67,8 @@ type Result struct {
 	Hot     []*Verdict
 	Elapsed time.Duration
 	Log     string // the program's output
+	// Stopped says why triage ended before the budget (--pid).
+	Stopped string
 }
 
 // Verdict is what was learned about one hot candidate.
@@ -101,6 +109,44 @@ type run struct {
 	cands    []candidates.Candidate // every candidate probed, by probe index
 	deadline time.Time
 	runner   *runner
+	// readable maps a binary as the program names it to a path this
+	// process reads it at (/proc/PID/exe for an attached process, which
+	// may see another root).
+	readable map[string]string
+	stopped  string
+}
+
+// findProgram sets the program's path: as the process sees it for Pid.
+func (d *run) findProgram() error {
+	if d.cfg.Pid != 0 {
+		if d.cfg.Libraries {
+			return errors.New("--libraries does not work with --pid yet")
+		}
+		exe := fmt.Sprintf("/proc/%d/exe", d.cfg.Pid)
+		path, err := os.Readlink(exe)
+		if err != nil {
+			return fmt.Errorf("process %d: %w", d.cfg.Pid, err)
+		}
+		d.program = path
+		d.readable[path] = exe
+		return nil
+	}
+	path, err := exec.LookPath(d.cfg.Program)
+	if err != nil {
+		return fmt.Errorf("program %s: %w", d.cfg.Program, err)
+	}
+	if d.program, err = filepath.Abs(path); err != nil {
+		return err
+	}
+	return nil
+}
+
+// read returns the path binary is read at.
+func (d *run) read(binary string) string {
+	if p, ok := d.readable[binary]; ok {
+		return p
+	}
+	return binary
 }
 
 func (d *run) progress(format string, args ...any) {
@@ -116,18 +162,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, errors.New("a workload is needed: the command that exercises the program and checks its answers")
 	}
 	defaults(&cfg)
-	path, err := exec.LookPath(cfg.Program)
-	if err != nil {
-		return nil, fmt.Errorf("program %s: %w", cfg.Program, err)
-	}
-	if path, err = filepath.Abs(path); err != nil {
+	d := &run{cfg: cfg, logPath: cfg.Log, syms: map[string]*elfsym.File{},
+		readable: map[string]string{}, deadline: start.Add(cfg.Budget)}
+	if err := d.findProgram(); err != nil {
 		return nil, err
 	}
-	d := &run{cfg: cfg, program: path, logPath: cfg.Log, syms: map[string]*elfsym.File{},
-		deadline: start.Add(cfg.Budget)}
 	if err := d.static(); err != nil {
 		return nil, err
 	}
+	var err error
 	if d.runner, err = startRunner(cfg.Self); err != nil {
 		return nil, err
 	}
@@ -137,7 +180,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	d.triage(ctx, hot)
-	res := &Result{Files: d.files, Hot: hot, Manifest: keep(hot, cfg.Nested), Log: d.logPath}
+	res := &Result{Files: d.files, Hot: hot, Manifest: keep(hot, cfg.Nested), Log: d.logPath, Stopped: d.stopped}
 	res.Elapsed = time.Since(start)
 	return res, nil
 }
@@ -168,7 +211,7 @@ func (d *run) static() error {
 		paths = append(paths, neededLibraries(d.program)...)
 	}
 	for _, p := range paths {
-		rep, err := candidates.Find(p, candidates.Options{ExternalCallers: candidates.MergeImports(d.files...)})
+		rep, err := candidates.Find(d.read(p), candidates.Options{ExternalCallers: candidates.MergeImports(d.files...)})
 		if err != nil {
 			if p == d.program {
 				return err
@@ -176,9 +219,13 @@ func (d *run) static() error {
 			d.progress("%s: %v (skipped)", p, err)
 			continue
 		}
-		sym, err := elfsym.Open(p)
+		sym, err := elfsym.Open(d.read(p))
 		if err != nil {
 			return err
+		}
+		rep.Binary = p
+		for i := range rep.Candidates {
+			rep.Candidates[i].Binary = p // as the program names it
 		}
 		d.files = append(d.files, rep)
 		d.syms[p] = sym

@@ -24,6 +24,9 @@ type instance struct {
 	err    error
 	evs    *eventLog
 	log    *os.File
+	// attached: to a running process (Config.Pid), which stop detaches
+	// from rather than kills.
+	attached bool
 }
 
 // start runs the program with manifest m (nil: no rescue point) and
@@ -46,8 +49,13 @@ func (d *run) start(m *manifest.Manifest, probes []supervisor.Probe) (*instance,
 	sink := events.NewSink(nil, in.evs)
 	in.sup = supervisor.New(supervisor.Config{Manifest: m, Events: sink, Log: log, Probes: probes, NoFastPath: true,
 		Stdio: []*os.File{null, log, log}, NewProcessGroup: true})
+	in.attached = d.cfg.Pid != 0
 	go func() {
 		defer close(in.exited)
+		if in.attached {
+			in.status, in.err = -1, in.sup.Attach(d.cfg.Pid)
+			return
+		}
 		in.status, in.err = in.sup.Run(d.cfg.Self, d.program, d.cfg.Args)
 	}()
 	deadline := time.Now().Add(10 * time.Second)
@@ -77,8 +85,15 @@ func (in *instance) alive() bool {
 	}
 }
 
-// stop kills the program's process group and waits for the supervisor.
+// stop kills the program's process group (detaches from an attached
+// process) and waits for the supervisor.
 func (in *instance) stop() {
+	if in.attached {
+		in.sup.Stop()
+		<-in.exited
+		in.log.Close()
+		return
+	}
 	if pid := in.sup.RootPid(); pid > 0 {
 		unix.Kill(-pid, unix.SIGKILL)
 		unix.Kill(pid, unix.SIGKILL)
@@ -116,6 +131,18 @@ func (d *run) workloadFor(ctx context.Context, timeout time.Duration) error {
 		return err
 	}
 	return d.runner.run(d.cfg.Workload, timeout)
+}
+
+// stillServes checks, before a test in a running process, that it is
+// there and the workload passes: earlier tests may have broken it.
+func (d *run) stillServes(ctx context.Context) error {
+	if unix.Kill(d.cfg.Pid, 0) != nil {
+		return fmt.Errorf("process %d is gone", d.cfg.Pid)
+	}
+	if err := d.workload(ctx); err != nil {
+		return fmt.Errorf("the workload no longer passes on process %d, unsupervised (%v): an earlier test left it broken", d.cfg.Pid, err)
+	}
+	return nil
 }
 
 // waitUp runs the workload until it passes, while the program runs:

@@ -27,6 +27,14 @@ func (d *run) triage(ctx context.Context, hot []*Verdict) {
 			d.progress("triage: budget spent; %d of %d hot candidates not tested", len(hot)-i, len(hot))
 			return
 		}
+		if d.cfg.Pid != 0 {
+			// A running process carries what earlier tests did to it.
+			if err := d.stillServes(ctx); err != nil {
+				d.stopped = err.Error()
+				d.progress("triage: %v; %d of %d hot candidates not tested", err, len(hot)-i, len(hot))
+				return
+			}
+		}
 		d.test(ctx, v)
 		verdict := "rejected: " + v.Reason
 		if v.Accepted {
@@ -42,7 +50,7 @@ func (d *run) test(ctx context.Context, v *Verdict) {
 	v.Triaged = true
 	c := v.Candidate
 	sym := d.syms[c.Binary]
-	at, where, err := injectionPlace(c.Binary, sym, c.Address)
+	at, where, err := injectionPlace(d.read(c.Binary), sym, c.Address)
 	if err != nil {
 		v.Reason = "no place to make it fault: " + err.Error()
 		return
@@ -69,7 +77,7 @@ func (d *run) test(ctx context.Context, v *Verdict) {
 	}
 	fired, masked := d.fire(ctx, in, c.Binary, at)
 	if !fired {
-		second, err := secondInstruction(c.Binary, sym, c.Address)
+		second, err := secondInstruction(d.read(c.Binary), sym, c.Address)
 		if err == nil && second != at {
 			at, where = second, "at the second instruction (the place after the first call was not reached)"
 			fired, masked = d.fire(ctx, in, c.Binary, second)

@@ -37,6 +37,7 @@ func ExecHelper(args []string) error {
 // Run starts program under supervision and returns its exit status as a
 // shell reports it.
 func (s *Supervisor) Run(self string, program string, args []string) (int, error) {
+	defer s.markEnded()
 	path, err := exec.LookPath(program)
 	if err != nil {
 		return 127, fmt.Errorf("program %s: %w", program, err)
@@ -84,6 +85,7 @@ func (s *Supervisor) Run(self string, program string, args []string) (int, error
 // Attach supervises a running process, its threads and later children,
 // until it exits or Stop is called.
 func (s *Supervisor) Attach(pid int) error {
+	defer s.markEnded()
 	if err := unix.Kill(pid, 0); err != nil {
 		return fmt.Errorf("process %d: %w", pid, err)
 	}
@@ -93,6 +95,7 @@ func (s *Supervisor) Attach(pid int) error {
 	if err := s.adopt(pid, ptrace.Options, false); err != nil {
 		return fmt.Errorf("attach to %d: %w", pid, err)
 	}
+	s.rootPid.Store(int64(pid))
 	p := s.procs[pid]
 	// Hold every thread while breakpoints go in.
 	s.stopThreads([]*process{p}, false)
@@ -195,5 +198,6 @@ func (s *Supervisor) Forward(sig unix.Signal) {
 	}
 }
 
-// RootPid is the pid of the program Run started, once it runs (0 before).
+// RootPid is the pid of the program Run started or Attach attached to,
+// once it is supervised (0 before).
 func (s *Supervisor) RootPid() int { return int(s.rootPid.Load()) }
