@@ -86,7 +86,7 @@ func setup() (int, error) {
 		return 1, err
 	}
 	progs := filepath.Join(root, "recovery", "testdata", "progs")
-	for _, prog := range []string{"bugs", "server", "prefork", "faults"} {
+	for _, prog := range []string{"bugs", "server", "prefork", "faults", "discoverme"} {
 		cc := exec.Command("gcc", "-O2", "-g", "-pthread", "-I", progs, "-o", filepath.Join(env.work, prog), filepath.Join(progs, prog+".c"))
 		if out, err := cc.CombinedOutput(); err != nil {
 			return 1, fmt.Errorf("compile %s.c: %v\n%s", prog, err, out)
@@ -170,6 +170,8 @@ func importImages() error {
 		{Name: "assure.test/faults:1", Files: []image.File{{Src: filepath.Join(env.work, "faults"), Dst: "/app/faults"}}, WithLibs: true,
 			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/faults","function":"rescue_fault","return":-1}]}`}},
 		{Name: "assure.test/bugs:none", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true},
+		{Name: "assure.test/discoverme:1", Files: []image.File{{Src: filepath.Join(env.work, "discoverme"), Dst: "/app/discoverme"}},
+			WithLibs: true, Dirs: []string{"/tmp"}},
 		{Name: "assure.test/bugs:badfunc", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true,
 			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/bugs","function":"no_such_function","return":-1}]}`}},
 		{Name: "assure.test/bugs:badjson", Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true,

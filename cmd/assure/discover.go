@@ -20,7 +20,7 @@ func discoverCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "discover",
 		Usage:     "find a program's rescue points and test them against faults",
-		ArgsUsage: "-- PROGRAM [ARGS...] | --pid PID",
+		ArgsUsage: "-- PROGRAM [ARGS...] | --pid PID | --address SOCK [--namespace NS] CONTAINER",
 		Description: "Runs PROGRAM under supervision and writes a manifest of the rescue points it found and tested, " +
 			"with a report on stdout. Candidates come from the program's code (functions whose callers test " +
 			"their result; assure candidates lists them); probes on them learn which ones the workload " +
@@ -33,6 +33,8 @@ func discoverCommand() *cli.Command {
 			&cli.StringFlag{Name: "workload", Required: true, Usage: "command (sh -c) that exercises the program and exits 0 when it answered correctly"},
 			&cli.StringFlag{Name: "out", Usage: "write the manifest to this file (default: print it after the report)"},
 			&cli.DurationFlag{Name: "budget", Value: discoverBudget, Usage: "time for the whole discovery; triage stops taking candidates when it is spent"},
+			&cli.StringFlag{Name: "address", Usage: "containerd's socket: discover in the init process of CONTAINER, as with --pid", EnvVars: []string{"CONTAINERD_ADDRESS"}},
+			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: "default", Usage: "containerd namespace of CONTAINER", EnvVars: []string{"CONTAINERD_NAMESPACE"}},
 			&cli.IntFlag{Name: "pid", Usage: "discover in this running process instead (attached to, never restarted: what a rejected candidate breaks stays broken)"},
 			&cli.StringFlag{Name: "log", Usage: "append the program's output to this file (default: a temporary file, removed unless discovery fails)"},
 			&cli.BoolFlag{Name: "nested", Usage: "keep an accepted candidate even when an accepted inner one covers its calls (it then also recovers faults in its own code)"},
@@ -42,9 +44,9 @@ func discoverCommand() *cli.Command {
 			&cli.DurationFlag{Name: "workload-timeout", Value: time.Minute, Usage: "how long one run of the workload may take"},
 		},
 		Action: func(c *cli.Context) error {
-			pid := c.Int("pid")
-			if (c.NArg() < 1) == (pid == 0) {
-				return cli.Exit("discover: expected -- PROGRAM [ARGS...] or --pid PID (one of them)", 2)
+			pid, args, err := discoverTarget(c)
+			if err != nil {
+				return err
 			}
 			self, err := os.Executable()
 			if err != nil {
@@ -63,7 +65,7 @@ func discoverCommand() *cli.Command {
 			ctx, cancel := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
 			defer cancel()
 			res, err := discover.Run(ctx, discover.Config{
-				Program: c.Args().First(), Args: c.Args().Tail(), Pid: pid, Workload: c.String("workload"),
+				Program: args.First(), Args: args.Tail(), Pid: pid, Workload: c.String("workload"),
 				Budget: c.Duration("budget"), Self: self, Log: log, Progress: c.App.ErrWriter,
 				ProfileRuns: c.Int("profile-runs"), Libraries: c.Bool("libraries"), Nested: c.Bool("nested"),
 				StartTimeout: c.Duration("start-timeout"), WorkloadTimeout: c.Duration("workload-timeout"),
@@ -79,6 +81,45 @@ func discoverCommand() *cli.Command {
 			return finishDiscovery(c, res)
 		},
 	}
+}
+
+// discoverTarget returns the process discovery works in (0: the program
+// it starts, args).
+func discoverTarget(c *cli.Context) (int, cli.Args, error) {
+	pid := c.Int("pid")
+	if c.IsSet("address") {
+		if pid != 0 || c.NArg() != 1 {
+			return 0, nil, cli.Exit("discover: with --address, expected exactly one CONTAINER (and no --pid)", 2)
+		}
+		p, err := containerInit(c.String("address"), c.String("namespace"), c.Args().First())
+		if err != nil {
+			return 0, nil, cli.Exit("discover: "+err.Error(), 1)
+		}
+		if t := tracerOf(p); t != 0 {
+			return 0, nil, cli.Exit(fmt.Sprintf("discover: the init (pid %d) of container %s is traced by %d already (a container run with io.containerd.assure.v1 and a manifest has its supervisor): discovery cannot attach; run it without a manifest", p, c.Args().First(), t), 1)
+		}
+		return p, c.Args(), nil
+	}
+	if (c.NArg() < 1) == (pid == 0) {
+		return 0, nil, cli.Exit("discover: expected -- PROGRAM [ARGS...], --pid PID or --address SOCK CONTAINER (one of them)", 2)
+	}
+	return pid, c.Args(), nil
+}
+
+// tracerOf is the TracerPid of pid (0: none, or unknown).
+func tracerOf(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "TracerPid:"); ok {
+			var n int
+			fmt.Sscanf(strings.TrimSpace(v), "%d", &n)
+			return n
+		}
+	}
+	return 0
 }
 
 // discoverBudget is the default time for a discovery.
