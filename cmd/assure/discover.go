@@ -37,6 +37,7 @@ func discoverCommand() *cli.Command {
 			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Value: "default", Usage: "containerd namespace of CONTAINER", EnvVars: []string{"CONTAINERD_NAMESPACE"}},
 			&cli.IntFlag{Name: "pid", Usage: "discover in this running process instead (attached to, never restarted: what a rejected candidate breaks stays broken)"},
 			&cli.StringFlag{Name: "log", Usage: "append the program's output to this file (default: a temporary file, removed unless discovery fails)"},
+			&cli.BoolFlag{Name: "keep-masked", Usage: "keep accepted candidates whose faulting workload run passed as well (their error return did not reach the client)"},
 			&cli.BoolFlag{Name: "nested", Usage: "keep an accepted candidate even when an accepted inner one covers its calls (it then also recovers faults in its own code)"},
 			&cli.BoolFlag{Name: "libraries", Usage: "also take candidates from the shared libraries the program links"},
 			&cli.IntFlag{Name: "profile-runs", Value: 3, Usage: "workload runs the probes count"},
@@ -67,7 +68,7 @@ func discoverCommand() *cli.Command {
 			res, err := discover.Run(ctx, discover.Config{
 				Program: args.First(), Args: args.Tail(), Pid: pid, Workload: c.String("workload"),
 				Budget: c.Duration("budget"), Self: self, Log: log, Progress: c.App.ErrWriter,
-				ProfileRuns: c.Int("profile-runs"), Libraries: c.Bool("libraries"), Nested: c.Bool("nested"),
+				ProfileRuns: c.Int("profile-runs"), Libraries: c.Bool("libraries"), Nested: c.Bool("nested"), KeepMasked: c.Bool("keep-masked"),
 				StartTimeout: c.Duration("start-timeout"), WorkloadTimeout: c.Duration("workload-timeout"),
 			})
 			if err != nil {

@@ -49,6 +49,9 @@ type Config struct {
 	// covers its calls: it also recovers the faults in its own code, and
 	// rescue points nest (by default only the innermost is kept).
 	Nested bool
+	// KeepMasked keeps accepted candidates whose faulting workload run
+	// passed as well (see keep).
+	KeepMasked bool
 	// Libraries adds the candidates of the shared libraries the program
 	// links (DT_NEEDED); off, only the program's own functions are
 	// candidates.
@@ -97,6 +100,7 @@ type Verdict struct {
 
 	probe       int         // index in the probe list
 	hits        int         // calls counted in all
+	saturated   bool        // hits reached the probe's limit
 	outerCounts map[int]int // by probe index: calls with that one on the stack
 }
 
@@ -180,7 +184,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	d.triage(ctx, hot)
-	res := &Result{Files: d.files, Hot: hot, Manifest: keep(hot, cfg.Nested), Log: d.logPath, Stopped: d.stopped}
+	res := &Result{Files: d.files, Hot: hot, Manifest: keep(hot, cfg.Nested, cfg.KeepMasked), Log: d.logPath, Stopped: d.stopped}
 	res.Elapsed = time.Since(start)
 	return res, nil
 }

@@ -27,7 +27,7 @@ func TestKeep(t *testing.T) {
 	a := verdict("even", 6, 10, true, map[int]int{7: 10})
 	b := verdict("odd", 7, 10, true, map[int]int{6: 10})
 	hot := []*Verdict{outer, inner, partial, rare, rejectedInner, keeper, a, b}
-	m := keep(hot, false)
+	m := keep(hot, false, false)
 	kept := map[string]bool{}
 	for _, rp := range m.RescuePoints {
 		kept[rp.Function] = true
@@ -41,11 +41,27 @@ func TestKeep(t *testing.T) {
 	if !strings.Contains(outer.Dropped, "parse") {
 		t.Errorf("handle dropped for %q, want parse named", outer.Dropped)
 	}
-	if m := keep(hot, true); len(m.RescuePoints) != 7 {
+	if m := keep(hot, true, false); len(m.RescuePoints) != 7 {
 		t.Errorf("nested: %d rescue points, want every accepted one (7)", len(m.RescuePoints))
 	}
-	if keep([]*Verdict{rejectedInner}, false) != nil {
+	if keep([]*Verdict{rejectedInner}, false, false) != nil {
 		t.Error("a manifest without an accepted candidate")
+	}
+	// Capped counts say nothing about coverage: both stay.
+	capOuter := verdict("dispatch2", 8, 200, true, map[int]int{})
+	capInner := verdict("get", 9, 200, true, map[int]int{8: 200})
+	capOuter.saturated, capInner.saturated = true, true
+	if m := keep([]*Verdict{capOuter, capInner}, false, false); m == nil || len(m.RescuePoints) != 2 {
+		t.Errorf("saturated nesting dropped one: %v", m)
+	}
+	// A masked one is left out unless asked for.
+	masked := verdict("lookup2", 10, 5, true, map[int]int{})
+	masked.Masked = true
+	if keep([]*Verdict{masked}, false, false) != nil || !strings.Contains(masked.Dropped, "passed too") {
+		t.Errorf("masked candidate kept, or dropped for %q", masked.Dropped)
+	}
+	if m := keep([]*Verdict{masked}, false, true); m == nil {
+		t.Error("--keep-masked did not keep it")
 	}
 }
 

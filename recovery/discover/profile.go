@@ -63,6 +63,7 @@ func (d *run) hot(after []supervisor.ProbeStat) []*Verdict {
 			v.outerCounts[outer] = n
 		}
 		v.hits = after[v.probe].Hits
+		v.saturated = v.Saturated
 	}
 	sortHot(hot)
 	return hot

@@ -22,11 +22,14 @@ const injectTries = 3
 
 // triage tests each hot candidate, while the budget lasts.
 func (d *run) triage(ctx context.Context, hot []*Verdict) {
+	var spent time.Duration // by the tests so far
 	for i, v := range hot {
-		if time.Now().After(d.deadline) || ctx.Err() != nil {
+		// A test that would end past the budget is not started.
+		if left := time.Until(d.deadline); ctx.Err() != nil || left <= 0 || i > 0 && left < spent/time.Duration(i) {
 			d.progress("triage: budget spent; %d of %d hot candidates not tested", len(hot)-i, len(hot))
 			return
 		}
+		t0 := time.Now()
 		if d.cfg.Pid != 0 {
 			// A running process carries what earlier tests did to it.
 			if err := d.stillServes(ctx); err != nil {
@@ -36,6 +39,7 @@ func (d *run) triage(ctx context.Context, hot []*Verdict) {
 			}
 		}
 		d.test(ctx, v)
+		spent += time.Since(t0)
 		verdict := "rejected: " + v.Reason
 		if v.Accepted {
 			verdict = "accepted: " + v.Evidence
@@ -117,7 +121,7 @@ func (d *run) judge(ctx context.Context, v *Verdict, in *instance, base usage, f
 		if !in.alive() {
 			v.Reason = fmt.Sprintf("%s: the program died (status %d)", fault, in.status)
 		} else {
-			v.Reason = fault + ": no recovery was reported"
+			v.Reason = fault + " was made, but the supervisor reported neither a recovery nor a crash (the program handled the signal itself?)"
 		}
 		return
 	}
