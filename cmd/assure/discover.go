@@ -72,7 +72,13 @@ func discoverCommand() *cli.Command {
 				StartTimeout: c.Duration("start-timeout"), WorkloadTimeout: c.Duration("workload-timeout"),
 			})
 			if err != nil {
-				return cli.Exit(fmt.Sprintf("discover: %v (the program's output: %s)", err, log), 1)
+				msg := "discover: " + err.Error()
+				if fi, serr := os.Stat(log); serr == nil && fi.Size() > 0 {
+					msg += " (the program's output: " + log + ")"
+				} else if !keepLog {
+					os.Remove(log) // nothing in it: the program never said anything
+				}
+				return cli.Exit(msg, 1)
 			}
 			if !keepLog {
 				os.Remove(log)
