@@ -53,6 +53,11 @@ func TestE2EFaultOutsideRescuePoint(t *testing.T) {
 			if !strings.HasPrefix(c.Stack[0], "process_item+") && !strings.HasPrefix(c.Stack[0], "process_item ") {
 				t.Errorf("crash stack starts with %q, want the faulting function process_item\n  stack: %q%s", c.Stack[0], c.Stack, r)
 			}
+			// Walked with the unwind tables: the caller next, nothing
+			// the stack merely holds in between.
+			if len(c.Stack) < 2 || !strings.HasPrefix(c.Stack[1], "main+") {
+				t.Errorf("crash stack %q: want main right after process_item%s", c.Stack, r)
+			}
 			if !strings.Contains(r.Stderr, "assure: crash") {
 				t.Errorf("no 'assure: crash' line on stderr%s", r)
 			}

@@ -9,6 +9,7 @@ import (
 	"github.com/assure-rt/assure/recovery/events"
 	"github.com/assure-rt/assure/recovery/procfs"
 	"github.com/assure-rt/assure/recovery/ptrace"
+	"github.com/assure-rt/assure/recovery/unwind"
 )
 
 // maxFrames bounds a crash stack.
@@ -33,10 +34,12 @@ func (s *Supervisor) crash(t *thread, sig unix.Signal, si ptrace.Siginfo, why st
 	s.cfg.Events.Emit(e)
 }
 
-// stack symbolizes the faulting thread's stack: the instruction pointer,
-// then the return addresses found by scanning the stack (words that point
-// just past a call instruction), as crash reporters do when frame
-// pointers and unwind tables cannot be trusted.
+// stack symbolizes the faulting thread's stack, walked with the unwind
+// tables (recovery/unwind: .eh_frame CFI), which give every frame and no
+// false one. Where they cannot (code without unwind information, a stack
+// the program smashed) it falls back to scanning the stack for return
+// addresses (words that point just past a call instruction), as crash
+// reporters do.
 func (s *Supervisor) stack(t *thread) []string {
 	p := t.proc
 	var regs arch.Regs
@@ -47,6 +50,22 @@ func (s *Supervisor) stack(t *thread) []string {
 	if err != nil {
 		return nil
 	}
+	mem := unwind.ProcessMem(p.pid)
+	mods := unwind.LoadModules(maps, unwind.MapFilesOpener(p.pid), mem, s.hooks.cache)
+	frames, err := unwind.Unwind(unwind.FromPtrace(&regs), mem, mods, unwind.Options{MaxDepth: maxFrames})
+	if err != nil && len(frames) < 2 {
+		return s.scannedStack(p, maps, &regs)
+	}
+	out := make([]string, 0, len(frames))
+	for _, f := range frames {
+		out = append(out, s.symbolize(p, maps, f.PC, f.Return))
+	}
+	return out
+}
+
+// scannedStack is the instruction pointer, then the return addresses
+// found by scanning the stack.
+func (s *Supervisor) scannedStack(p *process, maps []procfs.Mapping, regs *arch.Regs) []string {
 	out := []string{s.symbolize(p, maps, regs.Rip, false)}
 	raw, err := p.readMem(regs.Rsp, 16*1024)
 	if err != nil {
