@@ -40,6 +40,8 @@ func main() {
 			symbolsCommand(),
 			candidatesCommand(),
 			discoverCommand(),
+			armCommand(false),
+			armCommand(true),
 			eventsCommand(),
 			metricsCommand(),
 			superviseCommand(),

@@ -142,6 +142,12 @@ func resolveManifest(stderr io.Writer, file, root string) (*manifest.Manifest, [
 	if err != nil {
 		return nil, nil, cli.Exit(err.Error(), 1)
 	}
+	return checkManifest(stderr, m, file, root)
+}
+
+// checkManifest resolves every rescue point of m (read from file) in the
+// binaries under root, as resolveManifest does.
+func checkManifest(stderr io.Writer, m *manifest.Manifest, file, root string) (*manifest.Manifest, []resolution, error) {
 	r := &resolver{root: root, files: map[string]*binaryFile{}}
 	defer r.close() // a supervisor must not hold the container's root open
 	var (

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/assure-rt/assure/recovery/events"
+	"github.com/assure-rt/assure/recovery/manifest"
 	"github.com/assure-rt/assure/recovery/supervisor"
 )
 
@@ -25,16 +26,27 @@ func runCommand() *cli.Command {
 		ArgsUsage: "-- PROGRAM [ARGS...]",
 		Description: "The program's stdin, stdout and stderr pass through; assure exits with the program's " +
 			"status, or 128+N when signal N killed it.",
-		Flags: []cli.Flag{manifestFlag, eventsFlag},
+		Flags: []cli.Flag{&cli.StringFlag{Name: "manifest", Usage: "rescue-point manifest (JSON, version 1); without one, --control arms them later"}, eventsFlag,
+			&cli.StringFlag{Name: "control", Usage: "serve the control protocol on this unix socket (mode 0600): assure arm / disarm --control SOCK"}},
 		Action: func(c *cli.Context) error {
 			if c.NArg() < 1 {
 				return cli.Exit("run: no program given (assure run --manifest FILE -- PROGRAM [ARGS...])", 2)
+			}
+			if c.String("manifest") == "" && c.String("control") == "" {
+				return cli.Exit("run: no rescue points: give --manifest FILE, or --control SOCK to arm them later", 2)
 			}
 			sup, closeEvents, err := newSupervisor(c, "/")
 			if err != nil {
 				return err
 			}
 			defer closeEvents()
+			stopControl := func() {}
+			if sock := c.String("control"); sock != "" {
+				if stopControl, err = serveRunControl(sup, sock); err != nil {
+					return cli.Exit("run: "+err.Error(), 1)
+				}
+				defer stopControl()
+			}
 			self, err := os.Executable()
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("run: %v", err), 1)
@@ -45,6 +57,7 @@ func runCommand() *cli.Command {
 				return cli.Exit("run: "+err.Error(), status)
 			}
 			closeEvents()
+			stopControl() // os.Exit runs no deferred function
 			os.Exit(status)
 			return nil
 		},
@@ -97,9 +110,12 @@ func newSupervisor(c *cli.Context, root string) (*supervisor.Supervisor, func(),
 // newContainerSupervisor is newSupervisor for a container's supervisor:
 // its events name the container.
 func newContainerSupervisor(c *cli.Context, root, container string) (*supervisor.Supervisor, func(), error) {
-	m, _, err := resolveManifest(os.Stderr, c.String("manifest"), root)
-	if err != nil {
-		return nil, nil, err
+	m := manifest.Empty() // assure run --control: armed later
+	if file := c.String("manifest"); file != "" {
+		var err error
+		if m, _, err = resolveManifest(os.Stderr, file, root); err != nil {
+			return nil, nil, err
+		}
 	}
 	var (
 		jsonOut  io.Writer

@@ -60,7 +60,8 @@ func superviseCommand() *cli.Command {
 			}()
 			served := make(chan error, 1)
 			go func() { served <- sup.Serve(supervisor.ServeConfig{Cgroup: c.String("cgroup")}) }()
-			h := &containerHandler{Supervisor: sup, namespace: c.String("namespace"), container: c.String("container")}
+			h := &containerHandler{Supervisor: sup, armer: armer{sup: sup, root: c.String("root")},
+				namespace: c.String("namespace"), container: c.String("container")}
 			go control.Serve(l, h)
 			if err := <-served; err != nil {
 				return cli.Exit(fmt.Sprintf("supervise: %v", err), 1)
@@ -75,6 +76,7 @@ func superviseCommand() *cli.Command {
 // supervisor; metrics say which container they are of.
 type containerHandler struct {
 	*supervisor.Supervisor
+	armer
 	namespace, container string
 }
 

@@ -42,6 +42,9 @@ type Request struct {
 	// Launcher: Pid has not exec'd its program yet (runc init waiting on
 	// its exec fifo).
 	Launcher bool `json:"launcher,omitempty"`
+	// Manifest is the manifest of "arm" and "disarm" (add its rescue
+	// points to the supervised processes, or take them out).
+	Manifest json.RawMessage `json:"manifest,omitempty"`
 }
 
 // Response answers one request.
@@ -59,12 +62,16 @@ type Handler interface {
 	// Metrics returns a JSON-encodable snapshot of the handler's counters.
 	Metrics() any
 	Stop()
+	// ArmManifest and DisarmManifest add or take out the rescue points of
+	// a manifest (its JSON, untrusted: the handler validates it).
+	ArmManifest(data []byte) error
+	DisarmManifest(data []byte) error
 }
 
 // maxLine bounds a request line; maxResponse a response line (metrics
 // of up to 1024 rescue points).
 const (
-	maxLine     = 4096
+	maxLine     = 2<<20 + 4096 // a manifest (1 MiB) in JSON string form
 	maxResponse = 8 << 20
 )
 
@@ -116,6 +123,14 @@ func serveConn(conn net.Conn, h Handler) bool {
 				if req.Pid <= 0 {
 					resp = Response{Error: fmt.Sprintf("adopt: bad pid %d", req.Pid)}
 				} else if err := h.Adopt(req.Pid, req.Launcher); err != nil {
+					resp = Response{Error: err.Error()}
+				}
+			case "arm", "disarm":
+				do := h.ArmManifest
+				if req.Op == "disarm" {
+					do = h.DisarmManifest
+				}
+				if err := do(req.Manifest); err != nil {
 					resp = Response{Error: err.Error()}
 				}
 			case "stop":
@@ -209,6 +224,15 @@ func (c *Client) Metrics(v any) error {
 // seized.
 func (c *Client) Adopt(pid int, launcher bool) error {
 	return c.call(Request{Op: "adopt", Pid: pid, Launcher: launcher})
+}
+
+// Arm asks the supervisor to add the rescue points of the manifest (its
+// JSON) to every process it supervises.
+func (c *Client) Arm(manifest []byte) error { return c.call(Request{Op: "arm", Manifest: manifest}) }
+
+// Disarm asks the supervisor to take them out again.
+func (c *Client) Disarm(manifest []byte) error {
+	return c.call(Request{Op: "disarm", Manifest: manifest})
 }
 
 // Ping checks that the supervisor answers.

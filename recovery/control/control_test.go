@@ -13,6 +13,7 @@ import (
 type fakeHandler struct {
 	mu      sync.Mutex
 	adopted []int
+	armed   []string
 	stopped chan struct{}
 }
 
@@ -27,6 +28,17 @@ func (h *fakeHandler) Adopt(pid int, launcher bool) error {
 }
 
 func (h *fakeHandler) Stop() { close(h.stopped) }
+
+func (h *fakeHandler) ArmManifest(data []byte) error {
+	h.mu.Lock()
+	h.armed = append(h.armed, string(data))
+	h.mu.Unlock()
+	return nil
+}
+
+func (h *fakeHandler) DisarmManifest(data []byte) error {
+	return errors.New("rescue point f in /x is not armed")
+}
 
 // Metrics answers with a large body: responses are not bound by the
 // request line limit.
@@ -58,6 +70,20 @@ func TestProtocol(t *testing.T) {
 	}
 	if err := c.Adopt(13, false); err == nil || !strings.Contains(err.Error(), "cgroup /x") {
 		t.Fatalf("adopt 13: %v, want the handler's refusal", err)
+	}
+	// A manifest of 100 KiB, past the old 4 KiB line limit, arrives whole.
+	big := `{"version":1,"rescuePoints":[],"pad":"` + strings.Repeat("y", 100<<10) + `"}`
+	if err := c.Arm([]byte(big)); err != nil {
+		t.Fatalf("arm: %v", err)
+	}
+	h.mu.Lock()
+	got := h.armed
+	h.mu.Unlock()
+	if len(got) != 1 || got[0] != big {
+		t.Fatalf("armed %d manifests (%d bytes), want the one sent", len(got), len(strings.Join(got, "")))
+	}
+	if err := c.Disarm([]byte(`{}`)); err == nil || !strings.Contains(err.Error(), "not armed") {
+		t.Fatalf("disarm: %v, want the handler's refusal", err)
 	}
 	if err := c.Adopt(-1, false); err == nil || !strings.Contains(err.Error(), "bad pid") {
 		t.Fatalf("adopt -1: %v, want a bad-pid error", err)

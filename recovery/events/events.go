@@ -17,6 +17,10 @@ const (
 	Attached  = "attached"
 	Detached  = "detached"
 	Error     = "error"
+	// Armed and Disarmed: a rescue point was added to or taken out of a
+	// running supervisor (assure arm, assure disarm).
+	Armed    = "armed"
+	Disarmed = "disarmed"
 	// Suppressed counts the events of one type (Message) the rate limit
 	// dropped (Count).
 	Suppressed = "suppressed"
@@ -151,6 +155,8 @@ func Format(e Event) string {
 	case Suppressed:
 		return fmt.Sprintf("assure: %ssuppressed %d %s events (rate limit: %d at once, then %d per second)",
 			in(e.Container), e.Count, e.Message, Burst, PerSecond)
+	case Armed, Disarmed:
+		return fmt.Sprintf("assure: %s%s %s", in(e.Container), e.Type, rpName(e.RescuePoint))
 	case Attached, Detached:
 		return fmt.Sprintf("assure: %s%s pid %d%s", in(e.Container), e.Type, e.Pid, suffix(e.Message))
 	}

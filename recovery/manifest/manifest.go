@@ -594,3 +594,10 @@ func (m *Manifest) JSON() ([]byte, error) {
 	}
 	return data, nil
 }
+
+// Empty is the manifest of a supervisor started without rescue points,
+// to have them armed later (assure run --control, assure arm): the
+// default signals and recovery limit.
+func Empty() *Manifest {
+	return &Manifest{Version: Version, Signals: DefaultSignals(), MaxRecoveries: DefaultMaxRecoveries}
+}

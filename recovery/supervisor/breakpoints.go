@@ -119,7 +119,7 @@ func (s *Supervisor) resolve(p *process, atExec bool) error {
 	forgetUnmapped(p, maps)
 	var errs []error
 	for _, rp := range s.rps {
-		if _, ok := p.resolved[rp]; ok {
+		if _, ok := p.resolved[rp]; ok || rp.disarmed {
 			continue
 		}
 		mods := findModule(p.pid, maps, rp.Binary)

@@ -71,6 +71,7 @@ type hooks struct {
 	injects []*rescuePoint
 	pending []*rescuePoint  // injections not yet planted (tracer thread)
 	resets  []chan struct{} // ResetProbes calls waiting for the tracer
+	arms    []armRequest    // Arm and Disarm calls waiting (arm.go)
 	cache   *unwind.Cache
 }
 
@@ -191,6 +192,7 @@ func (s *Supervisor) InjectionsFired() int {
 // takeHooks serves what other goroutines asked of the probes and
 // injections (on the tracer thread).
 func (s *Supervisor) takeHooks() {
+	s.takeArms()
 	s.takeResets()
 	s.takeInjections()
 }

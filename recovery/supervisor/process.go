@@ -128,6 +128,8 @@ type rescuePoint struct {
 	// hook is set for a probe or an injection (probe.go), which is
 	// resolved like a rescue point but is none.
 	hook *hook
+	// disarmed: taken out by Disarm (arm.go), not resolved any more.
+	disarmed bool
 }
 
 type bpKind int

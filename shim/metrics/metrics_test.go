@@ -24,6 +24,9 @@ func (f *fake) Adopt(int, bool) error { return nil }
 func (f *fake) Stop()                 {}
 func (f *fake) Metrics() any          { return f.snap }
 
+func (f *fake) ArmManifest([]byte) error    { return nil }
+func (f *fake) DisarmManifest([]byte) error { return nil }
+
 func serve(t *testing.T, sock string, snap supervisor.MetricsSnapshot) {
 	l, err := net.Listen("unix", sock)
 	if err != nil {

@@ -1,0 +1,76 @@
+package recovery_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestE2EArmDisarm: a program started under `assure run --control SOCK`
+// without rescue points gets one with `assure arm --control`, without a
+// restart: a fault in it is then recovered; a manifest naming a function
+// that does not exist is refused and arms nothing; `assure disarm` takes
+// it out again (a second disarm says it is not armed), and the same
+// fault then kills the program, as without assure. Events say armed and
+// disarmed; the control socket goes when assure exits.
+func TestE2EArmDisarm(t *testing.T) {
+	if assureErr != nil {
+		t.Skip(assureErr)
+	}
+	dir := t.TempDir()
+	sock, events := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "events.jsonl")
+	good, bad := filepath.Join(dir, "good.json"), filepath.Join(dir, "bad.json")
+	os.WriteFile(good, []byte(simpleManifest("server", -1, "handle_request")), 0o644)
+	os.WriteFile(bad, []byte(simpleManifest("server", -1, "no_such_function")), 0o644)
+	p := startProc(t, "assure", true, assureBin, "run", "--control", sock, "--events", events, "--", bin("server"), "serve")
+	s := &attServer{attProc: p, extra: func() string { return "" }}
+	if l := s.readLine("start", s.extra); l != "ready" {
+		t.Fatalf("server said %q, want ready%s", l, s.describe())
+	}
+	ctl := func(args ...string) (string, error) {
+		out, err := exec.Command(assureBin, append(args[:1:1], append([]string{"--control", sock}, args[1:]...)...)...).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := ctl("arm", bad); err == nil || !strings.Contains(out, "no_such_function") {
+		t.Fatalf("arm of a missing function: %v\n%s", err, out)
+	}
+	if out, err := ctl("arm", good); err != nil {
+		t.Fatalf("arm: %v\n%s", err, out)
+	}
+	s.want("BAD", "error")
+	s.want("GOOD 2", "ok 1") // the faulty request was undone
+	if out, err := ctl("disarm", good); err != nil {
+		t.Fatalf("disarm: %v\n%s", err, out)
+	}
+	if out, err := ctl("disarm", good); err == nil || !strings.Contains(out, "is not armed") {
+		t.Fatalf("second disarm: %v\n%s", err, out)
+	}
+	s.stdin.Write([]byte("BAD\n"))
+	select {
+	case <-p.exited:
+	case <-time.After(attExitTimeout):
+		t.Fatalf("the fault after disarm did not end the program%s", s.describe())
+	}
+	if st := p.ws.ExitStatus(); st != 128+int(syscall.SIGSEGV) {
+		t.Errorf("assure exited %d, want %d (the program's SIGSEGV, as without assure)%s", st, 128+int(syscall.SIGSEGV), s.describe())
+	}
+	data, _ := os.ReadFile(events)
+	var types []string
+	for _, l := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		for _, typ := range []string{"armed", "recovered", "disarmed", "crash"} {
+			if strings.Contains(l, `"type":"`+typ+`"`) {
+				types = append(types, typ)
+			}
+		}
+	}
+	if got := strings.Join(types, " "); got != "armed recovered disarmed crash" {
+		t.Errorf("events %q, want armed recovered disarmed crash\n%s", got, data)
+	}
+	if _, err := os.Stat(sock); err == nil {
+		t.Error("control socket left behind")
+	}
+}
