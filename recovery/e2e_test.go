@@ -456,6 +456,7 @@ type runSpec struct {
 	args     []string
 	stdin    []byte
 	env      []string // added to the environment of the run
+	runArgs  []string // more options of assure run (before "--")
 }
 
 func runNative(t *testing.T, prog string, args ...string) result {
@@ -486,7 +487,7 @@ func run(t *testing.T, s runSpec) result {
 			t.Fatal(err)
 		}
 		eventsFile = filepath.Join(work, "events.jsonl")
-		argv = append([]string{assureBin, "run", "--manifest", mf, "--events", eventsFile, "--"}, argv...)
+		argv = append(append(append([]string{assureBin, "run", "--manifest", mf, "--events", eventsFile}, s.runArgs...), "--"), argv...)
 	}
 	res := result{cmdline: strings.Join(argv, " "), underAs: s.manifest != "", Dir: work}
 

@@ -27,6 +27,7 @@ func runCommand() *cli.Command {
 		Description: "The program's stdin, stdout and stderr pass through; assure exits with the program's " +
 			"status, or 128+N when signal N killed it.",
 		Flags: []cli.Flag{&cli.StringFlag{Name: "manifest", Usage: "rescue-point manifest (JSON, version 1); without one, --control arms them later"}, eventsFlag,
+			&cli.StringFlag{Name: "learn", Usage: "with a manifest that heals: arm FILE's rescue points at start when it exists, and write there those crashes teach (a version 1 manifest)"},
 			&cli.StringFlag{Name: "control", Usage: "serve the control protocol on this unix socket (mode 0600): assure arm / disarm --control SOCK"}},
 		Action: func(c *cli.Context) error {
 			if c.NArg() < 1 {
@@ -145,7 +146,14 @@ func newContainerSupervisor(c *cli.Context, root, container string) (*supervisor
 		sink.Flush()
 		closeFile()
 	}
-	return supervisor.New(supervisor.Config{Manifest: m, Events: sink, Log: sink.LimitLog(os.Stderr)}), closeFn, nil
+	cfg := supervisor.Config{Manifest: m, Events: sink, Log: sink.LimitLog(os.Stderr)}
+	if file := c.String("learn"); file != "" {
+		if err := learnFrom(&cfg, file, root); err != nil {
+			closeFn()
+			return nil, nil, err
+		}
+	}
+	return supervisor.New(cfg), closeFn, nil
 }
 
 // forwardSignals passes termination signals sent to assure on to the

@@ -436,10 +436,21 @@ func (f *File) execSegment(vaddr uint64) (segment, bool) {
 // executable segment. Functions without a name (from .eh_frame) are named
 // by their start address ("0x1139"), as manifests name them.
 func (f *File) Symbolize(vaddr uint64) (name string, off uint64, ok bool) {
+	fn, ok := f.FunctionContaining(vaddr)
+	if !ok {
+		return "", 0, false
+	}
+	return funcName(fn), vaddr - fn.Addr, true
+}
+
+// FunctionContaining returns the function vaddr is in: the nearest one
+// starting at or below it, when vaddr is within its size (or, for one of
+// unknown size, within its executable segment).
+func (f *File) FunctionContaining(vaddr uint64) (Func, bool) {
 	fs := f.funcs
 	i := sort.Search(len(fs), func(i int) bool { return fs[i].addr > vaddr }) - 1
 	if i < 0 {
-		return "", 0, false
+		return Func{}, false
 	}
 	fn := fs[i]
 	switch {
@@ -447,7 +458,7 @@ func (f *File) Symbolize(vaddr uint64) (name string, off uint64, ok bool) {
 		if len(f.loads) > 0 {
 			seg, ok := f.execSegment(fn.addr)
 			if !ok || vaddr-seg.vaddr >= seg.memsz {
-				return "", 0, false
+				return Func{}, false
 			}
 		}
 	case vaddr-fn.addr >= fn.size:
@@ -461,10 +472,10 @@ func (f *File) Symbolize(vaddr uint64) (name string, off uint64, ok bool) {
 			}
 		}
 		if !found {
-			return "", 0, false
+			return Func{}, false
 		}
 	}
-	return funcName(f.fn(fn)), vaddr - fn.addr, true
+	return f.fn(fn), true
 }
 
 func funcName(fn Func) string {

@@ -21,6 +21,8 @@ const (
 	// running supervisor (assure arm, assure disarm).
 	Armed    = "armed"
 	Disarmed = "disarmed"
+	// Learned: a crash armed a rescue point (manifest "heal").
+	Learned = "learned"
 	// Suppressed counts the events of one type (Message) the rate limit
 	// dropped (Count).
 	Suppressed = "suppressed"
@@ -155,6 +157,12 @@ func Format(e Event) string {
 	case Suppressed:
 		return fmt.Sprintf("assure: %ssuppressed %d %s events (rate limit: %d at once, then %d per second)",
 			in(e.Container), e.Count, e.Message, Burst, PerSecond)
+	case Learned:
+		s := fmt.Sprintf("assure: %slearned %s from a %s at %s", in(e.Container), rpName(e.RescuePoint), e.Signal, e.FaultAddress)
+		if e.Message != "" {
+			return s + ": " + e.Message
+		}
+		return s + ": armed from now on"
 	case Armed, Disarmed:
 		return fmt.Sprintf("assure: %s%s %s", in(e.Container), e.Type, rpName(e.RescuePoint))
 	case Attached, Detached:

@@ -16,9 +16,11 @@ import (
 type Error struct {
 	// File is the manifest's file name, or "" when it was parsed from memory.
 	File string
-	// Index is the position of the rescue point in "rescuePoints", or -1
-	// when the problem is not about a single rescue point.
+	// Index is the position of the rescue point in "rescuePoints" (in
+	// List when set: "heal.candidates"), or -1 when the problem is not
+	// about a single rescue point.
 	Index int
+	List  string
 	// Entry is the "name in binary" label of that rescue point, when known.
 	Entry string
 	// Fields are the offending JSON fields (one, or a pair that conflict),
@@ -50,7 +52,11 @@ func (e *Error) Error() string {
 	}
 	b.WriteString(": ")
 	if e.Index >= 0 {
-		b.WriteString("rescuePoints[")
+		list := e.List
+		if list == "" {
+			list = "rescuePoints"
+		}
+		b.WriteString(list + "[")
 		b.WriteString(strconv.Itoa(e.Index))
 		b.WriteString("]")
 		if e.Entry != "" {

@@ -103,6 +103,17 @@ type Manifest struct {
 	// program; once reached, faults are delivered untouched. 0 means never
 	// recover (the manifest is only validated and its rescue points armed).
 	MaxRecoveries int
+	// Heal, when set, makes the supervisor learn rescue points from
+	// crashes: a fault outside every rescue point arms the innermost
+	// function on the faulting stack that is a candidate.
+	Heal *Heal
+}
+
+// Heal is the manifest's "heal" object.
+type Heal struct {
+	// Candidates are the functions a crash may arm (entries shaped like
+	// rescue points); nil: derived from the binaries by static analysis.
+	Candidates []RescuePoint
 }
 
 // Top-level and rescue point field names.
@@ -111,6 +122,8 @@ const (
 	fieldRescuePoints  = "rescuePoints"
 	fieldSignals       = "signals"
 	fieldMaxRecoveries = "maxRecoveries"
+	fieldHeal          = "heal"
+	fieldCandidates    = "candidates"
 
 	fieldBinary   = "binary"
 	fieldFunction = "function"
@@ -120,7 +133,7 @@ const (
 )
 
 var (
-	topFields   = []string{fieldVersion, fieldRescuePoints, fieldSignals, fieldMaxRecoveries}
+	topFields   = []string{fieldVersion, fieldRescuePoints, fieldSignals, fieldMaxRecoveries, fieldHeal}
 	entryFields = []string{fieldBinary, fieldFunction, fieldAddress, fieldReturn, fieldScope}
 )
 
@@ -209,7 +222,10 @@ func Parse(data []byte) (*Manifest, error) {
 	if obj.unknown != "" {
 		return nil, docError(unknownFieldError(obj.unknown, topFields))
 	}
-	if m.RescuePoints, err = parseRescuePoints(obj); err != nil {
+	if m.Heal, err = parseHeal(obj); err != nil {
+		return nil, err
+	}
+	if m.RescuePoints, err = parseRescuePoints(obj, m.Heal != nil); err != nil {
 		return nil, err
 	}
 	if m.Signals, err = parseSignals(obj); err != nil {
@@ -236,34 +252,79 @@ func parseVersion(obj *object) (int, error) {
 	return int(v), nil
 }
 
-func parseRescuePoints(obj *object) ([]RescuePoint, error) {
+// parseRescuePoints reads "rescuePoints", which a manifest that heals
+// may leave out or empty.
+func parseRescuePoints(obj *object, heals bool) ([]RescuePoint, error) {
 	raw, ok := obj.get(fieldRescuePoints)
 	if !ok {
+		if heals {
+			return nil, nil
+		}
 		return nil, fieldError(fieldRescuePoints, -1, errors.New("required"))
 	}
+	return parseEntries(raw, fieldRescuePoints, heals)
+}
+
+// parseHeal reads the optional "heal" object.
+func parseHeal(obj *object) (*Heal, error) {
+	raw, ok := obj.get(fieldHeal)
+	if !ok {
+		return nil, nil
+	}
+	h, err := decodeObject(raw, fieldCandidates)
+	if err != nil {
+		return nil, fieldError(fieldHeal, -1, err)
+	}
+	if h.dup != "" {
+		return nil, fieldError(fieldHeal, -1, fmt.Errorf("duplicate field %q", h.dup))
+	}
+	if h.unknown != "" {
+		return nil, fieldError(fieldHeal, -1, unknownFieldError(h.unknown, []string{fieldCandidates}))
+	}
+	heal := &Heal{}
+	if c, ok := h.get(fieldCandidates); ok {
+		if heal.Candidates, err = parseEntries(c, fieldHeal+"."+fieldCandidates, false); err != nil {
+			return nil, err
+		}
+	}
+	return heal, nil
+}
+
+// parseEntries reads an array of rescue-point entries (the list named
+// list), refusing duplicates, and an empty one unless mayBeEmpty.
+func parseEntries(raw json.RawMessage, list string, mayBeEmpty bool) ([]RescuePoint, error) {
 	entries, err := decodeArray(raw, MaxRescuePoints)
 	if err != nil {
-		return nil, fieldError(fieldRescuePoints, -1, err)
+		return nil, fieldError(list, -1, err)
 	}
-	if len(entries) == 0 {
-		return nil, fieldError(fieldRescuePoints, -1, errors.New("must not be empty"))
+	if len(entries) == 0 && !mayBeEmpty {
+		return nil, fieldError(list, -1, errors.New("must not be empty"))
 	}
 	rps := make([]RescuePoint, 0, len(entries))
 	seen := make(map[string]int, len(entries))
 	for i, e := range entries {
 		rp, err := parseRescuePoint(i, e)
 		if err != nil {
-			return nil, err
+			return nil, inList(err, list)
 		}
 		key := rp.key()
 		if first, dup := seen[key]; dup {
-			return nil, entryError(i, rp.String(),
-				fmt.Errorf("duplicates rescuePoints[%d]", first), fieldBinary, nameField(rp))
+			return nil, inList(entryError(i, rp.String(),
+				fmt.Errorf("duplicates %s[%d]", list, first), fieldBinary, nameField(rp)), list)
 		}
 		seen[key] = i
 		rps = append(rps, rp)
 	}
 	return rps, nil
+}
+
+// inList names the list an entry error is about.
+func inList(err error, list string) error {
+	var e *Error
+	if list != fieldRescuePoints && errors.As(err, &e) && e.Index >= 0 {
+		e.List = list
+	}
+	return err
 }
 
 // key identifies a rescue point for duplicate detection.
@@ -546,9 +607,14 @@ func (m *Manifest) WantsSignal(s unix.Signal) bool {
 
 type jsonManifest struct {
 	Version       int               `json:"version"`
-	RescuePoints  []jsonRescuePoint `json:"rescuePoints"`
+	RescuePoints  []jsonRescuePoint `json:"rescuePoints,omitempty"`
 	Signals       []string          `json:"signals"`
 	MaxRecoveries int               `json:"maxRecoveries"`
+	Heal          *jsonHeal         `json:"heal,omitempty"`
+}
+
+type jsonHeal struct {
+	Candidates []jsonRescuePoint `json:"candidates,omitempty"`
 }
 
 type jsonRescuePoint struct {
@@ -572,11 +638,13 @@ func (m *Manifest) JSON() ([]byte, error) {
 		MaxRecoveries: m.MaxRecoveries,
 	}
 	for i, rp := range m.RescuePoints {
-		jrp := jsonRescuePoint{Binary: rp.Binary, Function: rp.Function, Return: rp.Return, Scope: rp.Scope}
-		if rp.HasAddress {
-			jrp.Address = fmt.Sprintf("0x%x", rp.Address)
+		out.RescuePoints[i] = toJSON(rp)
+	}
+	if m.Heal != nil {
+		out.Heal = &jsonHeal{}
+		for _, rp := range m.Heal.Candidates {
+			out.Heal.Candidates = append(out.Heal.Candidates, toJSON(rp))
 		}
-		out.RescuePoints[i] = jrp
 	}
 	for i, s := range m.Signals {
 		out.Signals[i] = SignalName(s)
@@ -593,6 +661,14 @@ func (m *Manifest) JSON() ([]byte, error) {
 		return nil, fmt.Errorf("encode manifest: %w", err)
 	}
 	return data, nil
+}
+
+func toJSON(rp RescuePoint) jsonRescuePoint {
+	jrp := jsonRescuePoint{Binary: rp.Binary, Function: rp.Function, Return: rp.Return, Scope: rp.Scope}
+	if rp.HasAddress {
+		jrp.Address = fmt.Sprintf("0x%x", rp.Address)
+	}
+	return jrp
 }
 
 // Empty is the manifest of a supervisor started without rescue points,

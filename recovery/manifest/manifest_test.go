@@ -562,3 +562,37 @@ func TestEntryError(t *testing.T) {
 		t.Errorf("got  %s\nwant %s", err, want)
 	}
 }
+
+// TestHeal: "heal" lets "rescuePoints" be left out or empty, its
+// candidates are entries like rescue points (errors named by their list),
+// and it survives a round trip through JSON.
+func TestHeal(t *testing.T) {
+	m, err := Parse([]byte(`{"version":1,"heal":{"candidates":[{"binary":"/srv/app","function":"parse","return":-1},{"binary":"/srv/app","function":"fill"}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.RescuePoints) != 0 || m.Heal == nil || len(m.Heal.Candidates) != 2 || *m.Heal.Candidates[0].Return != -1 || m.Heal.Candidates[1].Return != nil {
+		t.Fatalf("parsed %+v", m)
+	}
+	data, err := m.JSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := Parse(data)
+	if err != nil || back.Heal == nil || len(back.Heal.Candidates) != 2 {
+		t.Fatalf("round trip: %v\n%s", err, data)
+	}
+	if m, err := Parse([]byte(`{"version":1,"rescuePoints":[],"heal":{}}`)); err != nil || m.Heal == nil || m.Heal.Candidates != nil {
+		t.Errorf("heal without candidates: %v %+v", err, m)
+	}
+	for doc, want := range map[string]string{
+		`{"version":1,"heal":{"candidates":[{"binary":"rel/app","function":"f"}]}}`: `heal.candidates[0]`,
+		`{"version":1,"heal":{"learn":true}}`:                                       `field "heal": unknown field "learn"`,
+		`{"version":1,"heal":[]}`:                                                   `field "heal"`,
+		`{"version":1,"rescuePoints":[]}`:                                           `field "rescuePoints": must not be empty`,
+	} {
+		if _, err := Parse([]byte(doc)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse(%s) = %v, want an error with %q", doc, err, want)
+		}
+	}
+}

@@ -59,7 +59,7 @@ func (s *Supervisor) takeArms() {
 		if r.disarm {
 			r.done <- s.disarmManifest(r.m)
 		} else {
-			r.done <- s.armManifest(r.m)
+			r.done <- s.armManifest(r.m, 0)
 		}
 	}
 }
@@ -75,7 +75,9 @@ func (s *Supervisor) findRP(rp manifest.RescuePoint) *rescuePoint {
 	return nil
 }
 
-func (s *Supervisor) armManifest(m *manifest.Manifest) error {
+// armManifest arms m's rescue points; errors in process skip (one that
+// is ending) are not reported.
+func (s *Supervisor) armManifest(m *manifest.Manifest, skip int) error {
 	var added []*rescuePoint
 	for _, rp := range m.RescuePoints {
 		r := s.findRP(rp)
@@ -94,7 +96,7 @@ func (s *Supervisor) armManifest(m *manifest.Manifest) error {
 	var errs []error
 	for _, p := range s.liveProcs() {
 		held := s.stopThreads([]*process{p}, false)
-		if err := s.resolve(p, false); err != nil {
+		if err := s.resolve(p, false); err != nil && p.pid != skip {
 			errs = append(errs, fmt.Errorf("process %d: %w", p.pid, err))
 		}
 		s.resumeThreads(held)

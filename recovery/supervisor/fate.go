@@ -81,17 +81,22 @@ func fateOf(t *thread, sig unix.Signal, si ptrace.Siginfo) fate {
 // passOn delivers a fault signal assure does not recover, as the kernel
 // would without a tracer; report says whether a crash event tells why.
 func (s *Supervisor) passOn(t *thread, sig unix.Signal, si ptrace.Siginfo, why string, report bool) {
+	var l *learned
+	// What a crash taught is armed once the thread is on its way: arming
+	// holds and resumes every thread, and must not resume this one
+	// before its signal is set.
+	defer func() { s.armLearned(l) }()
 	switch fateOf(t, sig, si) {
 	case fateIgnored:
 		// Nothing ends and nothing runs: no crash to report.
 		s.debugf("%s to %d: ignored by the kernel (%s)", manifest.SignalName(sig), t.tid, why)
 	case fateHandled:
 		if report {
-			s.crash(t, sig, si, why+"; passed on to the program's handler")
+			l = s.crash(t, sig, si, why+"; passed on to the program's handler")
 		}
 	case fateFatal:
 		if report {
-			s.crash(t, sig, si, why)
+			l = s.crash(t, sig, si, why)
 		}
 		if _, init := t.proc.nsIdentity(); init && si.FromKernel() {
 			s.refault(t, sig, si)

@@ -16,7 +16,9 @@ import (
 const maxFrames = 32
 
 // crash reports a fault that is delivered to the program.
-func (s *Supervisor) crash(t *thread, sig unix.Signal, si ptrace.Siginfo, why string) {
+// It returns what the crash taught (manifest "heal"), to be armed once
+// the fault is on its way (learned.arm).
+func (s *Supervisor) crash(t *thread, sig unix.Signal, si ptrace.Siginfo, why string) *learned {
 	var rp *rescuePoint
 	if f := s.activeFrame(t); f != nil {
 		rp = f.rp
@@ -32,6 +34,10 @@ func (s *Supervisor) crash(t *thread, sig unix.Signal, si ptrace.Siginfo, why st
 		e.Stack = s.stack(t)
 	}
 	s.cfg.Events.Emit(e)
+	if rp == nil {
+		return s.learn(t, e)
+	}
+	return nil
 }
 
 // stack symbolizes the faulting thread's stack, walked with the unwind

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/assure-rt/assure/recovery/candidates"
 	"github.com/assure-rt/assure/recovery/checkpoint"
 	"github.com/assure-rt/assure/recovery/events"
 	"github.com/assure-rt/assure/recovery/manifest"
@@ -38,6 +39,9 @@ type Config struct {
 	// program in a process group of its own, led by it.
 	Stdio           []*os.File
 	NewProcessGroup bool
+	// OnLearn is called (on the tracer thread) with each rescue point a
+	// crash taught (manifest "heal"), once it is armed.
+	OnLearn func(manifest.RescuePoint)
 	// NoFastPath keeps every rescue point's entry a breakpoint, as
 	// ASSURE_FASTPATH=0 does (discovery: probes may sit on the functions
 	// the fast path hooks).
@@ -79,6 +83,9 @@ type Supervisor struct {
 	parkTimer      *time.Timer
 	parkTimerFired atomic.Bool
 	hooks          hooks
+	// derived caches the healing candidates of static analysis, by
+	// module (learn.go).
+	derived map[string]map[uint64]candidates.Candidate
 	// ended is closed when the event loop returns (endOnce).
 	ended   chan struct{}
 	endOnce sync.Once

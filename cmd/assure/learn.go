@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/assure-rt/assure/recovery/manifest"
+	"github.com/assure-rt/assure/recovery/supervisor"
+)
+
+// learnFrom makes cfg remember what crashes teach in file (assure run
+// --learn): file's rescue points, when it exists, are armed from the
+// start (checked under root like the manifest's), and each learned one is
+// added to it.
+func learnFrom(cfg *supervisor.Config, file, root string) error {
+	if cfg.Manifest.Heal == nil {
+		return cli.Exit(`run: --learn needs a manifest with "heal" (what may be learned)`, 2)
+	}
+	var kept []manifest.RescuePoint
+	if _, err := os.Stat(file); err == nil {
+		m, err := manifest.Load(file)
+		if err != nil {
+			return cli.Exit("run: --learn: "+err.Error(), 1)
+		}
+		if _, _, err := checkManifest(os.Stderr, m, file, root); err != nil {
+			return err
+		}
+		kept = m.RescuePoints
+		merged := *cfg.Manifest
+		merged.RescuePoints = mergeRescuePoints(cfg.Manifest.RescuePoints, kept)
+		cfg.Manifest = &merged
+	}
+	cfg.OnLearn = func(rp manifest.RescuePoint) {
+		kept = mergeRescuePoints(kept, []manifest.RescuePoint{rp})
+		if err := writeLearned(file, kept); err != nil {
+			fmt.Fprintf(os.Stderr, "assure: --learn %s: %v\n", file, err)
+		}
+	}
+	return nil
+}
+
+// mergeRescuePoints appends those of add that a has not (same binary and
+// function or address).
+func mergeRescuePoints(a, add []manifest.RescuePoint) []manifest.RescuePoint {
+	out := append([]manifest.RescuePoint(nil), a...)
+	for _, rp := range add {
+		dup := false
+		for _, o := range out {
+			dup = dup || o.Binary == rp.Binary && o.Function == rp.Function && o.HasAddress == rp.HasAddress && o.Address == rp.Address
+		}
+		if !dup {
+			out = append(out, rp)
+		}
+	}
+	return out
+}
+
+// writeLearned replaces file with a manifest of rps, atomically.
+func writeLearned(file string, rps []manifest.RescuePoint) error {
+	m := manifest.Empty()
+	m.RescuePoints = rps
+	data, err := m.JSON()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(file), ".learned-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), file)
+}
