@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -72,5 +73,40 @@ func TestE2EArmDisarm(t *testing.T) {
 	}
 	if _, err := os.Stat(sock); err == nil {
 		t.Error("control socket left behind")
+	}
+}
+
+// TestE2EArmDisarmAttached: the same through `assure attach --control`,
+// to a server that was started without assure: armed, a fault recovered;
+// disarmed, the fault ends it as it would unsupervised.
+func TestE2EArmDisarmAttached(t *testing.T) {
+	if assureErr != nil {
+		t.Skip(assureErr)
+	}
+	dir := t.TempDir()
+	sock, good := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "good.json")
+	os.WriteFile(good, []byte(simpleManifest("server", -1, "handle_request")), 0o644)
+	s := startServer(t, 0)
+	startProc(t, "assure", false, assureBin, "attach", "--control", sock, strconv.Itoa(s.pid()))
+	waitUntil(t, attAttachTimeout, "the control socket", func() bool { _, err := os.Stat(sock); return err == nil })
+	ctl := func(op string) (string, error) {
+		out, err := exec.Command(assureBin, op, "--control", sock, good).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := ctl("arm"); err != nil {
+		t.Fatalf("arm: %v\n%s", err, out)
+	}
+	s.want("BAD", "error")
+	if out, err := ctl("disarm"); err != nil {
+		t.Fatalf("disarm: %v\n%s", err, out)
+	}
+	s.stdin.Write([]byte("BAD\n"))
+	select {
+	case <-s.exited:
+	case <-time.After(attExitTimeout):
+		t.Fatalf("the fault after disarm did not end the server%s", s.describe())
+	}
+	if !s.ws.Signaled() || s.ws.Signal() != syscall.SIGSEGV {
+		t.Errorf("server ended with %v, want SIGSEGV%s", s.ws, s.describe())
 	}
 }

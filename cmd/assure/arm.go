@@ -108,7 +108,8 @@ func armTarget(c *cli.Context) (string, string, error) {
 	return control.SocketPath(c.String("address"), c.String("namespace"), c.Args().First()), c.Args().Get(1), nil
 }
 
-// runHandler answers the control protocol for `assure run --control`.
+// runHandler answers the control protocol for `assure run --control`
+// and `assure attach --control`.
 type runHandler struct {
 	armer
 }
@@ -119,10 +120,11 @@ func (h runHandler) Adopt(int, bool) error {
 func (h runHandler) Metrics() any { return h.sup.MetricsSnapshot() }
 func (h runHandler) Stop()        { h.sup.Stop() }
 
-// serveRunControl listens on sock (only root, or whoever runs assure, may
-// connect: mode 0600) and serves the control protocol for sup; the
-// function returned closes and removes the socket.
-func serveRunControl(sup *supervisor.Supervisor, sock string) (func(), error) {
+// serveControl listens on sock (only root, or whoever runs assure, may
+// connect: mode 0600) and serves the control protocol for sup, whose
+// binaries are under root; the function returned closes and removes the
+// socket.
+func serveControl(sup *supervisor.Supervisor, sock, root string) (func(), error) {
 	if fi, err := os.Lstat(sock); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		os.Remove(sock) // a socket an earlier run left
 	}
@@ -132,6 +134,6 @@ func serveRunControl(sup *supervisor.Supervisor, sock string) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
-	go control.Serve(l, runHandler{armer{sup: sup, root: "/"}})
+	go control.Serve(l, runHandler{armer{sup: sup, root: root}})
 	return func() { l.Close(); os.Remove(sock) }, nil
 }

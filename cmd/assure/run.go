@@ -43,7 +43,7 @@ func runCommand() *cli.Command {
 			defer closeEvents()
 			stopControl := func() {}
 			if sock := c.String("control"); sock != "" {
-				if stopControl, err = serveRunControl(sup, sock); err != nil {
+				if stopControl, err = serveControl(sup, sock, "/"); err != nil {
 					return cli.Exit("run: "+err.Error(), 1)
 				}
 				defer stopControl()
@@ -70,7 +70,8 @@ func attachCommand() *cli.Command {
 		Name:      "attach",
 		Usage:     "supervise a running process until it exits (SIGINT/SIGTERM detach and leave it running)",
 		ArgsUsage: "PID",
-		Flags:     []cli.Flag{manifestFlag, eventsFlag},
+		Flags: []cli.Flag{&cli.StringFlag{Name: "manifest", Usage: "rescue-point manifest (JSON, version 1); without one, --control arms them later"}, eventsFlag,
+			&cli.StringFlag{Name: "control", Usage: "serve the control protocol on this unix socket (mode 0600): assure arm / disarm --control SOCK"}},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return cli.Exit("attach: want exactly one PID", 2)
@@ -82,12 +83,23 @@ func attachCommand() *cli.Command {
 			if err := unix.Kill(pid, 0); err != nil {
 				return cli.Exit(fmt.Sprintf("attach: process %d: %v", pid, err), 1)
 			}
+			if c.String("manifest") == "" && c.String("control") == "" {
+				return cli.Exit("attach: no rescue points: give --manifest FILE, or --control SOCK to arm them later", 2)
+			}
 			// Paths in the manifest are as the process sees them.
-			sup, closeEvents, err := newSupervisor(c, fmt.Sprintf("/proc/%d/root", pid))
+			root := fmt.Sprintf("/proc/%d/root", pid)
+			sup, closeEvents, err := newSupervisor(c, root)
 			if err != nil {
 				return err
 			}
 			defer closeEvents()
+			if sock := c.String("control"); sock != "" {
+				stop, err := serveControl(sup, sock, root)
+				if err != nil {
+					return cli.Exit("attach: "+err.Error(), 1)
+				}
+				defer stop()
+			}
 			ch := make(chan os.Signal, 2)
 			signal.Notify(ch, unix.SIGINT, unix.SIGTERM)
 			go func() {
