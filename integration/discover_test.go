@@ -10,18 +10,6 @@ import (
 	"time"
 )
 
-// discoverWorkload: one connection to discoverme, its port read from the
-// port file inside the container ($1), a SET and two GETs checked.
-const discoverWorkload = `#!/bin/bash
-port=$(sed -n 's/^port=//p' "$1")
-[ -n "$port" ] || exit 1
-exec 3<>/dev/tcp/127.0.0.1/$port || exit 1
-printf 'SET a 1\nGET a\nGET zz\n' >&3
-read -r l1 <&3; read -r l2 <&3; read -r l3 <&3
-exec 3>&-
-[ "$l1" = "+OK" ] && [ "$l2" = "1" ] && [ "$l3" = "-NOKEY" ]
-`
-
 // TestDiscoverContainer: assure discover --address … CONTAINER works in
 // the init of a running container that declares no manifest (served by
 // runc's shim), with the manifest naming the binary as the container
@@ -42,11 +30,9 @@ func TestDiscoverContainer(t *testing.T) {
 	}
 	port := fmt.Sprintf("/proc/%d/root/tmp/port", pids[0])
 	waitFor(t, 20*time.Second, "discoverme's port file", func() bool { _, err := os.Stat(port); return err == nil })
-	dir := t.TempDir()
-	script, out := filepath.Join(dir, "work.sh"), filepath.Join(dir, "found.json")
-	if err := os.WriteFile(script, []byte(discoverWorkload), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	// discoverme's workload, shared with the recovery package's tests.
+	script := filepath.Join(env.root, "recovery", "testdata", "discoverme-work.sh")
+	out := filepath.Join(t.TempDir(), "found.json")
 	assure := filepath.Join(env.root, "bin", "assure")
 	cmd := exec.Command(assure, "discover", "--address", env.address, "--namespace", namespace, "--workload", script+" "+port,
 		"--out", out, "--budget", "1m", id)

@@ -13,18 +13,9 @@ import (
 	"time"
 )
 
-// discoverWorkload is the workload of TestE2EDiscover: one connection to
-// discoverme (port from its port file), a SET and two GETs, every reply
-// checked. bash for /dev/tcp: no client to install.
-const discoverWorkload = `#!/bin/bash
-port=$(sed -n 's/^port=//p' "$1")
-[ -n "$port" ] || exit 1
-exec 3<>/dev/tcp/127.0.0.1/$port || exit 1
-printf 'SET a 1\nGET a\nGET zz\n' >&3
-read -r l1 <&3; read -r l2 <&3; read -r l3 <&3
-exec 3>&-
-[ "$l1" = "+OK" ] && [ "$l2" = "1" ] && [ "$l3" = "-NOKEY" ]
-`
+// discoverWorkload is the workload of the discover tests (one SET and two
+// GETs to discoverme, every reply checked); its argument is the port file.
+var discoverWorkload, _ = filepath.Abs(filepath.Join("testdata", "discoverme-work.sh"))
 
 // TestE2EDiscover: assure discover tells each kind of candidate of
 // discoverme apart by testing it (see discoverme.c): the two whose error
@@ -41,10 +32,7 @@ func TestE2EDiscover(t *testing.T) {
 		t.Skip("bash not installed")
 	}
 	dir := t.TempDir()
-	portFile, script, out := filepath.Join(dir, "port"), filepath.Join(dir, "work.sh"), filepath.Join(dir, "found.json")
-	if err := os.WriteFile(script, []byte(discoverWorkload), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	portFile, script, out := filepath.Join(dir, "port"), discoverWorkload, filepath.Join(dir, "found.json")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, assureBin, "discover", "--workload", script+" "+portFile, "--out", out, "--budget", "2m",
@@ -108,10 +96,7 @@ func TestE2EDiscoverPid(t *testing.T) {
 		t.Skip(assureErr)
 	}
 	dir := t.TempDir()
-	portFile, script := filepath.Join(dir, "port"), filepath.Join(dir, "work.sh")
-	if err := os.WriteFile(script, []byte(discoverWorkload), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	portFile, script := filepath.Join(dir, "port"), discoverWorkload
 	srv := exec.Command(bin("discoverme"), portFile)
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)

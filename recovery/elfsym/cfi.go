@@ -4,13 +4,8 @@ import (
 	"debug/elf"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"time"
-
-	"golang.org/x/sys/unix"
-
-	"github.com/assure-rt/assure/recovery/fileinfo"
 )
 
 // This file indexes .eh_frame for an unwinder: for an address, the FDE
@@ -61,19 +56,12 @@ type cfiFDE struct {
 // OpenCFI reads the call frame information of the ELF file at path.
 // Like Open, it accepts only regular files.
 func OpenCFI(path string) (*CFI, error) {
-	fd, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer fd.Close()
-	st, err := fd.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fileinfo.Kind(st.Mode()))
-	}
-	return NewCFI(fd, st.Size(), path)
+	var c *CFI
+	err := readRegular(path, func(r io.ReaderAt, size int64) (err error) {
+		c, err = NewCFI(r, size, path)
+		return err
+	})
+	return c, err
 }
 
 // NewCFI reads the call frame information of an ELF file of size bytes

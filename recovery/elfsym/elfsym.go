@@ -115,20 +115,31 @@ type segment struct {
 // Open reads the ELF file at path. Only regular files are accepted, so
 // that a FIFO or device in an image cannot block or flood the reader.
 func Open(path string) (*File, error) {
+	var f *File
+	err := readRegular(path, func(r io.ReaderAt, size int64) (err error) {
+		f, err = NewFile(r, size, path)
+		return err
+	})
+	return f, err
+}
+
+// readRegular opens path, refusing anything but a regular file (opened
+// non-blocking, so that a FIFO cannot block), and hands it to read, which
+// must read all it needs: the descriptor is closed after.
+func readRegular(path string, read func(r io.ReaderAt, size int64) error) error {
 	fd, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	// Everything is read by NewFile; the descriptor is not needed after.
 	defer fd.Close()
 	st, err := fd.Stat()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fileinfo.Kind(st.Mode()))
+		return fmt.Errorf("%s: not a regular file (%s)", path, fileinfo.Kind(st.Mode()))
 	}
-	return NewFile(fd, st.Size(), path)
+	return read(fd, st.Size())
 }
 
 // NewFile reads an ELF file of size bytes from r. name is used in errors.
