@@ -70,36 +70,26 @@ func OpenCFI(path string) (*CFI, error) {
 // damage, and Incomplete says why the rest is missing. It never panics
 // on malformed input and does not keep r.
 func NewCFI(r io.ReaderAt, size int64, name string) (c *CFI, err error) {
-	defer func() {
-		// As in NewFile: debug/elf may still panic on hostile input.
-		if p := recover(); p != nil {
-			c, err = nil, fmt.Errorf("%s: malformed ELF file (parser panic: %v)", name, p)
+	err = parseELF(r, size, name, func(ef *elf.File, sr *io.SectionReader) error {
+		// The segments are needed to find .eh_frame without section
+		// headers and to resolve indirect pointers; nothing else of File
+		// is.
+		f := &File{name: name, typ: ef.Type, deadline: time.Now().Add(MaxParseTime)}
+		if err := f.loadProgs(ef, sr, size); err != nil {
+			return err
 		}
-	}()
-	if size < 0 {
-		return nil, fmt.Errorf("%s: negative size %d", name, size)
-	}
-	sr := io.NewSectionReader(r, 0, size)
-	if err := precheck(sr, size); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	ef, err := elf.NewFile(sr)
+		eh, err := f.findEHFrame(ef, sr, size)
+		if err != nil {
+			return err
+		}
+		c = &CFI{name: name}
+		if eh != nil {
+			c.index(eh)
+		}
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: malformed ELF file: %w", name, err)
-	}
-	// The segments are needed to find .eh_frame without section headers
-	// and to resolve indirect pointers; nothing else of File is.
-	f := &File{name: name, typ: ef.Type, deadline: time.Now().Add(MaxParseTime)}
-	if err := f.loadProgs(ef, sr, size); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	eh, err := f.findEHFrame(ef, sr, size)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	c = &CFI{name: name}
-	if eh != nil {
-		c.index(eh)
+		return nil, err
 	}
 	return c, nil
 }

@@ -145,31 +145,42 @@ func readRegular(path string, read func(r io.ReaderAt, size int64) error) error 
 // NewFile reads an ELF file of size bytes from r. name is used in errors.
 // It never panics on malformed input and does not keep r.
 func NewFile(r io.ReaderAt, size int64, name string) (f *File, err error) {
+	err = parseELF(r, size, name, func(ef *elf.File, sr *io.SectionReader) error {
+		f = &File{name: name, typ: ef.Type, deadline: time.Now().Add(MaxParseTime)}
+		return f.load(ef, sr, size)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// parseELF opens the ELF file of size bytes in r for use: every read
+// bounded by the real size (debug/elf would otherwise read past EOF of a
+// ReaderAt that allows it), the headers prechecked, and a panic of
+// debug/elf (hardened against many but not all malformed inputs) or of
+// use turned into an error: none may take the supervisor down.
+func parseELF(r io.ReaderAt, size int64, name string, use func(ef *elf.File, sr *io.SectionReader) error) (err error) {
 	defer func() {
-		// debug/elf is hardened against many but not all malformed
-		// inputs; a panic here must not take the supervisor down.
 		if p := recover(); p != nil {
-			f, err = nil, fmt.Errorf("%s: malformed ELF file (parser panic: %v)", name, p)
+			err = fmt.Errorf("%s: malformed ELF file (parser panic: %v)", name, p)
 		}
 	}()
 	if size < 0 {
-		return nil, fmt.Errorf("%s: negative size %d", name, size)
+		return fmt.Errorf("%s: negative size %d", name, size)
 	}
-	// Bound every read by the real size: debug/elf would otherwise read
-	// past EOF of a ReaderAt that allows it.
 	sr := io.NewSectionReader(r, 0, size)
 	if err := precheck(sr, size); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return fmt.Errorf("%s: %w", name, err)
 	}
 	ef, err := elf.NewFile(sr)
 	if err != nil {
-		return nil, fmt.Errorf("%s: malformed ELF file: %w", name, err)
+		return fmt.Errorf("%s: malformed ELF file: %w", name, err)
 	}
-	f = &File{name: name, typ: ef.Type, deadline: time.Now().Add(MaxParseTime)}
-	if err := f.load(ef, sr, size); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	if err := use(ef, sr); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
 	}
-	return f, nil
+	return nil
 }
 
 func (f *File) load(ef *elf.File, r io.ReaderAt, size int64) error {

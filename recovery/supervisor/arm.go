@@ -40,6 +40,7 @@ func (s *Supervisor) armRequest(m *manifest.Manifest, disarm bool) error {
 	s.hooks.mu.Lock()
 	s.hooks.arms = append(s.hooks.arms, r)
 	s.hooks.mu.Unlock()
+	s.hooks.asked.Store(true)
 	s.wake()
 	select {
 	case err := <-r.done:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -72,7 +73,10 @@ type hooks struct {
 	pending []*rescuePoint  // injections not yet planted (tracer thread)
 	resets  []chan struct{} // ResetProbes calls waiting for the tracer
 	arms    []armRequest    // Arm and Disarm calls waiting (arm.go)
-	cache   *unwind.Cache
+	// asked is set once something was appended above: the tracer looks
+	// under mu only then, not at every event.
+	asked atomic.Bool
+	cache *unwind.Cache
 }
 
 func (s *Supervisor) prepareProbes() {
@@ -116,6 +120,7 @@ func (s *Supervisor) ResetProbes() bool {
 	s.hooks.mu.Lock()
 	s.hooks.resets = append(s.hooks.resets, done)
 	s.hooks.mu.Unlock()
+	s.hooks.asked.Store(true)
 	s.wake()
 	select {
 	case <-done:
@@ -173,6 +178,7 @@ func (s *Supervisor) Inject(in Injection) {
 	s.hooks.injects = append(s.hooks.injects, rp)
 	s.hooks.pending = append(s.hooks.pending, rp)
 	s.hooks.mu.Unlock()
+	s.hooks.asked.Store(true)
 	s.wake()
 }
 
@@ -192,6 +198,9 @@ func (s *Supervisor) InjectionsFired() int {
 // takeHooks serves what other goroutines asked of the probes and
 // injections (on the tracer thread).
 func (s *Supervisor) takeHooks() {
+	if !s.hooks.asked.Swap(false) {
+		return
+	}
 	s.takeArms()
 	s.takeResets()
 	s.takeInjections()
