@@ -17,16 +17,23 @@ import (
 // server drives recovery/testdata/progs/server.c in a container: one
 // request line in, one reply line out.
 type server struct {
-	t   *testing.T
-	cmd *exec.Cmd
-	in  io.WriteCloser
-	out *bufio.Reader
+	t    *testing.T
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Reader
+	done chan struct{} // closed when ctr run has returned
 }
 
 func startServerContainer(t *testing.T, id string) *server {
 	t.Helper()
+	return startServerImage(t, "assure.test/server:1", id)
+}
+
+// startServerImage runs /app/server of image img as container id.
+func startServerImage(t *testing.T, img, id string) *server {
+	t.Helper()
 	cmd := exec.Command(env.ctr, "--address", env.address, "--namespace", namespace,
-		"run", "--rm", "--runtime", runtime, "assure.test/server:1", id, "/app/server", "serve", "0")
+		"run", "--rm", "--runtime", runtime, img, id, "/app/server", "serve", "0")
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -38,16 +45,15 @@ func startServerContainer(t *testing.T, id string) *server {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &server{t: t, cmd: cmd, in: in, out: bufio.NewReader(outPipe)}
+	s := &server{t: t, cmd: cmd, in: in, out: bufio.NewReader(outPipe), done: make(chan struct{})}
+	go func() { cmd.Wait(); close(s.done) }()
 	t.Cleanup(func() {
 		in.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
 		select {
-		case <-done:
+		case <-s.done:
 		case <-time.After(30 * time.Second):
 			ctr(t, "tasks", "kill", "-s", "SIGKILL", id)
-			<-done
+			<-s.done
 		}
 		noTask(t, id)
 	})
@@ -55,6 +61,19 @@ func startServerContainer(t *testing.T, id string) *server {
 		t.Fatalf("server said %q, want ready", l)
 	}
 	return s
+}
+
+// exited waits for the container's end (ctr run returns), with a
+// deadline, and returns its exit status.
+func (s *server) exited(what string) int {
+	s.t.Helper()
+	select {
+	case <-s.done:
+		return s.cmd.ProcessState.ExitCode()
+	case <-time.After(60 * time.Second):
+		s.t.Fatalf("%s: the container did not end within 60s", what)
+		return 0
+	}
 }
 
 // line reads one reply line, with a deadline.

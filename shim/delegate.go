@@ -80,15 +80,18 @@ func delegateTarget(bundle, ns, address, id string) (string, string) {
 	}
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), ns), startDeadline)
 	defer cancel()
-	labels, err := fetchLabels(ctx, address, id)
+	info, err := fetchInfo(ctx, address, id)
 	if err != nil {
 		return "", err.Error()
 	}
-	if oci.Declares(labels, nil) {
-		// This binary serves the container: hand the labels to its
-		// daemon rather than have it ask containerd again while the
+	if oci.Declares(info.Labels, nil) || len(info.Learned) > 0 {
+		// This binary serves the container: hand what containerd said
+		// to its daemon rather than have it ask again while the
 		// container is being created.
-		writeHandoff(bundle, labels)
+		writeHandoff(bundle, info)
+		if len(info.Learned) > 0 {
+			return "", "its image has learned rescue points"
+		}
 		return "", "labels declare a manifest"
 	}
 	return runcShim()

@@ -53,11 +53,13 @@ func TestHandoffRoundTrip(t *testing.T) {
 	if _, ok := readHandoff(dir); ok || hasHandoff(dir) {
 		t.Fatal("a hand-over in an empty bundle")
 	}
-	want := map[string]string{"dev.assure.manifest": `{"version":1}`, "a": "b"}
+	want := &containerInfo{Labels: map[string]string{"dev.assure.manifest": `{"version":1}`, "a": "b"},
+		Image: "x:1", Digest: "sha256:1", Learned: map[string]string{"dev.assure.learned.1": "{}"}}
 	writeHandoff(dir, want)
 	got, ok := readHandoff(dir)
-	if !ok || len(got) != 2 || got["a"] != "b" || got["dev.assure.manifest"] != want["dev.assure.manifest"] {
-		t.Fatalf("readHandoff = %v, %v", got, ok)
+	if !ok || len(got.Labels) != 2 || got.Labels["a"] != "b" || got.Labels["dev.assure.manifest"] != want.Labels["dev.assure.manifest"] ||
+		got.Image != "x:1" || got.Digest != "sha256:1" || got.Learned["dev.assure.learned.1"] != "{}" {
+		t.Fatalf("readHandoff = %+v, %v", got, ok)
 	}
 	os.WriteFile(filepath.Join(dir, handoffFile), []byte("not json"), 0o600)
 	if _, ok := readHandoff(dir); ok {

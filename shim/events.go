@@ -40,6 +40,8 @@ type forwarder struct {
 	path    string
 	log     *logrus.Entry
 	publish func(topic string, e events.Event, line []byte)
+	// learned is told of each learned event, before it is published.
+	learned func(events.Event)
 
 	f       *os.File
 	ino     uint64
@@ -146,6 +148,9 @@ func (fw *forwarder) line(b []byte) {
 		fw.log.Warn(msg)
 	default:
 		fw.log.Info(msg)
+	}
+	if e.Type == events.Learned && fw.learned != nil {
+		fw.learned(e)
 	}
 	if quietTypes[e.Type] || !topicWord.MatchString(e.Type) || fw.publish == nil {
 		return

@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 )
 
-// handoffFile, in a task's bundle, holds the container's labels as the
-// start command read them from containerd (delegate.go), for the daemon
+// handoffFile, in a task's bundle, holds what the start command asked
+// containerd about the container (containerInfo) (delegate.go), for the daemon
 // that serves the task. The bundle is containerd's own directory, made
 // for this task and removed with it, so nothing from the image can put
 // the file there.
@@ -18,8 +18,8 @@ const handoffFile = "assure-labels.json"
 // 4 KiB, and an image config has a few hundred at most.
 const maxHandoff = 4 << 20
 
-func writeHandoff(bundle string, labels map[string]string) {
-	data, err := json.Marshal(labels)
+func writeHandoff(bundle string, info *containerInfo) {
+	data, err := json.Marshal(info)
 	if err != nil {
 		return
 	}
@@ -32,7 +32,7 @@ func hasHandoff(bundle string) bool {
 	return err == nil
 }
 
-func readHandoff(bundle string) (map[string]string, bool) {
+func readHandoff(bundle string) (*containerInfo, bool) {
 	f, err := os.Open(filepath.Join(bundle, handoffFile))
 	if err != nil {
 		return nil, false
@@ -42,9 +42,9 @@ func readHandoff(bundle string) (map[string]string, bool) {
 	if err != nil || len(data) > maxHandoff {
 		return nil, false
 	}
-	var labels map[string]string
-	if json.Unmarshal(data, &labels) != nil || labels == nil {
+	var info containerInfo
+	if json.Unmarshal(data, &info) != nil || info.Labels == nil {
 		return nil, false
 	}
-	return labels, true
+	return &info, true
 }

@@ -6,15 +6,19 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"time"
 
 	containers "github.com/containerd/containerd/api/services/containers/v1"
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
 	imagesapi "github.com/containerd/containerd/api/services/images/v1"
+	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/namespaces"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/assure-rt/assure/oci/learned"
 )
 
 // maxBlob bounds an image index, manifest or config read for its labels.
@@ -26,10 +30,23 @@ const maxBlob = 8 << 20
 // gRPC connection are the largest part of what the shim adds to a
 // container's start.
 type prefetch struct {
-	id     string
-	done   chan struct{}
-	labels map[string]string
-	err    error
+	id   string
+	done chan struct{}
+	info *containerInfo
+	err  error
+}
+
+// containerInfo is what the shim asks containerd about a container.
+type containerInfo struct {
+	// Labels are the container's labels over its image config's.
+	Labels map[string]string `json:"labels"`
+	// Image is the name of the container's image record, and Digest
+	// that record's target: what learned rescue points are kept on.
+	Image  string `json:"image,omitempty"`
+	Digest string `json:"digest,omitempty"`
+	// Learned are the record's learned labels (oci/learned), which
+	// only the shim writes: never taken from the image config.
+	Learned map[string]string `json:"learned,omitempty"`
 }
 
 func (s *service) prefetchLabels(ctx context.Context, id string) {
@@ -40,52 +57,53 @@ func (s *service) prefetchLabels(ctx context.Context, id string) {
 	s.prefetched = p
 	go func() {
 		defer close(p.done)
-		p.labels, p.err = s.fetchLabels(ctx, id)
+		p.info, p.err = s.fetchInfo(ctx, id)
 	}()
 }
 
-// labels returns the container's labels: those the start command handed
-// over in the bundle, else prefetched when the container is the one the
-// shim was started for, else asked for now.
-func (s *service) labels(ctx context.Context, id, bundle string) (map[string]string, error) {
-	if labels, ok := readHandoff(bundle); ok {
-		return labels, nil
+// info returns what containerd says of the container: what the start
+// command handed over in the bundle, else prefetched when the container
+// is the one the shim was started for, else asked for now.
+func (s *service) info(ctx context.Context, id, bundle string) (*containerInfo, error) {
+	if info, ok := readHandoff(bundle); ok {
+		return info, nil
 	}
 	if p := s.prefetched; p != nil && p.id == id {
 		select {
 		case <-p.done:
 			if p.err == nil {
-				return p.labels, nil
+				return p.info, nil
 			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
-	return s.fetchLabels(ctx, id)
+	return s.fetchInfo(ctx, id)
 }
 
-// fetchLabels returns the labels of container id in ctx's namespace.
-func (s *service) fetchLabels(ctx context.Context, id string) (map[string]string, error) {
+// fetchInfo asks containerd about container id in ctx's namespace.
+func (s *service) fetchInfo(ctx context.Context, id string) (*containerInfo, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(ctx, ns), 10*time.Second)
 	defer cancel()
-	return fetchLabels(ctx, s.address, id)
+	return fetchInfo(ctx, s.address, id)
 }
 
-// fetchLabels returns the labels of container id in ctx's namespace and
-// its image's config labels (the container's win), from containerd at
-// address: the shim asks containerd itself, so that users only pick the
-// runtime. ctr copies the image's labels onto the container; the CRI
-// plugin and other clients may not, so the image's config is read too.
+// fetchInfo returns the labels of container id in ctx's namespace and
+// its image's config labels (the container's win), and its image
+// record's learned labels, from containerd at address: the shim asks
+// containerd itself, so that users only pick the runtime. ctr copies the
+// image's labels onto the container; the CRI plugin and other clients may
+// not, so the image's config is read too.
 //
 // It talks to containerd's API services directly rather than through
 // containerd's client package, which would more than double the shim
 // binary and the time each of its several executions per container takes
 // to start.
-func fetchLabels(ctx context.Context, address, id string) (map[string]string, error) {
+func fetchInfo(ctx context.Context, address, id string) (*containerInfo, error) {
 	conn, err := grpc.Dial("unix://"+address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", address, err)
@@ -95,26 +113,36 @@ func fetchLabels(ctx context.Context, address, id string) (map[string]string, er
 	if err != nil {
 		return nil, fmt.Errorf("container %s: %w", id, err)
 	}
-	out := map[string]string{}
-	if name := c.Container.Image; name != "" {
-		if cfg, err := imageLabels(ctx, conn, name); err == nil {
-			out = cfg
+	info := &containerInfo{Labels: map[string]string{}, Image: c.Container.Image}
+	if info.Image != "" {
+		if img, err := imagesapi.NewImagesClient(conn).Get(ctx, &imagesapi.GetImageRequest{Name: info.Image}); err == nil {
+			info.Digest = img.Image.Target.GetDigest()
+			for k, v := range img.Image.Labels {
+				if strings.HasPrefix(k, learned.Prefix) {
+					if info.Learned == nil {
+						info.Learned = map[string]string{}
+					}
+					info.Learned[k] = v
+				}
+			}
+			if cfg, err := configLabels(ctx, conn, info.Image, img.Image.Target); err == nil {
+				info.Labels = cfg
+			}
 		}
 	}
 	for k, v := range c.Container.Labels {
-		out[k] = v
+		info.Labels[k] = v
 	}
-	return out, nil
+	return info, nil
 }
 
-// imageLabels reads the config labels of image name, for this platform.
-func imageLabels(ctx context.Context, conn *grpc.ClientConn, name string) (map[string]string, error) {
-	img, err := imagesapi.NewImagesClient(conn).Get(ctx, &imagesapi.GetImageRequest{Name: name})
-	if err != nil {
-		return nil, err
+// configLabels reads the config labels of image name, whose record's
+// target is desc, for this platform.
+func configLabels(ctx context.Context, conn *grpc.ClientConn, name string, desc *types.Descriptor) (map[string]string, error) {
+	if desc == nil {
+		return nil, fmt.Errorf("image %s: no target", name)
 	}
 	cs := contentapi.NewContentClient(conn)
-	desc := img.Image.Target
 	mediaType, digest := desc.MediaType, desc.Digest
 	for depth := 0; depth < 3; depth++ {
 		data, err := readBlob(ctx, cs, digest)

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/assure-rt/assure/oci"
+	"github.com/assure-rt/assure/oci/learned"
 	"github.com/assure-rt/assure/recovery/control"
 	"github.com/assure-rt/assure/recovery/events"
 	"github.com/assure-rt/assure/recovery/procfs"
@@ -52,6 +53,14 @@ type supervised struct {
 	// return, closing fwdDone.
 	fwd              *forwarder
 	fwdStop, fwdDone chan struct{}
+	// noManifest: only the image's learned rescue points are armed.
+	noManifest bool
+	// image and digest are the container's image record and its
+	// target; learnt what the record's learned labels said at creation
+	// (learn.go).
+	image, digest string
+	learnt        learned.Set
+	remembered    map[string]bool // learned labels known to be on the record
 }
 
 type state struct {
@@ -74,10 +83,12 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		// pod's containers.
 		return s.TaskService.Create(ctx, r)
 	}
-	labels, err := s.labels(ctx, r.ID, r.Bundle)
+	info, err := s.info(ctx, r.ID, r.Bundle)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("assure: no image labels; only annotations can declare rescue points")
+		info = &containerInfo{}
 	}
+	labels := info.Labels
 	// Labels that name a file are read once the root filesystem is
 	// mounted (by runc's Create); an inline manifest is checked now.
 	rootfs := filepath.Join(r.Bundle, "rootfs")
@@ -87,12 +98,15 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		if found, err = oci.FindManifest(labels, spec.Annotations, rootfs); err != nil {
 			return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 		}
-		if found == nil {
+		if found == nil && len(info.Learned) == 0 {
 			log.G(ctx).Infof("assure: container %s declares no rescue points: running as plain runc, no supervisor", r.ID)
 			return s.TaskService.Create(ctx, r)
 		}
 	}
 	sv := s.newSupervised(ctx, r, spec)
+	sv.noManifest = !fromFile && found == nil
+	sv.image, sv.digest = info.Image, info.Digest
+	sv.learnt = learned.Of(info.Learned, info.Digest)
 	added := oci.AllowInjectedSyscalls(spec)
 	if len(added) > 0 {
 		log.G(ctx).Infof("assure: seccomp profile of %s now allows %v (injected by the supervisor)", r.ID, added)
@@ -125,7 +139,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	if fromFile {
 		found, err = oci.FindManifest(labels, spec.Annotations, rootfs)
 	}
-	if err == nil {
+	if err == nil && found != nil {
 		err = found.CheckBinaries(rootfs)
 	}
 	if err == nil {
@@ -164,12 +178,18 @@ func (s *service) newSupervised(ctx context.Context, r *taskAPI.CreateTaskReques
 // go on, with the manifest found, and hands it the init process, still
 // waiting on its exec fifo.
 func (s *service) superviseInit(sv *supervised, found *oci.Found, pid int) error {
-	data, err := found.Manifest.JSON()
-	if err == nil {
-		err = os.WriteFile(sv.manifest, data, 0o600)
+	var err error
+	if found != nil {
+		var data []byte
+		if data, err = found.Manifest.JSON(); err == nil {
+			err = os.WriteFile(sv.manifest, data, 0o600)
+		}
 	}
 	if err == nil {
 		events.Remove(sv.events) // a new task: the events of an old one with this id go
+		err = sv.handLearned()
+	}
+	if err == nil {
 		sv.cgroups, err = supervisorCgroups(sv.cgroup)
 	}
 	if err != nil {
@@ -182,10 +202,14 @@ func (s *service) superviseInit(sv *supervised, found *oci.Found, pid int) error
 	if err := sv.client.Adopt(pid, true); err != nil {
 		return sv.fail(found, fmt.Errorf("supervise init %d of %s: %w", pid, sv.id, err))
 	}
-	sv.fwd = &forwarder{path: sv.events, log: sv.log, publish: s.publishFunc(sv.ns)}
+	sv.fwd = &forwarder{path: sv.events, log: sv.log, publish: s.publishFunc(sv.ns), learned: func(e events.Event) { s.remember(sv, e) }}
 	sv.fwdStop, sv.fwdDone = make(chan struct{}), make(chan struct{})
 	go sv.fwd.run(sv.fwdStop, sv.fwdDone)
-	sv.log.Infof("assure: container %s: supervisor %d supervises init %d (rescue points from %s)", sv.id, sv.cmd.Process.Pid, pid, found.Source)
+	source := "learned labels of image " + sv.image
+	if found != nil {
+		source = found.Source
+	}
+	sv.log.Infof("assure: container %s: supervisor %d supervises init %d (rescue points from %s; %d learned)", sv.id, sv.cmd.Process.Pid, pid, source, len(sv.learnt.Entries))
 	s.st.mu.Lock()
 	s.st.containers[sv.id] = sv
 	s.st.mu.Unlock()
@@ -218,8 +242,11 @@ func (sv *supervised) spawn() error {
 		return err
 	}
 	defer lf.Close()
-	args := []string{"supervise", "--gate", "--manifest", sv.manifest, "--events", sv.events, "--container", sv.id,
-		"--namespace", sv.ns, "--socket-fd", "4", "--root", filepath.Join(sv.bundle, "rootfs")}
+	args := []string{"supervise", "--gate", "--events", sv.events, "--container", sv.id,
+		"--namespace", sv.ns, "--socket-fd", "4", "--root", filepath.Join(sv.bundle, "rootfs"), "--learned", sv.learnedFile()}
+	if !sv.noManifest {
+		args = append(args, "--manifest", sv.manifest)
+	}
 	if sv.cgroup != "" {
 		// Every pid handed over must be in the container's cgroup: a
 		// recycled pid never leads the supervisor outside.

@@ -57,11 +57,8 @@ func armCommand(disarm bool) *cli.Command {
 		Name:      name,
 		Usage:     usage,
 		ArgsUsage: "[CONTAINER] MANIFEST",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "control", Usage: "the control socket of `assure run --control` (instead of a container)"},
-			&cli.StringFlag{Name: "address", Usage: "containerd's socket", Value: "/run/containerd/containerd.sock", EnvVars: []string{"CONTAINERD_ADDRESS"}},
-			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Usage: "containerd namespace", Value: "default", EnvVars: []string{"CONTAINERD_NAMESPACE"}},
-		},
+		Flags: append(containerdFlags(),
+			&cli.StringFlag{Name: "control", Usage: "the control socket of `assure run --control` (instead of a container)"}),
 		Action: func(c *cli.Context) error {
 			sock, file, err := armTarget(c)
 			if err != nil {

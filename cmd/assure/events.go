@@ -18,11 +18,7 @@ func eventsCommand() *cli.Command {
 		Name:      "events",
 		Usage:     "print the recoveries and crashes of a container run with io.containerd.assure.v1",
 		ArgsUsage: "CONTAINER",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "address", Usage: "containerd's socket", Value: "/run/containerd/containerd.sock", EnvVars: []string{"CONTAINERD_ADDRESS"}},
-			&cli.StringFlag{Name: "namespace", Aliases: []string{"n"}, Usage: "containerd namespace", Value: "default", EnvVars: []string{"CONTAINERD_NAMESPACE"}},
-			&cli.BoolFlag{Name: "json", Usage: "print the JSON lines as they are"},
-		},
+		Flags:     append(containerdFlags(), &cli.BoolFlag{Name: "json", Usage: "print the JSON lines as they are"}),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return cli.Exit("events: want exactly one CONTAINER", 2)

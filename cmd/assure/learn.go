@@ -1,12 +1,16 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/assure-rt/assure/recovery/events"
 	"github.com/assure-rt/assure/recovery/manifest"
 	"github.com/assure-rt/assure/recovery/supervisor"
 )
@@ -29,17 +33,46 @@ func learnFrom(cfg *supervisor.Config, file, root string) error {
 			return err
 		}
 		kept = m.RescuePoints
-		merged := *cfg.Manifest
-		merged.RescuePoints = mergeRescuePoints(cfg.Manifest.RescuePoints, kept)
-		cfg.Manifest = &merged
 	}
+	keepLearned(cfg, file, kept)
+	return nil
+}
+
+// learnedFrom is learnFrom for a container's supervisor (assure supervise
+// --learned), whose file the shim wrote from its image's learned labels:
+// a rescue point of it that does not resolve in the container's binaries
+// (a label tampered with) is left out with an error event, never a failed
+// start; learning needs "heal" in the manifest, arming file's does not.
+func learnedFrom(cfg *supervisor.Config, file, root string) {
+	var kept []manifest.RescuePoint
+	if m, err := manifest.Load(file); err == nil {
+		for _, rp := range m.RescuePoints {
+			one := manifest.Empty()
+			one.RescuePoints = []manifest.RescuePoint{rp}
+			if _, _, err := checkManifest(io.Discard, one, file, root); err != nil {
+				cfg.Events.Emit(events.Event{Type: events.Error, Message: "learned rescue point ignored: " + err.Error()})
+				continue
+			}
+			kept = append(kept, rp)
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		cfg.Events.Emit(events.Event{Type: events.Error, Message: "learned rescue points ignored: " + err.Error()})
+	}
+	keepLearned(cfg, file, kept)
+}
+
+// keepLearned arms kept with cfg's manifest and adds each rescue point
+// learned to file (only a manifest with "heal" learns).
+func keepLearned(cfg *supervisor.Config, file string, kept []manifest.RescuePoint) {
+	merged := *cfg.Manifest
+	merged.RescuePoints = mergeRescuePoints(cfg.Manifest.RescuePoints, kept)
+	cfg.Manifest = &merged
 	cfg.OnLearn = func(rp manifest.RescuePoint) {
 		kept = mergeRescuePoints(kept, []manifest.RescuePoint{rp})
 		if err := writeLearned(file, kept); err != nil {
-			fmt.Fprintf(os.Stderr, "assure: --learn %s: %v\n", file, err)
+			fmt.Fprintf(os.Stderr, "assure: learned rescue points in %s: %v\n", file, err)
 		}
 	}
-	return nil
 }
 
 // mergeRescuePoints appends those of add that a has not (same binary and

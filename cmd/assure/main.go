@@ -42,6 +42,8 @@ func main() {
 			discoverCommand(),
 			armCommand(false),
 			armCommand(true),
+			learnedCommand(),
+			forgetCommand(),
 			eventsCommand(),
 			metricsCommand(),
 			superviseCommand(),

@@ -165,6 +165,9 @@ func newContainerSupervisor(c *cli.Context, root, container string) (*supervisor
 			return nil, nil, err
 		}
 	}
+	if file := c.String("learned"); file != "" {
+		learnedFrom(&cfg, file, root)
+	}
 	return supervisor.New(cfg), closeFn, nil
 }
 

@@ -28,7 +28,8 @@ func superviseCommand() *cli.Command {
 		Usage:     "serve a container's supervisor on a control socket (used by the shim)",
 		ArgsUsage: " ",
 		Flags: []cli.Flag{
-			manifestFlag, eventsFlag,
+			&cli.StringFlag{Name: "manifest", Usage: "rescue-point manifest (JSON, version 1); none: only --learned's"}, eventsFlag,
+			&cli.StringFlag{Name: "learned", Usage: "arm the rescue points of `FILE` (the image's learned ones) when they resolve, and add those crashes teach"},
 			&cli.StringFlag{Name: "socket", Usage: "control socket to create"},
 			&cli.IntFlag{Name: "socket-fd", Usage: "serve on this listening unix socket `FD` instead (the shim's)"},
 			&cli.StringFlag{Name: "root", Usage: "root filesystem the manifest's paths are resolved in", Value: "/"},

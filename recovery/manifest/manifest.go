@@ -677,3 +677,23 @@ func toJSON(rp RescuePoint) jsonRescuePoint {
 func Empty() *Manifest {
 	return &Manifest{Version: Version, Signals: DefaultSignals(), MaxRecoveries: DefaultMaxRecoveries}
 }
+
+// EntryJSON encodes one rescue point as an entry of a manifest's
+// "rescuePoints" (compact), for stores that keep rescue points one by
+// one (an image's learned labels).
+func EntryJSON(rp RescuePoint) ([]byte, error) {
+	data, err := json.Marshal(toJSON(rp))
+	if err != nil {
+		return nil, fmt.Errorf("encode rescue point %s: %w", rp, err)
+	}
+	return data, nil
+}
+
+// ParseEntry validates one rescue point encoded as EntryJSON encodes it,
+// with the rules of a manifest's entries.
+func ParseEntry(data []byte) (RescuePoint, error) {
+	return parseRescuePoint(0, data)
+}
+
+// Key identifies a rescue point: its binary and its function or address.
+func (r RescuePoint) Key() string { return r.key() }
