@@ -162,6 +162,8 @@ func importImages() error {
 			WithLibs: true, Labels: map[string]string{"dev.assure.manifest.file": "/etc/assure.json"}},
 		{Name: "assure.test/server:1", Files: []image.File{{Src: filepath.Join(env.work, "server"), Dst: "/app/server"}}, WithLibs: true,
 			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/server","function":"handle_request","return":-1}]}`}},
+		{Name: idleImage, Files: []image.File{{Src: filepath.Join(env.work, "server"), Dst: "/app/server"}}, WithLibs: true,
+			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"rescuePoints":[{"binary":"/app/server","function":"worker_main"}]}`}},
 		{Name: healImage, Files: []image.File{{Src: filepath.Join(env.work, "server"), Dst: "/app/server"}}, WithLibs: true,
 			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"heal":{"candidates":[{"binary":"/app/server","function":"handle_request","return":-1}]}}`}},
 		{Name: "assure.test/prefork:1", Files: []image.File{{Src: filepath.Join(env.work, "prefork"), Dst: "/app/prefork"}}, WithLibs: true,

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -43,6 +44,11 @@ type forwarder struct {
 	// learned is told of each learned event, before it is published.
 	learned func(events.Event)
 
+	// mu serialises reading: the forwarder's own polls, and flushes
+	// (shim Create) that must see what was learned before it reads an
+	// image's labels.
+	mu      sync.Mutex
+	closed  bool // run returned: a late flush must not read the file again
 	f       *os.File
 	ino     uint64
 	pending []byte // an incomplete last line
@@ -62,9 +68,13 @@ func (fw *forwarder) run(stop <-chan struct{}, done chan<- struct{}) {
 		select {
 		case <-stop:
 			fw.poll()
+			fw.mu.Lock()
 			if fw.f != nil {
 				fw.f.Close()
+				fw.f = nil
 			}
+			fw.closed = true
+			fw.mu.Unlock()
 			return
 		case <-tick.C:
 		}
@@ -73,6 +83,11 @@ func (fw *forwarder) run(stop <-chan struct{}, done chan<- struct{}) {
 
 // poll forwards the complete lines written since the last poll.
 func (fw *forwarder) poll() {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	if fw.closed {
+		return
+	}
 	if fw.f == nil && !fw.open() {
 		return
 	}

@@ -98,3 +98,20 @@ func (s *service) remember(sv *supervised, e events.Event) {
 		sv.log.Infof("assure: container %s: %s kept for image %s (label %s)", sv.id, rp, sv.image, key)
 	}
 }
+
+// flushLearned forwards what the shim's supervisors have written and not
+// yet been read (their learned events among it), so that a container
+// created right after another crashed sees what the crash taught.
+func (s *service) flushLearned() {
+	s.st.mu.Lock()
+	var fws []*forwarder
+	for _, sv := range s.st.containers {
+		if sv.fwd != nil {
+			fws = append(fws, sv.fwd)
+		}
+	}
+	s.st.mu.Unlock()
+	for _, fw := range fws {
+		fw.poll()
+	}
+}

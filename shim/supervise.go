@@ -83,6 +83,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 		// pod's containers.
 		return s.TaskService.Create(ctx, r)
 	}
+	// A container of the pod that crashed a moment ago may have taught
+	// the image something its forwarder has not written yet.
+	s.flushLearned()
 	info, err := s.info(ctx, r.ID, r.Bundle)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("assure: no image labels; only annotations can declare rescue points")

@@ -73,6 +73,11 @@ func armCommand(disarm bool) *cli.Command {
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("%s: %v", name, err), 1)
 			}
+			if c.String("control") == "" {
+				if err := containerSupervised(c, sock); err != nil {
+					return cli.Exit(fmt.Sprintf("%s: %v", name, err), 1)
+				}
+			}
 			cl, err := control.Dial(sock, 5*time.Second)
 			if err != nil {
 				return cli.Exit(fmt.Sprintf("%s: %v", name, err), 1)
@@ -103,6 +108,20 @@ func armTarget(c *cli.Context) (string, string, error) {
 		return "", "", cli.Exit(c.Command.Name+": expected CONTAINER MANIFEST (or --control SOCK MANIFEST)", 2)
 	}
 	return control.SocketPath(c.String("address"), c.String("namespace"), c.Args().First()), c.Args().Get(1), nil
+}
+
+// containerSupervised says why container CONTAINER has no supervisor to
+// arm when its control socket sock is not there.
+func containerSupervised(c *cli.Context, sock string) error {
+	if _, err := os.Stat(sock); err == nil {
+		return nil
+	}
+	id, ns := c.Args().First(), c.String("namespace")
+	if _, err := containerInit(c.String("address"), ns, id); err != nil {
+		return err
+	}
+	return fmt.Errorf("container %s in namespace %s runs without a supervisor: it was started without a manifest (its image declares no rescue points and learned none), so runc's shim serves it; "+
+		"start it with the runtime io.containerd.assure.v1 and a manifest (label or annotation dev.assure.manifest; one with only \"heal\" arms nothing until a crash), then arm it", id, ns)
 }
 
 // runHandler answers the control protocol for `assure run --control`

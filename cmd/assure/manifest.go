@@ -172,6 +172,17 @@ func checkManifest(stderr io.Writer, m *manifest.Manifest, file, root string) (*
 		}
 		rows = append(rows, res)
 	}
+	if m.Heal != nil {
+		// Candidates are armed by a crash, later: they must name what
+		// is in these binaries now, like the rescue points.
+		for i, c := range m.Heal.Candidates {
+			if _, field, err := r.resolve(c); err != nil {
+				e := manifest.EntryError(file, i, c, field, err)
+				e.List = "heal.candidates"
+				errs = append(errs, e)
+			}
+		}
+	}
 	switch len(errs) {
 	case 0:
 		return m, rows, nil
@@ -181,7 +192,11 @@ func checkManifest(stderr io.Writer, m *manifest.Manifest, file, root string) (*
 	for _, e := range errs {
 		fmt.Fprintf(stderr, "assure: %v\n", e)
 	}
-	return nil, nil, cli.Exit(fmt.Sprintf("manifest %s: %d of %d rescue points failed to resolve", file, len(errs), len(m.RescuePoints)), 1)
+	what, total := "rescue points", len(m.RescuePoints)
+	if m.Heal != nil && len(m.Heal.Candidates) > 0 {
+		what, total = "rescue points and healing candidates", total+len(m.Heal.Candidates)
+	}
+	return nil, nil, cli.Exit(fmt.Sprintf("manifest %s: %d of %d %s failed to resolve", file, len(errs), total, what), 1)
 }
 
 func fieldName(rp manifest.RescuePoint) string {

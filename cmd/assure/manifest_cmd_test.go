@@ -151,6 +151,8 @@ func TestValidateErrors(t *testing.T) {
 		{"parse error", `{"version":1,"rescuePoints":[{"binary":"/usr/bin/prog","function":"f","scope":"global"}]}`,
 			`rescuePoints[0] (f in /usr/bin/prog): field "scope": must be "process" or "container", got "global"`},
 		{"unsupported version", `{"version":2}`, `field "version": unsupported version 2 (supported: 1)`},
+		{"healing candidate of another image", `{"version":1,"heal":{"candidates":[{"binary":"/usr/bin/prog","function":"runtime.main"},{"binary":"/usr/sbin/other","function":"handle"}]}}`,
+			`heal.candidates[1] (handle in /usr/sbin/other): field "binary": /usr/sbin/other does not exist in the image`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			file := writeManifest(t, tc.manifest)

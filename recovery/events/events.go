@@ -28,6 +28,17 @@ const (
 	Suppressed = "suppressed"
 )
 
+// Kinds of recovery (Event.Recovery).
+const (
+	// RecoveryRollback: memory and registers rolled back to the rescue
+	// point's entry, which then returned its error value.
+	RecoveryRollback = "rollback"
+	// RecoveryReturn: the first fault in a healing candidate (manifest
+	// heal.firstFault "return"): its frame unwound and its error value
+	// returned, with no rollback: what it wrote before the fault stays.
+	RecoveryReturn = "return"
+)
+
 // RescuePoint identifies the rescue point an event concerns.
 type RescuePoint struct {
 	Binary   string `json:"binary"`
@@ -51,16 +62,19 @@ type Event struct {
 	// process that sent the signal, for signals sent by a process.
 	SenderPid int `json:"senderPid,omitempty"`
 	// FaultAddress is set only for faults that have one.
-	FaultAddress        string       `json:"faultAddress,omitempty"`
-	RescuePoint         *RescuePoint `json:"rescuePoint,omitempty"`
-	Return              *int64       `json:"return,omitempty"`
-	RecoveryMicros      int64        `json:"recoveryMicros"`
-	PagesRestored       int          `json:"pagesRestored"`
-	ThreadsRolledBack   int          `json:"threadsRolledBack"`
-	ProcessesRolledBack int          `json:"processesRolledBack"`
-	Stack               []string     `json:"stack,omitempty"`
-	Message             string       `json:"message,omitempty"`
-	Count               int          `json:"count,omitempty"`
+	FaultAddress string       `json:"faultAddress,omitempty"`
+	RescuePoint  *RescuePoint `json:"rescuePoint,omitempty"`
+	Return       *int64       `json:"return,omitempty"`
+	// Recovery says how a recovered event recovered: RecoveryRollback
+	// or RecoveryReturn.
+	Recovery            string   `json:"recovery,omitempty"`
+	RecoveryMicros      int64    `json:"recoveryMicros"`
+	PagesRestored       int      `json:"pagesRestored"`
+	ThreadsRolledBack   int      `json:"threadsRolledBack"`
+	ProcessesRolledBack int      `json:"processesRolledBack"`
+	Stack               []string `json:"stack,omitempty"`
+	Message             string   `json:"message,omitempty"`
+	Count               int      `json:"count,omitempty"`
 }
 
 // Sink writes events. It is safe for concurrent use.
@@ -142,6 +156,10 @@ func Format(e Event) string {
 		ret := "returned (void)"
 		if e.Return != nil {
 			ret = fmt.Sprintf("returned %d", *e.Return)
+		}
+		if e.Recovery == RecoveryReturn {
+			return fmt.Sprintf("assure: %srecovered %s in %s pid %d tid %d: %s after %dµs, without a rollback (first fault; %s)",
+				in(e.Container), e.Signal, rpName(e.RescuePoint), e.Pid, e.Tid, ret, e.RecoveryMicros, e.Message)
 		}
 		return fmt.Sprintf("assure: %srecovered %s in %s pid %d tid %d: %s after %dµs (%d pages, %d threads, %d processes)",
 			in(e.Container), e.Signal, rpName(e.RescuePoint), e.Pid, e.Tid, ret, e.RecoveryMicros,

@@ -114,7 +114,22 @@ type Heal struct {
 	// Candidates are the functions a crash may arm (entries shaped like
 	// rescue points); nil: derived from the binaries by static analysis.
 	Candidates []RescuePoint
+	// FirstFault is what the first fault in a candidate does:
+	// FirstFaultCrash (the default) or FirstFaultReturn.
+	FirstFault string
 }
+
+// What the first fault inside a healing candidate does.
+const (
+	// FirstFaultCrash: the fault is delivered (the process dies as it
+	// would without assure) and the candidate is armed for the next one.
+	FirstFaultCrash = "crash"
+	// FirstFaultReturn: the candidate's frame is unwound and it returns
+	// its error value, with no memory rollback (what it wrote stays, what
+	// it allocated leaks); refused, and delivered as with
+	// FirstFaultCrash, when the thread holds a lock.
+	FirstFaultReturn = "return"
+)
 
 // Top-level and rescue point field names.
 const (
@@ -124,6 +139,7 @@ const (
 	fieldMaxRecoveries = "maxRecoveries"
 	fieldHeal          = "heal"
 	fieldCandidates    = "candidates"
+	fieldFirstFault    = "firstFault"
 
 	fieldBinary   = "binary"
 	fieldFunction = "function"
@@ -271,7 +287,7 @@ func parseHeal(obj *object) (*Heal, error) {
 	if !ok {
 		return nil, nil
 	}
-	h, err := decodeObject(raw, fieldCandidates)
+	h, err := decodeObject(raw, fieldCandidates, fieldFirstFault)
 	if err != nil {
 		return nil, fieldError(fieldHeal, -1, err)
 	}
@@ -279,9 +295,16 @@ func parseHeal(obj *object) (*Heal, error) {
 		return nil, fieldError(fieldHeal, -1, fmt.Errorf("duplicate field %q", h.dup))
 	}
 	if h.unknown != "" {
-		return nil, fieldError(fieldHeal, -1, unknownFieldError(h.unknown, []string{fieldCandidates}))
+		return nil, fieldError(fieldHeal, -1, unknownFieldError(h.unknown, []string{fieldCandidates, fieldFirstFault}))
 	}
-	heal := &Heal{}
+	heal := &Heal{FirstFault: FirstFaultCrash}
+	if f, ok := h.get(fieldFirstFault); ok {
+		var v string
+		if json.Unmarshal(f, &v) != nil || v != FirstFaultCrash && v != FirstFaultReturn {
+			return nil, fieldError(fieldHeal+"."+fieldFirstFault, -1, fmt.Errorf("must be %q or %q, got %s", FirstFaultCrash, FirstFaultReturn, f))
+		}
+		heal.FirstFault = v
+	}
 	if c, ok := h.get(fieldCandidates); ok {
 		if heal.Candidates, err = parseEntries(c, fieldHeal+"."+fieldCandidates, false); err != nil {
 			return nil, err
@@ -615,6 +638,7 @@ type jsonManifest struct {
 
 type jsonHeal struct {
 	Candidates []jsonRescuePoint `json:"candidates,omitempty"`
+	FirstFault string            `json:"firstFault,omitempty"`
 }
 
 type jsonRescuePoint struct {
@@ -642,6 +666,9 @@ func (m *Manifest) JSON() ([]byte, error) {
 	}
 	if m.Heal != nil {
 		out.Heal = &jsonHeal{}
+		if m.Heal.FirstFault != FirstFaultCrash {
+			out.Heal.FirstFault = m.Heal.FirstFault
+		}
 		for _, rp := range m.Heal.Candidates {
 			out.Heal.Candidates = append(out.Heal.Candidates, toJSON(rp))
 		}

@@ -582,13 +582,21 @@ func TestHeal(t *testing.T) {
 	if err != nil || back.Heal == nil || len(back.Heal.Candidates) != 2 {
 		t.Fatalf("round trip: %v\n%s", err, data)
 	}
-	if m, err := Parse([]byte(`{"version":1,"rescuePoints":[],"heal":{}}`)); err != nil || m.Heal == nil || m.Heal.Candidates != nil {
+	if m, err := Parse([]byte(`{"version":1,"rescuePoints":[],"heal":{}}`)); err != nil || m.Heal == nil || m.Heal.Candidates != nil || m.Heal.FirstFault != FirstFaultCrash {
 		t.Errorf("heal without candidates: %v %+v", err, m)
+	}
+	m, err = Parse([]byte(`{"version":1,"heal":{"firstFault":"return"}}`))
+	if err != nil || m.Heal.FirstFault != FirstFaultReturn {
+		t.Fatalf("firstFault return: %v %+v", err, m)
+	}
+	if data, err := m.JSON(); err != nil || !strings.Contains(string(data), `"firstFault": "return"`) {
+		t.Errorf("JSON of firstFault return: %v\n%s", err, data)
 	}
 	for doc, want := range map[string]string{
 		`{"version":1,"heal":{"candidates":[{"binary":"rel/app","function":"f"}]}}`: `heal.candidates[0]`,
 		`{"version":1,"heal":{"learn":true}}`:                                       `field "heal": unknown field "learn"`,
 		`{"version":1,"heal":[]}`:                                                   `field "heal"`,
+		`{"version":1,"heal":{"firstFault":"rollback"}}`:                            `field "heal.firstFault": must be "crash" or "return", got "rollback"`,
 		`{"version":1,"rescuePoints":[]}`:                                           `field "rescuePoints": must not be empty`,
 	} {
 		if _, err := Parse([]byte(doc)); err == nil || !strings.Contains(err.Error(), want) {

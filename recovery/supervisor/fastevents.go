@@ -348,7 +348,7 @@ func (s *Supervisor) recoverFast(t *thread, sig unix.Signal, si ptrace.Siginfo, 
 	s.metrics.Recovered(rp.site(), elapsed)
 	e := events.Event{
 		Type: events.Recovered, Pid: p.pid, Tid: t.tid,
-		RescuePoint: s.rpEvent(rp), Return: rp.Return,
+		RescuePoint: s.rpEvent(rp), Return: rp.Return, Recovery: events.RecoveryRollback,
 		RecoveryMicros: max(1, elapsed.Microseconds()), PagesRestored: pages,
 		ThreadsRolledBack: threads, ProcessesRolledBack: 1,
 	}

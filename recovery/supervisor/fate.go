@@ -96,7 +96,12 @@ func (s *Supervisor) passOn(t *thread, sig unix.Signal, si ptrace.Siginfo, why s
 		}
 	case fateFatal:
 		if report {
-			l = s.crash(t, sig, si, why)
+			var survived bool
+			if l, survived = s.crashOrSurvive(t, sig, si, why, true); survived {
+				t.deliver = 0
+				s.resume(t)
+				return
+			}
 		}
 		if _, init := t.proc.nsIdentity(); init && si.FromKernel() {
 			s.refault(t, sig, si)

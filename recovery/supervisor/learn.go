@@ -24,6 +24,10 @@ import (
 type learned struct {
 	rp manifest.RescuePoint
 	e  events.Event
+	// frames is the faulting thread's stack, whose frame at is the
+	// candidate's (survive returns from it).
+	frames []unwind.Frame
+	at     int
 }
 
 // learn finds the candidate of t's stack, if there is one; e is the crash
@@ -38,7 +42,8 @@ func (s *Supervisor) learn(t *thread, e events.Event) *learned {
 	if err != nil {
 		return nil
 	}
-	for _, f := range s.unwindFrames(t, maps) {
+	frames := s.unwindFrames(t, maps)
+	for i, f := range frames {
 		pc := f.PC
 		if f.Return {
 			pc--
@@ -50,7 +55,7 @@ func (s *Supervisor) learn(t *thread, e events.Event) *learned {
 		if r := s.findRP(rp); r != nil && !r.disarmed {
 			return nil // armed already: the fault was outside its window
 		}
-		return &learned{rp: rp, e: events.Event{Type: events.Learned, Pid: p.pid, Tid: t.tid, Signal: e.Signal,
+		return &learned{rp: rp, frames: frames, at: i, e: events.Event{Type: events.Learned, Pid: p.pid, Tid: t.tid, Signal: e.Signal,
 			SignalCode: e.SignalCode, FaultAddress: e.FaultAddress, Stack: e.Stack, RescuePoint: rpEventOf(rp, vaddr)}}
 	}
 	return nil

@@ -526,7 +526,7 @@ func (s *Supervisor) recover(t *thread, sig unix.Signal, si ptrace.Siginfo, f *f
 	s.metrics.Recovered(fr.rp.site(), elapsed)
 	e := events.Event{
 		Type: events.Recovered, Pid: t.proc.pid, Tid: t.tid,
-		RescuePoint: s.rpEvent(fr.rp), Return: fr.rp.Return,
+		RescuePoint: s.rpEvent(fr.rp), Return: fr.rp.Return, Recovery: events.RecoveryRollback,
 		RecoveryMicros: max(1, elapsed.Microseconds()), PagesRestored: pages,
 		ThreadsRolledBack: threads, ProcessesRolledBack: len(procs),
 	}

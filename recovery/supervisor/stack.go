@@ -17,8 +17,17 @@ const maxFrames = 32
 
 // crash reports a fault that is delivered to the program.
 // It returns what the crash taught (manifest "heal"), to be armed once
-// the fault is on its way (learned.arm).
+// the fault is on its way (armLearned).
 func (s *Supervisor) crash(t *thread, sig unix.Signal, si ptrace.Siginfo, why string) *learned {
+	l, _ := s.crashOrSurvive(t, sig, si, why, false)
+	return l
+}
+
+// crashOrSurvive is crash, except that with survive (a fault the kernel
+// would end the process for) a candidate on the stack may make the thread
+// survive the fault instead (manifest heal.firstFault "return"): then
+// there is no crash event but a recovered one, and it reports true.
+func (s *Supervisor) crashOrSurvive(t *thread, sig unix.Signal, si ptrace.Siginfo, why string, survive bool) (*learned, bool) {
 	var rp *rescuePoint
 	if f := s.activeFrame(t); f != nil {
 		rp = f.rp
@@ -33,11 +42,20 @@ func (s *Supervisor) crash(t *thread, sig unix.Signal, si ptrace.Siginfo, why st
 		// the rate limit drops anyway.
 		e.Stack = s.stack(t)
 	}
-	s.cfg.Events.Emit(e)
+	var l *learned
 	if rp == nil {
-		return s.learn(t, e)
+		l = s.learn(t, e)
 	}
-	return nil
+	if survive && l != nil {
+		if why, ok := s.survive(t, l, sig, si); ok {
+			return l, true
+		} else if why != "" {
+			e.Message += "; not survived without a rollback: " + why
+			l.e.Message = "first fault not survived: " + why
+		}
+	}
+	s.cfg.Events.Emit(e)
+	return l, false
 }
 
 // stack symbolizes the faulting thread's stack, walked with the unwind

@@ -12,6 +12,8 @@
  *         HOLD     handle_request prints "holding" and returns (0) only
  *                  after reading one more line: a thread inside a rescue
  *                  point, on demand (single-threaded serve only)
+ *         LOCKBAD  handle_request takes a mutex, then faults as BAD does:
+ *                  the fault happens with a lock held
  *         HANG     handle_request never returns (pause() inside the rescue
  *                  point), for kill/delete while a task is inside one
  *         STATS    "stats requests=R errors=E total=T fds=F maps=M threads=N"
@@ -58,6 +60,13 @@ __attribute__((noinline, noipa)) int handle_request(const char *req)
 		if (!fgets(rel, sizeof rel, stdin))
 			return -1;
 		return 0;
+	}
+	if (!strncmp(req, "LOCKBAD", 7)) {
+		static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+		pthread_mutex_lock(&lock);
+		crash_null();
+		pthread_mutex_unlock(&lock);
+		return -1;
 	}
 	if (!strncmp(req, "HANG", 4)) {
 		for (;;) /* stays inside the rescue point until killed */
@@ -110,7 +119,7 @@ static int serve(int nworkers)
 	int next = 0;
 	while (fgets(line, sizeof line, stdin)) {
 		line[strcspn(line, "\r\n")] = 0;
-		if (!strncmp(line, "GOOD ", 5) || !strcmp(line, "BAD") || !strcmp(line, "HANG") || !strcmp(line, "HOLD")) {
+		if (!strncmp(line, "GOOD ", 5) || !strcmp(line, "BAD") || !strcmp(line, "LOCKBAD") || !strcmp(line, "HANG") || !strcmp(line, "HOLD")) {
 			int rc;
 			if (nworkers > 0) {
 				struct worker *w = &workers[next];
