@@ -331,6 +331,35 @@ func TestCRI(t *testing.T) {
 			t.Errorf("the shim did not log that %s runs as plain runc", id)
 		}
 	})
+	t.Run("learned", func(t *testing.T) {
+		// As a kubelet restarts a crashed container: a new container of
+		// the same image in the same pod (the same shim) right after the
+		// crash has what the crash taught armed from its start.
+		const img = "assure.test/cri-heal:1"
+		bugs := filepath.Join(env.work, "bugs")
+		if err := buildImport(image.Spec{Name: img, Files: []image.File{{Src: bugs, Dst: "/app/bugs"}}, WithLibs: true,
+			Labels: map[string]string{"dev.assure.manifest": `{"version":1,"heal":{}}`}}, criNamespace); err != nil {
+			t.Fatal(err)
+		}
+		assure := filepath.Join(env.root, "bin", "assure")
+		learnedOf := func(args ...string) string {
+			out, _ := exec.Command(assure, append([]string{args[0], "--address", env.address, "--namespace", criNamespace}, args[1:]...)...).CombinedOutput()
+			return string(out)
+		}
+		t.Cleanup(func() { learnedOf("forget", img) })
+		p := runPod(t, "heal", nil)
+		first := p.run("first", img, "/app/bugs", "null", "100", "25")
+		if code, _ := p.wait("first", first); code != 139 {
+			t.Fatalf("first container: exit code %d, want 139 (SIGSEGV: nothing learned yet)", code)
+		}
+		second := p.run("second", img, "/app/bugs", "null", "100", "25")
+		if code, out := p.wait("second", second); code != 0 || out != reference(t) {
+			t.Errorf("second container: exit code %d, output:\n%s\nwant 0 and:\n%s", code, out, reference(t))
+		}
+		if l := learnedOf("learned", img); !strings.Contains(l, "handle_request") || !strings.Contains(l, first) {
+			t.Errorf("assure learned %s:\n%s", img, l)
+		}
+	})
 }
 
 // eventStream is `ctr events` running in the background.

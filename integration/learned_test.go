@@ -1,13 +1,17 @@
 package integration
 
 import (
+	"context"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/namespaces"
+
 	"github.com/assure-rt/assure/oci/learned"
+	"github.com/assure-rt/assure/recovery/manifest"
 )
 
 // healImage declares no rescue point, only a healing candidate: server.c's
@@ -92,15 +96,27 @@ func TestLearnedPerImage(t *testing.T) {
 	if out, err := ctr(t, "images", "label", healImage, tampered+"={not json"); err != nil {
 		t.Fatalf("ctr images label: %v\n%s", err, out)
 	}
+	// Well formed, for this image, but naming a function its binary
+	// does not have.
+	missing := learned.Entry{RescuePoint: manifest.RescuePoint{Binary: "/app/server", Function: "no_such_function", Scope: manifest.ScopeProcess},
+		Image: imageDigest(t, healImage)}
+	key, val, err := learned.Encode(missing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ctr(t, "images", "label", healImage, key+"="+val); err != nil {
+		t.Fatalf("ctr images label: %v\n%s", err, out)
+	}
 	survives("learn-tampered")
-	waitFor(t, 30*time.Second, "the error event of the tampered label", func() bool {
-		return evs.count(namespace+" /assure/error", "learn-tampered", tampered) == 1
+	waitFor(t, 30*time.Second, "the error events of the tampered labels", func() bool {
+		return evs.count(namespace+" /assure/error", "learn-tampered", tampered) == 1 &&
+			evs.count(namespace+" /assure/error", "learn-tampered", "learned rescue point ignored", "no_such_function") == 1
 	})
 
 	if out := forget("handle_request"); !strings.Contains(out, "forgot 1") {
 		t.Fatalf("assure forget handle_request: %s", out)
 	}
-	if l := list(); strings.Contains(l, "handle_request") || !strings.Contains(l, tampered) {
+	if l := list(); strings.Contains(l, "handle_request") || !strings.Contains(l, tampered) || !strings.Contains(l, "no_such_function") {
 		t.Fatalf("assure learned after forget handle_request:\n%s", l)
 	}
 	out, err := exec.Command(assure, "forget", "--address", env.address, "--namespace", namespace, healImage, "handle_request").CombinedOutput()
@@ -112,4 +128,21 @@ func TestLearnedPerImage(t *testing.T) {
 		t.Fatalf("assure learned after forget:\n%s", l)
 	}
 	crashes("learn-forgotten")
+}
+
+// imageDigest is the target digest of image record img.
+func imageDigest(t *testing.T, img string) string {
+	t.Helper()
+	st, err := learned.Dial(env.address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), namespace), 10*time.Second)
+	defer cancel()
+	_, digest, err := st.Image(ctx, img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return digest
 }
