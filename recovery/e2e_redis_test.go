@@ -173,3 +173,59 @@ func redisKernelState(t *testing.T, pid int) (string, []string) {
 	sort.Strings(names)
 	return st["SigCgt"], names
 }
+
+// TestE2ERedisFirstFault: Debian's redis-server under `assure run` with a
+// manifest that only heals, "firstFault": "return", its candidate call()
+// (void). DEBUG SEGFAULT writes to a read-only page inside call(): the
+// first time, call() returns from its frame without a rollback (redis's
+// main thread holds its module GIL from start-up on, before it makes its
+// threads: not a lock the candidate took, so the return is allowed); the
+// second time, call() is a rescue point (learned) and the fault is
+// rolled back. Redis serves its data throughout, with no crash.
+func TestE2ERedisFirstFault(t *testing.T) {
+	redis, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not installed (hack/install-deps.sh --redis)")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "redis.sock")
+	m := `{"version":1,"heal":{"firstFault":"return","candidates":[{"binary":"` + redis + `","function":"call"}]}}`
+	mf, ev := manifestFiles(t, m)
+	p := startProc(t, "assure", false, assureBin, "run", "--manifest", mf, "--events", ev, "--",
+		redis, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no",
+		"--dir", dir, "--enable-debug-command", "yes")
+	c := dialRedis(t, sock, p)
+	if got := c.do("SET", "k", "v"); got != "+OK" {
+		t.Fatalf("SET: %q%s", got, p.describe())
+	}
+	for i, kind := range []string{"return", "rollback"} {
+		c.send("DEBUG", "SEGFAULT")
+		waitEvent(t, ev, 10*time.Second, "recovered ("+kind+")", func(e event) bool {
+			return e.Type == "recovered" && e.Recovery == kind
+		}, p.describe)
+		c = dialRedis(t, sock, p) // call() returned without a reply: a new connection
+		if got := c.do("INCR", "n"); got != ":"+strconv.Itoa(i+1) {
+			t.Fatalf("INCR after recovery %d: %q%s", i+1, got, p.describe())
+		}
+	}
+	if got := c.do("GET", "k"); got != "$1 v" {
+		t.Fatalf("GET: %q%s", got, p.describe())
+	}
+	c.send("SHUTDOWN", "NOSAVE")
+	if !p.waitExit(attExitTimeout) {
+		t.Fatalf("redis under assure did not exit after SHUTDOWN%s", p.describe())
+	}
+	evs, _ := attachEvents(ev)
+	learned := 0
+	for _, e := range evs {
+		switch e.Type {
+		case "error", "crash":
+			t.Errorf("%s event: %s%s", e.Type, e, p.describe())
+		case "learned":
+			learned++
+		}
+	}
+	if learned != 1 {
+		t.Errorf("%d learned events, want 1%s", learned, p.describe())
+	}
+}

@@ -383,6 +383,7 @@ type event struct {
 		Address  string `json:"address"`
 	} `json:"rescuePoint"`
 	Return              *int64   `json:"return"`
+	Recovery            string   `json:"recovery"`
 	RecoveryMicros      float64  `json:"recoveryMicros"`
 	PagesRestored       int64    `json:"pagesRestored"`
 	ThreadsRolledBack   int64    `json:"threadsRolledBack"`

@@ -44,6 +44,7 @@ func (s *Supervisor) dispatch(tid int, ws unix.WaitStatus) {
 		}
 		s.resume(t)
 	case ptrace.EventClone, ptrace.EventFork, ptrace.EventVfork:
+		s.noteLockBase(t)
 		for _, c := range s.onClone(t, ev) {
 			if !c.awaitInitial {
 				s.resume(c)

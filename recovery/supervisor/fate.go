@@ -92,7 +92,14 @@ func (s *Supervisor) passOn(t *thread, sig unix.Signal, si ptrace.Siginfo, why s
 		s.debugf("%s to %d: ignored by the kernel (%s)", manifest.SignalName(sig), t.tid, why)
 	case fateHandled:
 		if report {
-			l = s.crash(t, sig, si, why+"; passed on to the program's handler")
+			// The program's handler is what runs when assure does not
+			// recover, as at a rescue point.
+			var survived bool
+			if l, survived = s.crashOrSurvive(t, sig, si, why+"; passed on to the program's handler", true); survived {
+				t.deliver = 0
+				s.resume(t)
+				return
+			}
 		}
 	case fateFatal:
 		if report {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/assure-rt/assure/recovery/arch"
 	"github.com/assure-rt/assure/recovery/checkpoint"
+	"github.com/assure-rt/assure/recovery/locks"
 	"github.com/assure-rt/assure/recovery/manifest"
 	"github.com/assure-rt/assure/recovery/procfs"
 	"github.com/assure-rt/assure/recovery/unwind"
@@ -110,6 +111,11 @@ type thread struct {
 	admitNext bool
 	// heldFor holds the first thread of a new process (holdChild).
 	heldFor *heldFor
+	// lockBase are the locks the thread held at its latest clone or fork
+	// outside every healing candidate, lockSamples how many times they
+	// were looked for (survive.go).
+	lockBase    []locks.Held
+	lockSamples int
 }
 
 // frame is one active rescue-point call of a thread.

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -24,7 +25,9 @@ import (
 // value, and memory stays as the fault left it. That is only safe where
 // what the candidate did before the fault is harmless to keep; the one
 // harm that would surely follow, a lock the thread took and will never
-// release, is looked for (recovery/locks) and refuses the return. The
+// release, is looked for (recovery/locks) and refuses the return, unless
+// the thread held it already at its latest clone or fork outside every
+// candidate (noteLockBase). The
 // candidate is armed as a rescue point in any case (learned), so from
 // the next call on its faults are rolled back properly.
 
@@ -32,8 +35,7 @@ import (
 // at the delivery of fault sig, and emits the recovered event. It returns
 // why not when it cannot ("" when the manifest does not ask for it).
 func (s *Supervisor) survive(t *thread, l *learned, sig unix.Signal, si ptrace.Siginfo) (string, bool) {
-	heal := s.cfg.Manifest.Heal
-	if heal == nil || heal.FirstFault != manifest.FirstFaultReturn {
+	if !s.survives() || !s.cfg.Manifest.WantsSignal(sig) || s.cfg.Manifest.MaxRecoveries == 0 {
 		return "", false
 	}
 	start := time.Now()
@@ -109,10 +111,63 @@ func returnTo(regs *arch.Regs, caller *unwind.Frame, ret *int64) {
 	regs.Orig_rax = ^uint64(0)
 }
 
-// heldLocks says which locks t holds, "" for none: the candidate would
-// return with them held, and the next thread to want one would wait
-// forever.
+// survives: the manifest asks first faults to be survived.
+func (s *Supervisor) survives() bool {
+	heal := s.cfg.Manifest.Heal
+	return heal != nil && heal.FirstFault == manifest.FirstFaultReturn
+}
+
+// heldLocks says which lock t holds that it did not hold at its latest
+// clone or fork outside every candidate, "" for none: the candidate would
+// return with it held, and the next thread to want it would wait
+// forever. A lock held at such a point is one the thread holds across
+// its work (redis's module GIL, taken at start-up, before the threads are
+// made, and never released): the candidate's caller holds it too.
 func (s *Supervisor) heldLocks(t *thread) string {
+	held, err := heldBy(t)
+	if err != nil {
+		return fmt.Sprintf("the locks it holds cannot be known: %v", err)
+	}
+	for _, h := range held {
+		if !slices.Contains(t.lockBase, h) {
+			return fmt.Sprintf("the thread holds a %s lock at %#x", h.Kind, h.Addr)
+		}
+	}
+	return ""
+}
+
+// maxLockSamples bounds the scans noteLockBase makes per thread: a
+// scan costs milliseconds, and a server that starts a thread per
+// connection clones all the time.
+const maxLockSamples = 4
+
+// noteLockBase notes the locks t holds now, stopped at a clone or fork,
+// when no candidate is on its stack: the base heldLocks allows.
+func (s *Supervisor) noteLockBase(t *thread) {
+	if !s.survives() || t.lockSamples >= maxLockSamples {
+		return
+	}
+	t.lockSamples++
+	maps, err := procfs.Maps(t.proc.pid)
+	if err != nil {
+		return
+	}
+	for _, f := range s.unwindFrames(t, maps) {
+		pc := f.PC
+		if f.Return {
+			pc--
+		}
+		if _, _, ok := s.candidateAt(t.proc, maps, s.cfg.Manifest.Heal, pc); ok {
+			return // inside a candidate: what it holds may be its own
+		}
+	}
+	if held, err := heldBy(t); err == nil {
+		t.lockBase = held
+	}
+}
+
+// heldBy lists the glibc locks t holds (recovery/locks), t stopped.
+func heldBy(t *thread) ([]locks.Held, error) {
 	nsTid := t.tid
 	if st, err := procfs.ReadStatus(t.tid); err == nil && len(st.NSpid) > 0 {
 		nsTid = st.NSpid[len(st.NSpid)-1]
@@ -122,12 +177,5 @@ func (s *Supervisor) heldLocks(t *thread) string {
 	if err := ptrace.GetRegs(t.tid, &regs); err == nil {
 		opts.FSBase = regs.Fs_base
 	}
-	held, err := locks.HeldBy(t.proc.pid, nsTid, opts)
-	switch {
-	case err != nil:
-		return fmt.Sprintf("the locks it holds cannot be known: %v", err)
-	case len(held) > 0:
-		return fmt.Sprintf("the thread holds a %s lock at %#x", held[0].Kind, held[0].Addr)
-	}
-	return ""
+	return locks.HeldBy(t.proc.pid, nsTid, opts)
 }
