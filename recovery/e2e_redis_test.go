@@ -22,21 +22,9 @@ import (
 // and the threads brought back have their names again (bio_*, not
 // redis-server).
 func TestE2ERedisAssert(t *testing.T) {
-	redis, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not installed (hack/install-deps.sh --redis)")
-	}
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "redis.sock")
-	m := manifest{Version: 1, RescuePoints: []rescuePoint{{Binary: redis, Function: "call"}}}.JSON()
-	mf, ev := manifestFiles(t, m)
-	p := startProc(t, "assure", false, assureBin, "run", "--manifest", mf, "--events", ev, "--",
-		redis, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no",
-		"--dir", dir, "--enable-debug-command", "yes")
-	c := dialRedis(t, sock, p)
-	if got := c.do("SET", "k", "v"); got != "+OK" {
-		t.Fatalf("SET: %q%s", got, p.describe())
-	}
+	c, p, ev, sock := startRedis(t, func(redis string) string {
+		return manifest{Version: 1, RescuePoints: []rescuePoint{{Binary: redis, Function: "call"}}}.JSON()
+	})
 	pid := redisPid(t, c, p)
 	sigCgt, names := redisKernelState(t, pid)
 	if !strings.Contains(strings.Join(names, " "), "bio_") {
@@ -183,21 +171,9 @@ func redisKernelState(t *testing.T, pid int) (string, []string) {
 // second time, call() is a rescue point (learned) and the fault is
 // rolled back. Redis serves its data throughout, with no crash.
 func TestE2ERedisFirstFault(t *testing.T) {
-	redis, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Skip("redis-server not installed (hack/install-deps.sh --redis)")
-	}
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "redis.sock")
-	m := `{"version":1,"heal":{"firstFault":"return","candidates":[{"binary":"` + redis + `","function":"call"}]}}`
-	mf, ev := manifestFiles(t, m)
-	p := startProc(t, "assure", false, assureBin, "run", "--manifest", mf, "--events", ev, "--",
-		redis, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no",
-		"--dir", dir, "--enable-debug-command", "yes")
-	c := dialRedis(t, sock, p)
-	if got := c.do("SET", "k", "v"); got != "+OK" {
-		t.Fatalf("SET: %q%s", got, p.describe())
-	}
+	c, p, ev, sock := startRedis(t, func(redis string) string {
+		return `{"version":1,"heal":{"firstFault":"return","candidates":[{"binary":"` + redis + `","function":"call"}]}}`
+	})
 	for i, kind := range []string{"return", "rollback"} {
 		c.send("DEBUG", "SEGFAULT")
 		waitEvent(t, ev, 10*time.Second, "recovered ("+kind+")", func(e event) bool {
@@ -228,4 +204,27 @@ func TestE2ERedisFirstFault(t *testing.T) {
 	if learned != 1 {
 		t.Errorf("%d learned events, want 1%s", learned, p.describe())
 	}
+}
+
+// startRedis starts Debian's redis-server under `assure run` with the
+// manifest manifestOf gives for its path, on a unix socket, and sets k to
+// v. It returns a connection, the assure process, its events file and
+// redis's socket.
+func startRedis(t *testing.T, manifestOf func(redis string) string) (*redisConn, *attProc, string, string) {
+	t.Helper()
+	redis, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skip("redis-server not installed (hack/install-deps.sh --redis)")
+	}
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "redis.sock")
+	mf, ev := manifestFiles(t, manifestOf(redis))
+	p := startProc(t, "assure", false, assureBin, "run", "--manifest", mf, "--events", ev, "--",
+		redis, "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no",
+		"--dir", dir, "--enable-debug-command", "yes")
+	c := dialRedis(t, sock, p)
+	if got := c.do("SET", "k", "v"); got != "+OK" {
+		t.Fatalf("SET: %q%s", got, p.describe())
+	}
+	return c, p, ev, sock
 }
