@@ -155,3 +155,46 @@ func diesOf(t *testing.T, s *attServer, req string) {
 		t.Errorf("assure exited %d, want %d (the server's SIGSEGV)%s", st, 128+int(syscall.SIGSEGV), s.describe())
 	}
 }
+
+// TestE2ELearnPrefork: learning in a process tree. prefork's 3 workers
+// each meet 4 bad requests, at the same moments; the manifest only heals
+// (handle_request, "firstFault": "return"). The first fault teaches
+// handle_request (one learned event), which is then armed in the parent
+// and each worker in turn, one process held at a time; a fault in a
+// worker not armed yet (or in a call that began before) is survived by a
+// return too, every fault after arming is rolled back. Every worker exits
+// 0, no crash, and the totals are those of the reference run that rejects
+// the bad requests. Workers forked before the arming reached the parent
+// but seen by the supervisor only after have the breakpoint too
+// (syncInherited), and the lock scan leaves the fast path's shadow out.
+func TestE2ELearnPrefork(t *testing.T) {
+	if assureErr != nil {
+		t.Skip(assureErr)
+	}
+	const r, every = "200", "50"
+	ref := runNative(t, "prefork", "validate", "0", r, every)
+	m := `{"version":1,"heal":{"firstFault":"return","candidates":[{"binary":"` + bin("prefork") + `","function":"handle_request","return":-1}]}}`
+	res := run(t, runSpec{manifest: m, prog: "prefork", args: []string{"fault", "0", r, every}})
+	wantStatus(t, res, 0)
+	kv, refKV := res.kv(), ref.kv()
+	for _, k := range []string{"total", "ok", "errors", "rsum", "worker_status_0", "worker_status_1", "worker_status_2"} {
+		if kv[k] != refKV[k] {
+			t.Errorf("%s=%s, want %s as in the reference run%s", k, kv[k], refKV[k], res)
+		}
+	}
+	returns, rollbacks := 0, 0
+	for _, e := range res.ofType("recovered") {
+		switch e.Recovery {
+		case "return":
+			returns++
+		case "rollback":
+			rollbacks++
+		}
+	}
+	if n := len(res.ofType("learned")); n != 1 {
+		t.Errorf("%d learned events, want 1%s", n, res)
+	}
+	if returns < 1 || returns+rollbacks != 12 || len(res.ofType("crash")) != 0 {
+		t.Errorf("%d returns and %d rollbacks (want at least one return, 12 recoveries in all, no crash)%s", returns, rollbacks, res)
+	}
+}

@@ -40,9 +40,16 @@ type Options struct {
 	// read them too. For measurements, and kernels without
 	// /proc/PID/pagemap.
 	NoPagemap bool
+	// Exclude are address ranges not to scan: a caller's own mappings in
+	// the process (assure's shadow holds copies of the program's memory,
+	// locks among them, and is large).
+	Exclude []Range
 	// Stats, if not nil, receives what the scan did.
 	Stats *Stats
 }
+
+// Range is the address range [Start, End).
+type Range struct{ Start, End uint64 }
 
 // Stats describe one scan.
 type Stats struct {
@@ -96,7 +103,7 @@ func HeldBy(pid, nsTid int, opts Options) ([]Held, error) {
 		self:   opts.FSBase,
 		stats:  &st,
 	}
-	for _, seg := range segments(maps) {
+	for _, seg := range segments(excluded(maps, opts.Exclude)) {
 		st.Mappings += len(seg.maps)
 		if err := s.segment(seg); err != nil {
 			return s.found, fmt.Errorf("scan %#x-%#x of %d: %w", seg.start, seg.end, pid, err)
@@ -298,4 +305,22 @@ func (s *scanner) try(base uint64, data []byte, at, limit int, kind string) {
 	if ok {
 		s.found = append(s.found, Held{Addr: base + uint64(at), Kind: kind})
 	}
+}
+
+// excluded returns maps without the mappings that overlap a range of ex.
+func excluded(maps []procfs.Mapping, ex []Range) []procfs.Mapping {
+	if len(ex) == 0 {
+		return maps
+	}
+	out := make([]procfs.Mapping, 0, len(maps))
+next:
+	for _, m := range maps {
+		for _, r := range ex {
+			if m.Start < r.End && r.Start < m.End {
+				continue next
+			}
+		}
+		out = append(out, m)
+	}
+	return out
 }

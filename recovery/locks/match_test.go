@@ -239,3 +239,14 @@ func TestFileBefore(t *testing.T) {
 		}
 	}
 }
+
+func TestExcluded(t *testing.T) {
+	maps := []procfs.Mapping{{Start: 0x1000, End: 0x2000}, {Start: 0x2000, End: 0x5000}, {Start: 0x8000, End: 0x9000}}
+	got := excluded(maps, []Range{{Start: 0x3000, End: 0x4000}})
+	if len(got) != 2 || got[0].Start != 0x1000 || got[1].Start != 0x8000 {
+		t.Errorf("excluded = %+v, want the mappings at 0x1000 and 0x8000", got)
+	}
+	if got := excluded(maps, nil); len(got) != 3 {
+		t.Errorf("excluded without ranges = %+v", got)
+	}
+}

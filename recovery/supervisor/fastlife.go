@@ -102,8 +102,33 @@ func (s *Supervisor) fastFault(t *thread, sig unix.Signal, si ptrace.Siginfo) bo
 // firstStop runs when a new task's first stop arrives, before anything
 // else is done with it.
 func (s *Supervisor) firstStop(t *thread) {
+	if t.tid == t.proc.pid && t.proc.parent != 0 {
+		s.syncInherited(t.proc)
+	}
 	if t.proc.forkedFrom != nil && t.tid == t.proc.pid {
 		s.unfastChild(t)
+	}
+}
+
+// syncInherited makes a forked child's memory hold the breakpoints its
+// bookkeeping (inherit) says it has. The kernel copied the parent's
+// memory at the fork; the supervisor learns of the fork later, and may
+// have planted breakpoints in the parent in between (a rescue point armed
+// or learned meanwhile), which the copy lacks.
+func (s *Supervisor) syncInherited(p *process) {
+	for addr, bp := range p.breakpoints {
+		b, err := p.readMem(addr, 1)
+		if err != nil || b[0] == arch.Breakpoint[0] {
+			continue
+		}
+		if b[0] != bp.orig[0] {
+			s.logf("child %d: %#x holds neither its breakpoint nor the bytes it displaced: left alone", p.pid, addr)
+			delete(p.breakpoints, addr)
+			continue
+		}
+		if err := p.writeMem(addr, arch.Breakpoint); err != nil {
+			s.logf("child %d: plant the breakpoint at %#x: %v", p.pid, addr, err)
+		}
 	}
 }
 

@@ -28,6 +28,10 @@ type learned struct {
 	// candidate's (survive returns from it).
 	frames []unwind.Frame
 	at     int
+	// armed: the candidate is a rescue point already (another process
+	// or thread taught it a moment ago, and this call began before it
+	// was armed): nothing to arm or report, but a first fault to survive.
+	armed bool
 }
 
 // learn finds the candidate of t's stack, if there is one; e is the crash
@@ -52,10 +56,11 @@ func (s *Supervisor) learn(t *thread, e events.Event) *learned {
 		if !ok {
 			continue
 		}
+		armed := false
 		if r := s.findRP(rp); r != nil && !r.disarmed {
-			return nil // armed already: the fault was outside its window
+			armed = true // the fault was outside its window
 		}
-		return &learned{rp: rp, frames: frames, at: i, e: events.Event{Type: events.Learned, Pid: p.pid, Tid: t.tid, Signal: e.Signal,
+		return &learned{rp: rp, frames: frames, at: i, armed: armed, e: events.Event{Type: events.Learned, Pid: p.pid, Tid: t.tid, Signal: e.Signal,
 			SignalCode: e.SignalCode, FaultAddress: e.FaultAddress, Stack: e.Stack, RescuePoint: rpEventOf(rp, vaddr)}}
 	}
 	return nil
@@ -65,7 +70,7 @@ func (s *Supervisor) learn(t *thread, e events.Event) *learned {
 // The processes that end with the crash do not matter: the rescue point
 // is the supervisor's from now on, and its owner's (OnLearn).
 func (s *Supervisor) armLearned(l *learned) {
-	if l == nil {
+	if l == nil || l.armed {
 		return
 	}
 	if err := s.armManifest(&manifest.Manifest{RescuePoints: []manifest.RescuePoint{l.rp}}, l.e.Pid); err != nil {

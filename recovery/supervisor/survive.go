@@ -8,9 +8,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/assure-rt/assure/recovery/arch"
+	"github.com/assure-rt/assure/recovery/checkpoint"
 	"github.com/assure-rt/assure/recovery/events"
 	"github.com/assure-rt/assure/recovery/locks"
 	"github.com/assure-rt/assure/recovery/manifest"
+	"github.com/assure-rt/assure/recovery/patch"
 	"github.com/assure-rt/assure/recovery/procfs"
 	"github.com/assure-rt/assure/recovery/ptrace"
 	"github.com/assure-rt/assure/recovery/unwind"
@@ -173,9 +175,25 @@ func heldBy(t *thread) ([]locks.Held, error) {
 		nsTid = st.NSpid[len(st.NSpid)-1]
 	}
 	var regs arch.Regs
-	opts := locks.Options{}
+	opts := locks.Options{Exclude: ownMappings(t.proc)}
 	if err := ptrace.GetRegs(t.tid, &regs); err == nil {
 		opts.FSBase = regs.Fs_base
 	}
 	return locks.HeldBy(t.proc.pid, nsTid, opts)
+}
+
+// ownMappings are the supervisor's mappings in p (the fast path's control
+// block and shadow, its own or the one a forked child still has of its
+// parent's): the shadow holds copies of the program's memory, locks
+// among them.
+func ownMappings(p *process) []locks.Range {
+	var out []locks.Range
+	for _, fs := range []*fastState{p.fast, p.forkedFrom} {
+		if fs == nil {
+			continue
+		}
+		out = append(out, locks.Range{Start: fs.ctlAddr, End: fs.ctlAddr + patch.CtlSize},
+			locks.Range{Start: fs.shadowRs, End: fs.shadowRs + checkpoint.ShadowSize + 2*pageSize})
+	}
+	return out
 }
