@@ -383,10 +383,15 @@ func (m *Mirror) innerLevel(id ID) (*mlevel, error) {
 }
 
 // peekWritten returns the tracked pages written since the last resetting
-// scan, leaving the flags as they are.
+// scan, leaving the flags as they are. Only mappings armed for
+// write-protect are walked (pageIsWPAllowed in the mask): the kernel
+// reports every page of the others as written, and walking them (the
+// shadow's own mapping, as large as the tracked memory, among them) made
+// a rollback of a 256 MiB process cost 2 ms more than the pages it
+// restores.
 func (m *Mirror) peekWritten() ([]uint64, error) {
 	var pages []uint64
-	err := m.scan.scan(0, addressSpaceEnd, 0, 0, pageIsWritten, pageIsWritten, func(start, end uint64) {
+	err := m.scan.scan(0, addressSpaceEnd, 0, 0, pageIsWritten|pageIsWPAllowed, pageIsWritten, func(start, end uint64) {
 		for p := start; p < end; p += PageSize {
 			if m.tracked(p) {
 				pages = append(pages, p)

@@ -97,9 +97,11 @@ func (s *Supervisor) armManifest(m *manifest.Manifest, skip int) error {
 	var errs []error
 	for _, p := range s.liveProcs() {
 		held := s.stopThreads([]*process{p}, false)
+		restore := noFastWhileBusy(p)
 		if err := s.resolve(p, false); err != nil && p.pid != skip {
 			errs = append(errs, fmt.Errorf("process %d: %w", p.pid, err))
 		}
+		restore()
 		s.resumeThreads(held)
 	}
 	for _, r := range added {
@@ -191,4 +193,22 @@ func (s *Supervisor) liveProcs() []*process {
 		}
 	}
 	return out
+}
+
+// noFastWhileBusy keeps resolve from setting a fast path up in p (which
+// injects system calls) while a thread of p is held at an event not yet
+// handled (a fork or clone in progress, a system call stop): an injected
+// call there takes the place of the program's own (a fork then fails with
+// ENOSYS). Those rescue points get breakpoint entries. The function
+// returned puts p's fast-path eligibility back.
+func noFastWhileBusy(p *process) func() {
+	busy := false
+	for _, t := range p.threads {
+		busy = busy || t.queued
+	}
+	if !busy || p.fast != nil || p.noFast != nil {
+		return func() {}
+	}
+	p.noFast = errors.New("armed while a thread was at an event")
+	return func() { p.noFast = nil }
 }
