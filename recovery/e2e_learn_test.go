@@ -90,7 +90,10 @@ func TestE2ESurviveFirstFault(t *testing.T) {
 	t.Run("survived", func(t *testing.T) {
 		s, events := start(t, heal)
 		s.want("GOOD 2", "ok 1")
-		s.want("BAD", "error")   // survived: returned -1 from its frame
+		s.want("BAD", "error") // survived: returned -1 from its frame
+		// A call that began before the candidate was armed survives as
+		// the first did: the next BAD waits for the arming.
+		waitEvent(t, events, 10*time.Second, "learned", func(e event) bool { return e.Type == "learned" }, s.describe)
 		s.want("GOOD 3", "ok 3") // BAD's count stayed (no rollback)
 		s.want("BAD", "error")   // learned: rolled back
 		s.want("GOOD 4", "ok 4") // the second BAD's count was undone

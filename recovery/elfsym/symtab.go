@@ -151,33 +151,53 @@ func readSymtab(ef *elf.File, sec *elf.Section, r io.ReaderAt, size int64, src S
 		return nil, nil, fmt.Errorf("string table of %d bytes exceeds the limit of %d", strSec.FileSize, maxStringTable)
 	}
 
-	var (
-		kept    []symbol
-		others  []otherSym
-		pending []pendingName
-		buf     = make([]byte, symChunk*entSize)
-	)
-	for first := uint64(1); first < n; first += symChunk { // entry 0 is the reserved null symbol
-		count := min(symChunk, n-first)
-		chunk := buf[:count*entSize]
-		if _, err := r.ReadAt(chunk, int64(sec.Offset+first*entSize)); err != nil {
-			return nil, nil, fmt.Errorf("read %d bytes at 0x%x: %w", len(chunk), sec.Offset+first*entSize, err)
-		}
-		for j := uint64(0); j < count; j++ {
-			s, nameOff, ok := decodeSym(ef, chunk[j*entSize:(j+1)*entSize], strSec.FileSize)
-			if !ok {
-				continue
+	// Two passes over the table: the first counts, so that the second
+	// fills slices of their final size. Grown by append instead, they
+	// left up to as much garbage again as they hold at the peak.
+	buf := make([]byte, symChunk*entSize)
+	each := func(fn func(s symbol, nameOff uint32)) error {
+		for first := uint64(1); first < n; first += symChunk { // entry 0 is the reserved null symbol
+			count := min(symChunk, n-first)
+			chunk := buf[:count*entSize]
+			if _, err := r.ReadAt(chunk, int64(sec.Offset+first*entSize)); err != nil {
+				return fmt.Errorf("read %d bytes at 0x%x: %w", len(chunk), sec.Offset+first*entSize, err)
 			}
-			s.dyn = src == SourceDynsym
-			s.index = uint32(first + j)
-			if s.isFunc() && s.defined() && s.value != 0 {
-				pending = append(pending, pendingName{off: nameOff, i: int32(len(kept))})
-				kept = append(kept, s)
-			} else {
-				pending = append(pending, pendingName{off: nameOff, i: int32(len(others)), other: true})
-				others = append(others, otherSym{typ: s.typ, defined: s.defined()})
+			for j := uint64(0); j < count; j++ {
+				s, nameOff, ok := decodeSym(ef, chunk[j*entSize:(j+1)*entSize], strSec.FileSize)
+				if !ok {
+					continue
+				}
+				s.dyn = src == SourceDynsym
+				s.index = uint32(first + j)
+				fn(s, nameOff)
 			}
 		}
+		return nil
+	}
+	keptFunc := func(s *symbol) bool { return s.isFunc() && s.defined() && s.value != 0 }
+	var nKept, nOthers int
+	if err := each(func(s symbol, _ uint32) {
+		if keptFunc(&s) {
+			nKept++
+		} else {
+			nOthers++
+		}
+	}); err != nil {
+		return nil, nil, err
+	}
+	kept := make([]symbol, 0, nKept)
+	others := make([]otherSym, 0, nOthers)
+	pending := make([]pendingName, 0, nKept+nOthers)
+	if err := each(func(s symbol, nameOff uint32) {
+		if keptFunc(&s) && len(kept) < nKept {
+			pending = append(pending, pendingName{off: nameOff, i: int32(len(kept))})
+			kept = append(kept, s)
+		} else if !keptFunc(&s) && len(others) < nOthers {
+			pending = append(pending, pendingName{off: nameOff, i: int32(len(others)), other: true})
+			others = append(others, otherSym{typ: s.typ, defined: s.defined()})
+		}
+	}); err != nil {
+		return nil, nil, err
 	}
 	st := &strtabReader{r: r, off: strSec.Offset, size: strSec.FileSize}
 	if err := st.name(pending, kept, others); err != nil {

@@ -181,6 +181,11 @@ func (s *Supervisor) onUnknownStop(tid int, ws unix.WaitStatus) {
 	if err == nil {
 		if p := s.procs[st.Tgid]; p != nil && st.Tgid != tid {
 			t := s.addThread(p, tid)
+			// Before the thread runs: its creator is still in the kernel,
+			// on its way to the clone event stop, and the injected code
+			// must not take a checkpoint of one thread for a process
+			// that has two.
+			s.fastToMT(p)
 			s.dispatch(t.tid, ws)
 			return
 		}

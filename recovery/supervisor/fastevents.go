@@ -499,7 +499,7 @@ const (
 
 // othersRan reports whether a thread of p other than t may have changed
 // memory since t's in-process checkpoint (all held): its stack written,
-// or a system call of its completed. A rollback of t's pages could then
+// or a system call of its completed (other than the clone that made t). A rollback of t's pages could then
 // undo that thread's work. Threads that snap (when not nil) does not know
 // were made since, and do not count.
 func (s *Supervisor) othersRan(p *process, t *thread, snap *procCheckpoint) (string, bool) {
@@ -523,7 +523,7 @@ func (s *Supervisor) othersRan(p *process, t *thread, snap *procCheckpoint) (str
 		if err := ptrace.GetRegs(u.tid, &regs); err != nil {
 			continue // gone
 		}
-		if arch.InSyscall(&regs) && !arch.Restarting(&regs) {
+		if arch.InSyscall(&regs) && !arch.Restarting(&regs) && !madeBy(&regs, t) {
 			return fmt.Sprintf("thread %d completed a system call", u.tid), true
 		}
 		m, ok := covering(maps, regs.Rsp)
@@ -539,6 +539,23 @@ func (s *Supervisor) othersRan(p *process, t *thread, snap *procCheckpoint) (str
 		}
 	}
 	return "", false
+}
+
+// madeBy reports whether regs are those of a thread held on its way back
+// from the clone that made t: it has run no code of the program since t
+// began, so not in t's window either (t and the parent are in one PID
+// namespace: they are threads of one process). (Registers of a thread stopped in
+// user mode show no system call: the interrupt's kernel entry clears
+// orig_rax.)
+func madeBy(regs *arch.Regs, t *thread) bool {
+	switch regs.Orig_rax {
+	case unix.SYS_CLONE, unix.SYS_CLONE3:
+	default:
+		return false
+	}
+	// clone returns the tid as the parent's PID namespace sees it.
+	st, err := procfs.ReadStatus(t.tid)
+	return err == nil && len(st.NSpid) > 0 && int(int64(regs.Rax)) == st.NSpid[len(st.NSpid)-1]
 }
 
 // fastToSlow turns the in-process checkpoints of p off: its entries stop
