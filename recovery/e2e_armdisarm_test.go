@@ -110,3 +110,42 @@ func TestE2EArmDisarmAttached(t *testing.T) {
 		t.Errorf("server ended with %v, want SIGSEGV%s", s.ws, s.describe())
 	}
 }
+
+// TestE2EArmDisarmWhileForking: rescue points armed and disarmed over and
+// over in a program that forks children back to back, each calling the
+// rescue point: a child forked just before an arm or a disarm, whose fork
+// the supervisor learns of only after it, must hold exactly what its
+// bookkeeping says (no breakpoint of a disarmed rescue point, which would
+// kill it with SIGTRAP; the breakpoint of an armed one). Every child
+// exits 0, and the program ends as it would without assure.
+func TestE2EArmDisarmWhileForking(t *testing.T) {
+	if assureErr != nil {
+		t.Skip(assureErr)
+	}
+	dir := t.TempDir()
+	sock, events, m := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "events.jsonl"), filepath.Join(dir, "m.json")
+	os.WriteFile(m, []byte(simpleManifest("forker", -1, "rp_work")), 0o644)
+	p := startProc(t, "assure", true, assureBin, "run", "--control", sock, "--events", events, "--", bin("forker"))
+	s := &attServer{attProc: p, extra: func() string { return "" }}
+	if l := s.readLine("start", s.extra); l != "ready" {
+		t.Fatalf("forker said %q, want ready%s", l, s.describe())
+	}
+	const cycles = 40
+	for i := 0; i < cycles; i++ {
+		for _, op := range []string{"arm", "disarm"} {
+			// A disarm waits for the children's calls in progress.
+			if out, err := exec.Command(assureBin, op, "--control", sock, m).CombinedOutput(); err != nil {
+				t.Fatalf("%s %d: %v\n%s%s", op, i, err, out, s.describe())
+			}
+		}
+	}
+	s.stdin.Close()
+	l := s.readLine("the end", s.extra)
+	if !strings.HasPrefix(l, "children=") || !strings.Contains(l, " abnormal=0 ") {
+		t.Fatalf("forker said %q, want every child to exit 0%s", l, s.describe())
+	}
+	if !p.waitExit(attExitTimeout) || p.ws.ExitStatus() != 0 {
+		t.Fatalf("forker under assure did not exit 0%s", s.describe())
+	}
+	t.Logf("%s after %d arm/disarm cycles", l, cycles)
+}

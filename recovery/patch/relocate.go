@@ -14,8 +14,12 @@ import (
 	"golang.org/x/arch/x86/x86asm"
 )
 
-// JmpLen is the length of the jump written at a patched entry.
-const JmpLen = 5
+// JmpLen is the length of the jump written at a patched entry, and
+// JmpOpcode its first byte (jmp rel32).
+const (
+	JmpLen    = 5
+	JmpOpcode = 0xe9
+)
 
 // ErrNotPatchable explains why a function keeps a breakpoint entry.
 var ErrNotPatchable = errors.New("entry cannot be patched")
@@ -259,7 +263,7 @@ func JmpRel32(pc, target uint64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := []byte{0xe9, 0, 0, 0, 0}
+	b := []byte{JmpOpcode, 0, 0, 0, 0}
 	binary.LittleEndian.PutUint32(b[1:], uint32(rel))
 	return b, nil
 }

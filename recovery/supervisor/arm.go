@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/assure-rt/assure/recovery/events"
 	"github.com/assure-rt/assure/recovery/manifest"
@@ -20,7 +21,23 @@ type armRequest struct {
 	m      *manifest.Manifest
 	disarm bool
 	done   chan error
+	// until is how long a disarm waits for calls of its rescue points
+	// that are in progress in some process (a prefork server's workers
+	// are often inside one) to return.
+	until time.Time
 }
+
+// disarmPatience bounds that wait, and disarmRetry is how often the
+// processes are looked at again meanwhile.
+const (
+	disarmPatience = 2 * time.Second
+	disarmRetry    = 5 * time.Millisecond
+)
+
+// inUseError is a disarm's error when a rescue point is in use.
+type inUseError string
+
+func (e inUseError) Error() string { return string(e) }
 
 // Arm adds m's rescue points (its other fields are not used: the
 // supervisor's signals and recovery limit stay) to every supervised
@@ -36,7 +53,7 @@ func (s *Supervisor) Arm(m *manifest.Manifest) error { return s.armRequest(m, fa
 func (s *Supervisor) Disarm(m *manifest.Manifest) error { return s.armRequest(m, true) }
 
 func (s *Supervisor) armRequest(m *manifest.Manifest, disarm bool) error {
-	r := armRequest{m: m, disarm: disarm, done: make(chan error, 1)}
+	r := armRequest{m: m, disarm: disarm, done: make(chan error, 1), until: time.Now().Add(disarmPatience)}
 	s.hooks.mu.Lock()
 	s.hooks.arms = append(s.hooks.arms, r)
 	s.hooks.mu.Unlock()
@@ -57,12 +74,29 @@ func (s *Supervisor) takeArms() {
 	s.hooks.arms = nil
 	s.hooks.mu.Unlock()
 	for _, r := range arms {
-		if r.disarm {
-			r.done <- s.disarmManifest(r.m)
-		} else {
+		if !r.disarm {
 			r.done <- s.armManifest(r.m, 0)
+			continue
 		}
+		err := s.disarmManifest(r.m)
+		if _, busy := err.(inUseError); busy && time.Now().Before(r.until) {
+			s.retryArm(r)
+			continue
+		}
+		r.done <- err
 	}
+}
+
+// retryArm asks for r again a moment later; the tracer serves events
+// meanwhile, and the calls in progress return.
+func (s *Supervisor) retryArm(r armRequest) {
+	time.AfterFunc(disarmRetry, func() {
+		s.hooks.mu.Lock()
+		s.hooks.arms = append(s.hooks.arms, r)
+		s.hooks.mu.Unlock()
+		s.hooks.asked.Store(true)
+		s.wake()
+	})
 }
 
 // findRP returns the entry of s.rps for rp (same binary and function or
@@ -97,8 +131,11 @@ func (s *Supervisor) armManifest(m *manifest.Manifest, skip int) error {
 	var errs []error
 	for _, p := range s.liveProcs() {
 		held := s.stopThreads([]*process{p}, false)
+		if p.gone {
+			continue // it ended meanwhile: nothing left to arm
+		}
 		restore := noFastWhileBusy(p)
-		if err := s.resolve(p, false); err != nil && p.pid != skip {
+		if err := s.resolve(p, false); err != nil && p.pid != skip && procAlive(p.pid) {
 			errs = append(errs, fmt.Errorf("process %d: %w", p.pid, err))
 		}
 		restore()
@@ -122,6 +159,9 @@ func (s *Supervisor) disarmManifest(m *manifest.Manifest) error {
 	var busy []string
 	for _, p := range s.liveProcs() {
 		held := s.stopThreads([]*process{p}, false)
+		if p.gone {
+			continue // it ended meanwhile (its fast path is released)
+		}
 		if why := s.inUse(p, rps); why != "" {
 			busy = append(busy, why)
 		} else {
@@ -130,7 +170,7 @@ func (s *Supervisor) disarmManifest(m *manifest.Manifest) error {
 		s.resumeThreads(held)
 	}
 	if len(busy) > 0 {
-		return fmt.Errorf("not disarmed in every process: %s; disarm again once the call returned", strings.Join(busy, "; "))
+		return inUseError(fmt.Sprintf("not disarmed in every process after %v: %s; disarm again once the call returned", disarmPatience, strings.Join(busy, "; ")))
 	}
 	for _, r := range rps {
 		r.disarmed = true
@@ -175,13 +215,23 @@ func (s *Supervisor) removeRescuePoints(p *process, rps []*rescuePoint) {
 			if err := p.writeMem(addr, site.orig); err == nil {
 				fs.forgetSite(addr)
 				s.metrics.Armed(r.site(), -1)
+				p.retire(addr, site.orig)
 			}
 			continue
 		}
 		if bp := p.breakpoints[addr]; bp != nil && bp.kind == bpRescue && bp.rp == r {
 			s.unplant(p, bp)
+			p.retire(addr, bp.orig)
 		}
 	}
+}
+
+// retire notes the bytes the disarmed entry at addr displaced.
+func (p *process) retire(addr uint64, orig []byte) {
+	if p.retired == nil {
+		p.retired = make(map[uint64][]byte)
+	}
+	p.retired[addr] = append([]byte(nil), orig...)
 }
 
 // liveProcs are the processes whose rescue points can change now.

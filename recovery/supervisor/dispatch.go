@@ -287,6 +287,9 @@ func (s *Supervisor) inherit(np, p *process, vfork bool) {
 	for a, bp := range p.breakpoints {
 		np.breakpoints[a] = bp
 	}
+	for a, orig := range p.retired {
+		np.retire(a, orig)
+	}
 	for rp, a := range p.resolved {
 		np.resolved[rp] = a
 		np.resolvedIn[rp] = p.resolvedIn[rp]
@@ -320,6 +323,7 @@ func (s *Supervisor) onExec(t *thread) {
 	p.views = nil
 	p.dropCkpts()
 	p.breakpoints = make(map[uint64]*breakpoint)
+	p.retired = nil
 	p.resolved = make(map[*rescuePoint]uint64)
 	p.resolvedIn = make(map[*rescuePoint]string)
 	p.modules = newModuleCache()
@@ -390,6 +394,36 @@ func (s *Supervisor) onTrap(t *thread) bool {
 		return true
 	}
 
+	if s.staleTrap(t, pc, &regs) {
+		return true
+	}
 	s.debugf("trap of %d at %#x is not ours (code page %#x, %d frames)", t.tid, pc, p.scratch, len(t.frames))
 	return false
+}
+
+// staleTrap handles the trap of an entry disarmed after the thread took
+// it (its stop was queued while the disarm held every thread): the thread
+// runs the call unprotected, as if it had come a moment later — at the
+// instruction the breakpoint displaced, or past a patched entry's trap.
+func (s *Supervisor) staleTrap(t *thread, pc uint64, regs *arch.Regs) bool {
+	p := t.proc
+	if fs := p.fast; fs != nil && fs.oldTraps[pc] {
+		s.debugf("trap of %d at the disarmed entry stub %#x: runs on", t.tid, pc)
+		s.resume(t) // rip is past the int3: the relocated entry
+		return true
+	}
+	orig, ok := p.retired[pc]
+	if !ok {
+		return false
+	}
+	if b, err := p.readMem(pc, 1); err != nil || b[0] != orig[0] {
+		return false // an int3 of the program's own is there now
+	}
+	regs.Rip = pc
+	if err := ptrace.SetRegs(t.tid, regs); err != nil {
+		return false
+	}
+	s.debugf("trap of %d at the disarmed entry %#x: runs on", t.tid, pc)
+	s.resume(t)
+	return true
 }

@@ -50,7 +50,10 @@ type fastState struct {
 	hooks    map[uint64][]byte     // layout hooks: function address -> bytes replaced
 	hooked   map[string]bool       // modules whose layout functions are hooked
 	traps    map[uint64]*patchSite // by the address of their int3
-	ready    chan struct{}         // closed when the shadow is initialised
+	// oldTraps are the traps of sites disarmed since: a thread that took
+	// one before the disarm, its stop not yet handled, goes on unprotected.
+	oldTraps map[uint64]bool
+	ready    chan struct{} // closed when the shadow is initialised
 	// extGen is the generation of the in-process frame the engine knows
 	// of (see frameID), extID its checkpoint ID.
 	extGen uint64

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"fmt"
 	"sync"
 	"unsafe"
@@ -114,8 +115,23 @@ func (s *Supervisor) firstStop(t *thread) {
 // bookkeeping (inherit) says it has. The kernel copied the parent's
 // memory at the fork; the supervisor learns of the fork later, and may
 // have planted breakpoints in the parent in between (a rescue point armed
-// or learned meanwhile), which the copy lacks.
+// or learned meanwhile), which the copy lacks, or taken entries out (a
+// disarm), which the copy still has.
 func (s *Supervisor) syncInherited(p *process) {
+	for addr, orig := range p.retired {
+		if p.breakpoints[addr] != nil || p.forkedFrom != nil && p.forkedFrom.sites[addr] != nil {
+			continue // armed again since
+		}
+		b, err := p.readMem(addr, len(orig))
+		if err != nil || bytes.Equal(b, orig) || b[0] != arch.Breakpoint[0] && b[0] != patch.JmpOpcode {
+			continue
+		}
+		if err := p.writeMem(addr, orig); err != nil {
+			s.logf("child %d: restore the disarmed entry at %#x: %v", p.pid, addr, err)
+		} else {
+			s.debugf("child %d: the entry at %#x, disarmed after the fork, restored", p.pid, addr)
+		}
+	}
 	for addr, bp := range p.breakpoints {
 		b, err := p.readMem(addr, 1)
 		if err != nil || b[0] == arch.Breakpoint[0] {
@@ -399,6 +415,10 @@ func (fs *fastState) forgetSite(addr uint64) {
 	if site := fs.sites[addr]; site != nil {
 		delete(fs.traps, site.trap)
 		delete(fs.sites, addr)
+		if fs.oldTraps == nil {
+			fs.oldTraps = make(map[uint64]bool)
+		}
+		fs.oldTraps[site.trap] = true
 	}
 }
 

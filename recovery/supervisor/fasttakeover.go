@@ -157,7 +157,7 @@ func (fs *fastState) ownPage(addr uint64) bool {
 // a jump into one of our pages.
 func (s *Supervisor) jumpTarget(p *process, addr uint64) (uint64, bool) {
 	b, err := p.readMem(addr, patch.JmpLen)
-	if err != nil || b[0] != 0xe9 {
+	if err != nil || b[0] != patch.JmpOpcode {
 		return 0, false
 	}
 	target := addr + patch.JmpLen + uint64(int64(int32(binary.LittleEndian.Uint32(b[1:]))))

@@ -26,6 +26,11 @@ type process struct {
 	sharedMM bool
 
 	breakpoints map[uint64]*breakpoint
+	// retired holds the bytes that entries of rescue points disarmed
+	// here displaced (by address): a child forked before a disarm that
+	// the supervisor learns of after it still has the entry's
+	// breakpoint or jump, which no bookkeeping claims (syncInherited).
+	retired map[uint64][]byte
 	// resolved maps rescue points (manifest order) to their address here
 	// once their module is mapped.
 	resolved map[*rescuePoint]uint64
