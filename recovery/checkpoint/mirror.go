@@ -64,6 +64,14 @@ type Mirror struct {
 	// discarded are ranges whose contents the process dropped while a
 	// checkpoint was active (Discarded), restored at its rollback.
 	discarded []span
+
+	// deferCopy makes sync collect in pending the pages it would copy
+	// (SyncLater); bg is open while a background copy of them runs, and
+	// bgErr is how it ended.
+	deferCopy bool
+	pending   []laterSpan
+	bg        chan struct{}
+	bgErr     error
 }
 
 // Range is a tracked address range and where its pages live in the shadow.
@@ -107,7 +115,7 @@ var ErrNotReady = errors.New("the first copy of the process's memory is not done
 // the tracee with UffdFlags) and shadowFd (a memfd, empty, to become the
 // shadow; it may also be mapped in the tracee).
 func NewMirror(pid, uffd, shadowFd int) (*Mirror, error) {
-	m := &Mirror{pid: pid, uffd: uffd, shadowFd: shadowFd, pagemap: -1, ready: make(chan struct{})}
+	m := &Mirror{pid: pid, uffd: uffd, shadowFd: shadowFd, pagemap: -1, ready: make(chan struct{}), bg: closedChan()}
 	if err := m.open(); err != nil {
 		m.Close()
 		return nil, err
@@ -145,6 +153,7 @@ func (m *Mirror) open() error {
 // Close implements Tracker. Closing the userfaultfd unregisters every
 // range; the kernel drops the write-protect state with it.
 func (m *Mirror) Close() error {
+	<-m.bg
 	if m.shadow != nil {
 		unix.Munmap(m.shadow)
 		m.shadow = nil
@@ -189,6 +198,7 @@ func (m *Mirror) init(maps []procfs.Mapping) error {
 // when the shadow can no longer be trusted (a scan protected pages it did
 // not copy). No checkpoint may be active; the process is stopped.
 func (m *Mirror) Rebuild(maps []procfs.Mapping) error {
+	<-m.bg
 	if err := m.sync(maps); err != nil {
 		return err
 	}
@@ -210,13 +220,18 @@ func (m *Mirror) Rebuild(maps []procfs.Mapping) error {
 			return fmt.Errorf("scan populated pages of %d: %w", m.pid, err)
 		}
 	}
-	return m.copyIn(m.withShared(pages))
+	if err := m.copyIn(m.withShared(pages)); err != nil {
+		return err
+	}
+	m.bgErr = nil // what a failed background copy missed is copied now
+	return nil
 }
 
 // WrittenIn reports whether a tracked page of [start, end) was written
 // since the last resetting scan, and false for memory not tracked at all
 // (known reports whether it is).
 func (m *Mirror) WrittenIn(start, end uint64) (written, known bool) {
+	<-m.bg
 	if !m.tracked(start) {
 		return false, false
 	}
@@ -226,7 +241,177 @@ func (m *Mirror) WrittenIn(start, end uint64) (written, known bool) {
 
 // Sync tracks what was mapped or grew since the last look (no checkpoint
 // may be active; the process is stopped).
-func (m *Mirror) Sync(maps []procfs.Mapping) error { return m.sync(maps) }
+func (m *Mirror) Sync(maps []procfs.Mapping) error {
+	<-m.bg
+	return m.sync(maps)
+}
+
+// SyncLater is Sync for a process that runs on (no checkpoint may be
+// active, else it is Sync): when the memory newly tracked holds more than
+// limit pages, it is write-protected and copied into the shadow in the
+// background, as Init does, so that a large block mapped and filled
+// between two checkpoints does not hold the process for the time its copy
+// takes (some 4-8 µs a page the first time). It reports whether it went
+// to the background; done is then called from there when the copy is
+// over. Until then no checkpoint can be taken (Checkpoint reports
+// ErrNotReady) and the other calls wait for it.
+func (m *Mirror) SyncLater(maps []procfs.Mapping, limit int, done func(error)) (bool, error) {
+	<-m.bg
+	if len(m.levels) > 0 {
+		return false, m.sync(maps)
+	}
+	m.deferCopy, m.pending = true, nil
+	err := m.sync(maps)
+	work := m.laterWork()
+	m.deferCopy, m.pending = false, nil
+	if err != nil {
+		return false, err
+	}
+	if n, err := m.laterPages(work, limit); err != nil || n <= limit {
+		if err != nil {
+			return false, err
+		}
+		return false, m.copyLater(work)
+	}
+	m.bg, m.bgErr = make(chan struct{}), nil
+	go func() {
+		err := m.copyLater(work)
+		m.bgErr = err
+		close(m.bg)
+		done(err)
+	}()
+	return true, nil
+}
+
+// laterSpan is memory whose copy SyncLater put off: fresh (just
+// registered: nothing of it is protected yet) or a part of an armed
+// mapping that grew.
+type laterSpan struct {
+	span
+	fresh bool
+}
+
+// laterWork merges the spans sync put off: a part of a grown mapping
+// that is fresh too is handled as fresh.
+func (m *Mirror) laterWork() []laterSpan {
+	var fresh, grown []span
+	for _, ls := range m.pending {
+		if ls.fresh {
+			fresh = append(fresh, ls.span)
+		} else {
+			grown = append(grown, ls.span)
+		}
+	}
+	fresh = mergeSpans(fresh)
+	var out []laterSpan
+	for _, f := range fresh {
+		out = append(out, laterSpan{f, true})
+	}
+	for _, g := range mergeSpans(grown) {
+		for _, part := range subtract(g, fresh) {
+			out = append(out, laterSpan{part, false})
+		}
+	}
+	return out
+}
+
+// laterPages counts the populated pages of work, up to a bit more than
+// limit: counting walks the page tables, which for a large block takes
+// as long as its size.
+func (m *Mirror) laterPages(work []laterSpan, limit int) (int, error) {
+	n := 0
+	for _, ls := range work {
+		if n > limit || ls.end-ls.start > uint64(64*limit)*PageSize {
+			return n + int((ls.end-ls.start)/PageSize), nil
+		}
+		if err := m.scan.populated(ls.start, ls.end, func(s, e uint64) { n += int((e - s) / PageSize) }); err != nil {
+			return 0, fmt.Errorf("scan populated pages of %d: %w", m.pid, err)
+		}
+	}
+	return n, nil
+}
+
+// copyLater copies the memory of work into the shadow, protecting first
+// the pages flagged written: a page the process writes after the
+// protection is flagged again, and copied again by the next outermost
+// scan. It may run while the process runs. In fresh memory only the
+// pages written (all that hold data) are protected and copied, and then
+// the holes are protected: the kernel reports a protected hole as a
+// swapped page, which would be copied as zeros. A grown part is copied
+// as Sync does: all it holds (the injected code's scan may have protected
+// some of it already).
+func (m *Mirror) copyLater(work []laterSpan) error {
+	var pages []uint64
+	add := func(s, e uint64) {
+		for p := s; p < e; p += PageSize {
+			pages = append(pages, p)
+		}
+	}
+	const populated = pageIsPresent | pageIsSwapped
+	for _, ls := range work {
+		for _, kind := range []uint64{pageIsPresent, pageIsSwapped} {
+			if err := m.scan.scan(ls.start, ls.end, pmScanWPMatching, 0, pageIsWritten|kind, pageIsWritten, add); err != nil {
+				return fmt.Errorf("protect new memory of %d: %w", m.pid, err)
+			}
+		}
+		if !ls.fresh {
+			pages = pages[:0:0]
+			if err := m.scan.populated(ls.start, ls.end, add); err != nil {
+				return fmt.Errorf("scan populated pages of %d: %w", m.pid, err)
+			}
+		}
+		sort.Slice(pages, func(i, j int) bool { return pages[i] < pages[j] })
+		if err := m.copyIn(pages); err != nil {
+			return err
+		}
+		pages = pages[:0]
+		if ls.fresh {
+			if err := m.scan.scan(ls.start, ls.end, pmScanWPMatching, populated, populated|pageIsWritten, pageIsWritten, func(uint64, uint64) {}); err != nil {
+				return fmt.Errorf("protect the untouched pages of new memory of %d: %w", m.pid, err)
+			}
+		}
+	}
+	return nil
+}
+
+// mergeSpans sorts spans and merges those that overlap or touch.
+func mergeSpans(spans []span) []span {
+	sort.Slice(spans, func(i, j int) bool { return spans[i].start < spans[j].start })
+	var out []span
+	for _, sp := range spans {
+		if k := len(out) - 1; k >= 0 && sp.start <= out[k].end {
+			out[k].end = max(out[k].end, sp.end)
+			continue
+		}
+		out = append(out, sp)
+	}
+	return out
+}
+
+// subtract returns the parts of g that no span of sorted covers.
+func subtract(g span, sorted []span) []span {
+	var out []span
+	a := g.start
+	for _, c := range sorted {
+		if c.end <= a || c.start >= g.end {
+			continue
+		}
+		if c.start > a {
+			out = append(out, span{a, c.start})
+		}
+		a = max(a, c.end)
+	}
+	if a < g.end {
+		out = append(out, span{a, g.end})
+	}
+	return out
+}
+
+func closedChan() chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}
 
 // ShadowBytes is the memory the shadow holds (the file's allocated pages)
 // and the logs of nested levels.
@@ -273,10 +458,19 @@ func (m *Mirror) waitReady(maps []procfs.Mapping) error {
 		m.initEr = m.init(maps)
 		close(m.ready)
 	})
+	timeout := time.After(initWait)
 	select {
 	case <-m.ready:
+	case <-timeout:
+		return ErrNotReady
+	}
+	if m.initEr != nil {
 		return m.initEr
-	case <-time.After(initWait):
+	}
+	select {
+	case <-m.bg:
+		return m.bgErr
+	case <-timeout:
 		return ErrNotReady
 	}
 }
@@ -427,6 +621,7 @@ func (m *Mirror) withShared(pages []uint64) []uint64 {
 
 // Rollback implements Tracker.
 func (m *Mirror) Rollback(id ID, coordinated bool) (Stats, error) {
+	<-m.bg
 	j := m.index(id)
 	if j < 0 {
 		return Stats{}, fmt.Errorf("rollback of %d: checkpoint %d is not active", m.pid, id)
@@ -509,6 +704,7 @@ func (m *Mirror) restoreSet(lv *mlevel, written, refill []uint64, coordinated bo
 
 // Commit implements Tracker.
 func (m *Mirror) Commit(id ID) {
+	<-m.bg
 	j := m.index(id)
 	if j < 0 {
 		return
@@ -720,7 +916,10 @@ func (m *Mirror) track(mp procfs.Mapping, below uint64) (bool, error) {
 		// The injected code's scan may have reset the written flags of
 		// pages it found outside every range (a mapping that grew): what
 		// they hold now is copied.
-		if len(m.levels) == 0 {
+		switch {
+		case m.deferCopy:
+			m.pending = append(m.pending, laterSpan{g, false})
+		case len(m.levels) == 0:
 			if err := m.copyPopulated(g.start, g.end); err != nil {
 				return added, err
 			}
@@ -752,6 +951,11 @@ func (m *Mirror) track(mp procfs.Mapping, below uint64) (bool, error) {
 		const populated = pageIsPresent | pageIsSwapped
 		for _, f := range fresh {
 			if overlaps(failed, f.start, f.end) {
+				continue
+			}
+			if m.deferCopy && mp.Anonymous() && !mp.Shared() {
+				// Protected and copied by SyncLater instead.
+				m.pending = append(m.pending, laterSpan{f, true})
 				continue
 			}
 			if err := m.scan.scan(f.start, f.end, pmScanWPMatching, populated, populated|pageIsWritten, pageIsWritten, func(uint64, uint64) {}); err != nil {

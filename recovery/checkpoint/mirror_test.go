@@ -941,3 +941,62 @@ func TestRetiredRangeSpaceNotShared(t *testing.T) {
 	tg.write(other, 0x02, 16)
 	tg.rollback(4, s4)
 }
+
+// SyncLater: a large block mapped and partly filled since the last
+// checkpoint is protected and copied in the background while the target
+// runs on and writes to it; once the copy is done, the shadow holds the
+// pages that hold data (not the block's holes), and a checkpoint taken
+// then rolls back exactly, holes and pages written during the copy
+// included. A small block is copied at once.
+func TestSyncLaterCopiesInTheBackground(t *testing.T) {
+	tg := startTarget(t)
+	tg.checkpoint(1)
+	tg.d.Commit(1)
+	before := tg.d.FileBytes()
+
+	const block, filled = 64 << 20, 16 << 20
+	blk := tg.mmap(block, 0)
+	tg.write(blk, 0x5a, filled)
+	tg.stop()
+	done := make(chan error, 1)
+	later, err := tg.d.SyncLater(tg.maps(), 512, func(err error) { done <- err })
+	if err != nil {
+		t.Fatalf("SyncLater: %v", err)
+	}
+	if !later {
+		t.Fatalf("SyncLater copied %d MiB with the target held, want it in the background", filled>>20)
+	}
+	tg.cont()
+	// The target writes while the copy runs: filled pages and holes.
+	tg.write(blk+pg+7, 0x61, 10*pg)
+	tg.write(blk+filled+3*pg, 0x62, 2*pg)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("background copy: %v", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatalf("the background copy did not end within %v", waitLimit)
+	}
+	if got := tg.d.FileBytes() - before; got < filled || got > filled+(4<<20) {
+		t.Errorf("the shadow grew by %d MiB, want the %d MiB that hold data (not the %d MiB block)", got>>20, filled>>20, block>>20)
+	}
+	s2, _ := tg.checkpoint(2)
+	tg.write(blk, 0x71, filled+pg)
+	tg.write(blk+block/2, 0x72, 5*pg)
+	tg.write(blk+filled+3*pg, 0x73, pg)
+	tg.rollback(2, s2)
+
+	// A small block: copied at once.
+	small := tg.mmap(16*pg, 0)
+	tg.write(small, 0x44, 8*pg)
+	tg.stop()
+	later, err = tg.d.SyncLater(tg.maps(), 512, func(error) { t.Error("done called for a copy made at once") })
+	tg.cont()
+	if err != nil || later {
+		t.Fatalf("SyncLater of 8 pages: in the background %v, %v; want a copy at once", later, err)
+	}
+	s3, _ := tg.checkpoint(3)
+	tg.write(small, 0x45, 16*pg)
+	tg.rollback(3, s3)
+}

@@ -451,17 +451,20 @@ func (s *Supervisor) startInit(p *process) {
 		}
 		fs.ctl.SetFlags(patch.FlagReady, 0)
 	}
-	if st, err := procfs.ReadStatus(p.pid); err == nil && st.RssAnon < syncInitBytes {
+	if st, err := procfs.ReadStatus(p.pid); err == nil && st.RssAnon < syncCopyPages*pageSize {
 		run()
 		return
 	}
 	go run()
 }
 
-// syncInitBytes: below this much anonymous memory the first copy is made
-// with the process held (a page costs some 4–8 µs the first time: the
-// shadow's page is allocated, cleared and charged to the cgroup).
-const syncInitBytes = 8 << 20
+// syncCopyPages: up to this many pages to copy into the shadow at once
+// (the first copy, or memory mapped and filled between two checkpoints)
+// are copied with the process held, more in the background (a page costs
+// some 4–8 µs the first time: the shadow's page is allocated, cleared and
+// charged to the cgroup): the process is never held for more than a few
+// milliseconds.
+const syncCopyPages = 512
 
 // writeRanges copies the engine's tracked ranges into the control block.
 func (fs *fastState) writeRanges() bool {

@@ -446,7 +446,7 @@ func (s *Supervisor) retrackRanges(p *process) {
 	fs := p.fast
 	maps, err := procfs.Maps(p.pid)
 	if err == nil {
-		err = fs.mirror.Sync(maps)
+		err = s.syncShadow(p, maps)
 	}
 	if err == nil && !fs.writeRanges() {
 		err = fmt.Errorf("more than %d tracked ranges", patch.MaxRanges)
@@ -457,6 +457,37 @@ func (s *Supervisor) retrackRanges(p *process) {
 		return
 	}
 	fs.ctl.SetFlags(0, patch.FlagStale|patch.FlagLayout)
+}
+
+// syncShadow tracks what p mapped or grew since the last look. A single-
+// threaded process whose calls take checkpoints in the process is not held
+// while a large block of it is copied: its calls run unprotected until the
+// copy is done (without FlagReady, as while the first copy runs). The
+// others' calls go through the supervisor, which would see no checkpoint
+// either: they wait for the copy. (p is held: no call starts meanwhile.)
+func (s *Supervisor) syncShadow(p *process, maps []procfs.Mapping) error {
+	fs := p.fast
+	if fl := fs.ctl.Flags(); fl&patch.FlagFast == 0 || fl&patch.FlagMT != 0 || len(p.threads) > 1 {
+		return fs.mirror.Sync(maps)
+	}
+	ready := make(chan struct{})
+	fs.ctl.SetFlags(0, patch.FlagReady)
+	fs.ready = ready
+	later, err := fs.mirror.SyncLater(maps, syncCopyPages, func(err error) {
+		if err != nil {
+			fs.ctl.SetFlags(patch.FlagBroken, 0) // the next entry rebuilds the shadow
+		}
+		fs.ctl.SetFlags(patch.FlagReady, 0)
+		close(ready)
+	})
+	if !later {
+		fs.ctl.SetFlags(patch.FlagReady, 0)
+		close(ready)
+	}
+	if later {
+		s.debugf("process %d: new memory copied into the shadow in the background", p.pid)
+	}
+	return err
 }
 
 // fastToMT keeps the in-process checkpoints of p, which has more than
