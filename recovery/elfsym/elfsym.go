@@ -100,6 +100,10 @@ type File struct {
 	incomplete error
 	// deadline ends parsing (MaxParseTime).
 	deadline time.Time
+	// namedOnly: the unwind table was left out (NewSymbols); dyn, when
+	// set, answers Lookup instead of syms, which are not read.
+	namedOnly bool
+	dyn       *dynIndex
 
 	indexOnce sync.Once
 	index     []indexEntry // syms by the hash of their base names
@@ -145,8 +149,23 @@ func readRegular(path string, read func(r io.ReaderAt, size int64) error) error 
 // NewFile reads an ELF file of size bytes from r. name is used in errors.
 // It never panics on malformed input and does not keep r.
 func NewFile(r io.ReaderAt, size int64, name string) (f *File, err error) {
+	return newFile(r, size, name, false)
+}
+
+// NewSymbols is NewFile for a caller that only looks functions up by
+// name (Lookup): a stripped file (no .symtab) with a .gnu.hash table is
+// searched through that table (gnuhash.go), its unwind table and its
+// other symbols never read; Funcs and the lookups by address then know no
+// function. Reading them all is what opening a stripped library costs
+// (2-7 ms for Debian's libc). Another file is read as NewFile reads it,
+// but for the unwind table.
+func NewSymbols(r io.ReaderAt, size int64, name string) (*File, error) {
+	return newFile(r, size, name, true)
+}
+
+func newFile(r io.ReaderAt, size int64, name string, namedOnly bool) (f *File, err error) {
 	err = parseELF(r, size, name, func(ef *elf.File, sr *io.SectionReader) error {
-		f = &File{name: name, typ: ef.Type, deadline: time.Now().Add(MaxParseTime)}
+		f = &File{name: name, typ: ef.Type, deadline: time.Now().Add(MaxParseTime), namedOnly: namedOnly}
 		return f.load(ef, sr, size)
 	})
 	if err != nil {
@@ -193,11 +212,20 @@ func (f *File) load(ef *elf.File, r io.ReaderAt, size int64) error {
 		return err
 	}
 	f.loadUnsafe(ef)
+	if f.namedOnly && ef.SectionByType(elf.SHT_SYMTAB) == nil {
+		dyn, err := loadDynIndex(ef, r, size)
+		if err != nil {
+			return err
+		}
+		if f.dyn = dyn; dyn != nil {
+			return nil
+		}
+	}
 	if err := f.loadSymbols(ef, r, size); err != nil {
 		return err
 	}
 	funcs := symbolFuncs(f.syms)
-	if !f.hasSymtabFunc() {
+	if !f.hasSymtabFunc() && !f.namedOnly {
 		// Stripped: fall back on the unwind tables, which every x86-64
 		// object carries for exceptions and backtraces. .dynsym alone is
 		// not enough: a stripped executable often exports a handful of

@@ -33,6 +33,13 @@ func FuzzNewFile(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		if quick, err := NewSymbols(bytes.NewReader(data), int64(len(data)), "fuzz"); err == nil {
+			for _, name := range []string{"main", "mmap", "", "@", "a@@b"} {
+				quick.Lookup(name)
+			}
+		} else if quick != nil {
+			t.Fatal("file and error")
+		}
 		file, err := NewFile(bytes.NewReader(data), int64(len(data)), "fuzz")
 		if err != nil {
 			if file != nil {

@@ -520,6 +520,9 @@ func bindRank(b elf.SymBind) int {
 // functions share the name) or ErrIndirect (an IFUNC's symbol value is its
 // resolver, which runs once at load time, not the implementation).
 func (f *File) Lookup(name string) (Func, error) {
+	if f.dyn != nil {
+		return f.lookupFunc(name)
+	}
 	funcs := f.matching(name)
 	other, imported := f.otherNamed(name)
 	switch {

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -20,9 +21,13 @@ import (
 // whatever the process's mount namespace or a later rename.
 type moduleCache struct {
 	files map[string]*elfsym.File // by "dev:inode"
+	// named are files read for their named symbols only (symbols).
+	named map[string]*elfsym.File
 }
 
-func newModuleCache() *moduleCache { return &moduleCache{files: make(map[string]*elfsym.File)} }
+func newModuleCache() *moduleCache {
+	return &moduleCache{files: make(map[string]*elfsym.File), named: make(map[string]*elfsym.File)}
+}
 
 func moduleKey(m procfs.Mapping) string {
 	return fmt.Sprintf("%d:%d:%d", m.Major, m.Minor, m.Inode)
@@ -36,23 +41,49 @@ func (c *moduleCache) open(pid int, m procfs.Mapping) (*elfsym.File, error) {
 		}
 		return f, nil
 	}
+	f, read, err := readModule(pid, m, elfsym.NewFile)
+	if read {
+		c.files[key] = f // nil for a file that does not parse
+	}
+	return f, err
+}
+
+// symbols is open for a caller that only looks symbols up by name (the
+// layout hooks, in every module at every start): a stripped library's
+// unwind table is not parsed (elfsym.NewSymbols).
+func (c *moduleCache) symbols(pid int, m procfs.Mapping) (*elfsym.File, error) {
+	key := moduleKey(m)
+	if f, ok := c.files[key]; ok && f != nil {
+		return f, nil
+	}
+	if f, ok := c.named[key]; ok {
+		if f == nil {
+			return nil, fmt.Errorf("%s: not a readable ELF file", m.Path)
+		}
+		return f, nil
+	}
+	f, read, err := readModule(pid, m, elfsym.NewSymbols)
+	if read {
+		c.named[key] = f
+	}
+	return f, err
+}
+
+// readModule reads the ELF file mapped at m with parse; read says
+// whether it got as far as parsing (an error then is the file's own).
+func readModule(pid int, m procfs.Mapping, parse func(r io.ReaderAt, size int64, name string) (*elfsym.File, error)) (f *elfsym.File, read bool, err error) {
 	path := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, m.Start, m.End)
 	fh, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", m.Path, err)
+		return nil, false, fmt.Errorf("open %s: %w", m.Path, err)
 	}
 	defer fh.Close()
 	st, err := fh.Stat()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	f, err := elfsym.NewFile(fh, st.Size(), m.Path)
-	if err != nil {
-		c.files[key] = nil
-		return nil, err
-	}
-	c.files[key] = f
-	return f, nil
+	f, err = parse(fh, st.Size(), m.Path)
+	return f, true, err
 }
 
 // findModule returns the mappings of the module a manifest names: an

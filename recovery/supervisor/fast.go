@@ -366,7 +366,7 @@ func eachLayoutFunc(p *process, maps []procfs.Mapping, fn func(m procfs.Mapping,
 			continue
 		}
 		fs.hooked[moduleKey(m)] = true
-		f, err := p.modules.open(p.pid, m)
+		f, err := p.modules.symbols(p.pid, m)
 		if err != nil {
 			continue
 		}
