@@ -99,6 +99,17 @@ func TestE2EFastPathLargeMemory(t *testing.T) {
 	}
 }
 
+// TestE2EFastPathFaultDuringBackgroundCopy: a fault in the call right
+// after a large block was filled, while the supervisor still copies it
+// into the shadow in the background, is recovered with the block intact:
+// that call waits for the copy rather than run unprotected.
+func TestE2EFastPathFaultDuringBackgroundCopy(t *testing.T) {
+	r := runAssure(t, simpleManifest("fast", -1, "count"), "fast", "bignow", "256")
+	wantStatus(t, r, 0)
+	wantKV(t, r, map[string]string{"rc": "-1", "counter_kept": "1", "buf_kept": "1", "big_kept": "1"})
+	wantRecovered(t, r, recovered{n: 1, signal: "SIGSEGV", function: "count", binary: "fast", ret: -1, single: true})
+}
+
 // cpuFlags reports whether /proc/cpuinfo lists every flag.
 func cpuFlags(flags ...string) bool {
 	data, err := os.ReadFile("/proc/cpuinfo")

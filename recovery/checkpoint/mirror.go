@@ -253,8 +253,7 @@ func (m *Mirror) Sync(maps []procfs.Mapping) error {
 // between two checkpoints does not hold the process for the time its copy
 // takes (some 4-8 µs a page the first time). It reports whether it went
 // to the background; done is then called from there when the copy is
-// over. Until then no checkpoint can be taken (Checkpoint reports
-// ErrNotReady) and the other calls wait for it.
+// over. Until then every call (Checkpoint too) waits for it.
 func (m *Mirror) SyncLater(maps []procfs.Mapping, limit int, done func(error)) (bool, error) {
 	<-m.bg
 	if len(m.levels) > 0 {
@@ -467,12 +466,8 @@ func (m *Mirror) waitReady(maps []procfs.Mapping) error {
 	if m.initEr != nil {
 		return m.initEr
 	}
-	select {
-	case <-m.bg:
-		return m.bgErr
-	case <-timeout:
-		return ErrNotReady
-	}
+	<-m.bg // a checkpoint waits for SyncLater's copy: it protects the call
+	return m.bgErr
 }
 
 // Active implements Tracker.

@@ -54,6 +54,9 @@ type fastState struct {
 	// one before the disarm, its stop not yet handled, goes on unprotected.
 	oldTraps map[uint64]bool
 	ready    chan struct{} // closed when the shadow is initialised
+	// copying is set while memory found between two calls is copied
+	// into the shadow in the background (syncShadow): ready's channel.
+	copying chan struct{}
 	// extGen is the generation of the in-process frame the engine knows
 	// of (see frameID), extID its checkpoint ID.
 	extGen uint64
@@ -451,19 +454,21 @@ func (s *Supervisor) startInit(p *process) {
 		}
 		fs.ctl.SetFlags(patch.FlagReady, 0)
 	}
-	if st, err := procfs.ReadStatus(p.pid); err == nil && st.RssAnon < syncCopyPages*pageSize {
+	if st, err := procfs.ReadStatus(p.pid); err == nil && st.RssAnon < syncInitBytes {
 		run()
 		return
 	}
 	go run()
 }
 
-// syncCopyPages: up to this many pages to copy into the shadow at once
-// (the first copy, or memory mapped and filled between two checkpoints)
-// are copied with the process held, more in the background (a page costs
-// some 4–8 µs the first time: the shadow's page is allocated, cleared and
-// charged to the cgroup): the process is never held for more than a few
-// milliseconds.
+// syncInitBytes: below this much anonymous memory the first copy is made
+// with the process held (a page costs some 4–8 µs the first time: the
+// shadow's page is allocated, cleared and charged to the cgroup); above,
+// in the background, the calls unprotected until it is done.
+const syncInitBytes = 8 << 20
+
+// syncCopyPages: up to this many pages of memory found between two calls
+// are copied with the process held; more in the background (syncShadow).
 const syncCopyPages = 512
 
 // writeRanges copies the engine's tracked ranges into the control block.

@@ -55,6 +55,7 @@ func (s *Supervisor) enterPatched(t *thread, site *patchSite, regs *arch.Regs) {
 	p := t.proc
 	fs := p.fast
 	s.debugf("patched entry of %s in %d: flags %#x ready %v ext %d active %v", site.rp, t.tid, fs.ctl.Flags(), fs.isReady(), fs.extID, fs.ctl.Frame().Active)
+	s.waitCopy(p)
 	s.syncFastFrame(p)
 	const resync = patch.FlagBroken | patch.FlagStale | patch.FlagLayout
 	if fl := fs.ctl.Flags(); fl&resync != 0 && fs.isReady() && fs.extID == 0 && !fs.ctl.Frame().Active {
@@ -457,14 +458,19 @@ func (s *Supervisor) retrackRanges(p *process) {
 		return
 	}
 	fs.ctl.SetFlags(0, patch.FlagStale|patch.FlagLayout)
+	if fs.copying != nil {
+		// Entries trap (to waitCopy) rather than run unprotected.
+		fs.ctl.SetFlags(patch.FlagLayout, 0)
+	}
 }
 
 // syncShadow tracks what p mapped or grew since the last look. A single-
 // threaded process whose calls take checkpoints in the process is not held
-// while a large block of it is copied: its calls run unprotected until the
-// copy is done (without FlagReady, as while the first copy runs). The
-// others' calls go through the supervisor, which would see no checkpoint
-// either: they wait for the copy. (p is held: no call starts meanwhile.)
+// while a large block of it is copied into the shadow: it runs on, and is
+// held only if it calls a rescue point before the copy is done, until it
+// is (waitCopy: the call is protected, as when the copy was made at once).
+// The others' checkpoints go through the supervisor, which copies what
+// it finds at once. (p is held: no call starts meanwhile.)
 func (s *Supervisor) syncShadow(p *process, maps []procfs.Mapping) error {
 	fs := p.fast
 	if fl := fs.ctl.Flags(); fl&patch.FlagFast == 0 || fl&patch.FlagMT != 0 || len(p.threads) > 1 {
@@ -483,11 +489,24 @@ func (s *Supervisor) syncShadow(p *process, maps []procfs.Mapping) error {
 	if !later {
 		fs.ctl.SetFlags(patch.FlagReady, 0)
 		close(ready)
+		return err
 	}
-	if later {
-		s.debugf("process %d: new memory copied into the shadow in the background", p.pid)
-	}
+	fs.copying = ready
+	s.debugf("process %d: new memory copied into the shadow in the background", p.pid)
 	return err
+}
+
+// waitCopy holds a call that came while syncShadow's copy runs until it
+// is done; FlagLayout then sends the call through the resync again (a
+// look that finds nothing new) and on to its checkpoint.
+func (s *Supervisor) waitCopy(p *process) {
+	fs := p.fast
+	if fs.copying == nil {
+		return
+	}
+	<-fs.copying
+	fs.copying = nil
+	s.debugf("process %d: a call waited for the background copy", p.pid)
 }
 
 // fastToMT keeps the in-process checkpoints of p, which has more than
