@@ -912,7 +912,7 @@ func (m *Mirror) track(mp procfs.Mapping, below uint64) (bool, error) {
 		// pages it found outside every range (a mapping that grew): what
 		// they hold now is copied.
 		switch {
-		case m.deferCopy:
+		case m.deferCopy && mp.Anonymous() && !mp.Shared():
 			m.pending = append(m.pending, laterSpan{g, false})
 		case len(m.levels) == 0:
 			if err := m.copyPopulated(g.start, g.end); err != nil {

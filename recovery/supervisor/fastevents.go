@@ -527,12 +527,10 @@ func (s *Supervisor) fastToMT(p *process) {
 }
 
 // fastMT keeps in-process checkpoints for one thread of a multi-threaded
-// process (ASSURE_FASTPATH_MT=1, experimental). Off by default: under load
-// a fault in that thread's window after other threads ran is not
-// recovered (othersRan), and a thread was seen returning into the
-// trampoline with no frame the supervisor knew of (the process then dies)
-// — about 1 run in 10 of TestE2EMultiThreaded beside other tests. Without
-// it a multi-threaded process takes the slow path, whose checkpoints stop
+// process (ASSURE_FASTPATH_MT=1, experimental). Off by default: a fault in
+// that thread's window after other threads ran is not recovered
+// (othersRan) — 9 runs of 15 of TestE2EMultiThreaded lost one. Without it
+// a multi-threaded process takes the slow path, whose checkpoints stop
 // every thread.
 var fastMT = os.Getenv("ASSURE_FASTPATH_MT") == "1"
 
