@@ -180,6 +180,11 @@ func (s *scanner) unprotectable(start, end uint64, fn func(start, end uint64)) e
 		if !ok {
 			b = end
 		}
+		if a < start || b <= a {
+			// Not what two queries of a stopped layout return; never
+			// loop on it.
+			return fmt.Errorf("PAGEMAP_SCAN: unarmed page %#x, armed page %#x, after %#x", a, b, start)
+		}
 		fn(a, b)
 		start = b
 	}
@@ -189,10 +194,17 @@ func (s *scanner) unprotectable(start, end uint64, fn func(start, end uint64)) e
 // first returns the first page of [start, end) whose write-protect state
 // is armed (inverted 0) or not (inverted pageIsWPAllowed).
 func (s *scanner) first(start, end, inverted uint64) (uint64, bool, error) {
-	var vec [1]pageRegion
+	// The vector is the scanner's heap buffer, as in scanAny: the kernel
+	// writes it through an address the compiler does not see as a
+	// pointer, so a local array could be read back as the zeros it was
+	// declared with.
+	if s.vec == nil {
+		s.vec = make([]pageRegion, 512)
+	}
+	s.vec[0] = pageRegion{}
 	arg := pmScanArg{
 		Size: uint64(unsafe.Sizeof(pmScanArg{})), Start: start, End: end,
-		Vec: uint64(uintptr(unsafe.Pointer(&vec[0]))), VecLen: 1, MaxPages: 1,
+		Vec: uint64(uintptr(unsafe.Pointer(&s.vec[0]))), VecLen: 1, MaxPages: 1,
 		CategoryInverted: inverted, CategoryMask: pageIsWPAllowed, ReturnMask: pageIsWPAllowed,
 	}
 	n, err := ioctl(s.fd, pagemapScan, unsafe.Pointer(&arg))
@@ -202,7 +214,7 @@ func (s *scanner) first(start, end, inverted uint64) (uint64, bool, error) {
 	if n == 0 {
 		return 0, false, nil
 	}
-	return vec[0].Start, true, nil
+	return s.vec[0].Start, true, nil
 }
 
 // populated reports the pages of [start, end) that hold contents (present

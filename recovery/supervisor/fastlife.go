@@ -269,7 +269,8 @@ func (s *Supervisor) releaseFast(p *process) {
 	for _, site := range fs.sites {
 		s.metrics.Armed(site.rp.site(), -1)
 	}
-	fs.sites = nil
+	// fs.sites stays: a child forked before this process ended, whose
+	// first stop comes after, restores its entries from it (unfastChild).
 	s.debugf("fast path of %d: flags %#x broken %v", p.pid, fs.ctl.Flags(), fs.broken)
 	if c := fs.ctl.Counters(); c.Calls+c.Unprotected+c.Slow > 0 {
 		s.logf("process %d: fast path: %d checkpoints, %d pages copied, %d unprotected, %d through the supervisor, %d commits, %d longjmps",
