@@ -457,11 +457,14 @@ func (m *Mirror) waitReady(maps []procfs.Mapping) error {
 		m.initEr = m.init(maps)
 		close(m.ready)
 	})
-	timeout := time.After(initWait)
-	select {
-	case <-m.ready:
-	case <-timeout:
-		return ErrNotReady
+	// Not a select with the timer alone: with both ready (the thread
+	// preempted past initWait) it could pick the timer long after Init.
+	if done, _ := m.Ready(); !done {
+		select {
+		case <-m.ready:
+		case <-time.After(initWait):
+			return ErrNotReady
+		}
 	}
 	if m.initEr != nil {
 		return m.initEr

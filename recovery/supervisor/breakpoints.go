@@ -34,37 +34,32 @@ func moduleKey(m procfs.Mapping) string {
 }
 
 func (c *moduleCache) open(pid int, m procfs.Mapping) (*elfsym.File, error) {
-	key := moduleKey(m)
-	if f, ok := c.files[key]; ok {
-		if f == nil {
-			return nil, fmt.Errorf("%s: not a readable ELF file", m.Path)
-		}
-		return f, nil
-	}
-	f, read, err := readModule(pid, m, elfsym.NewFile)
-	if read {
-		c.files[key] = f // nil for a file that does not parse
-	}
-	return f, err
+	return cachedModule(c.files, pid, m, elfsym.NewFile)
 }
 
 // symbols is open for a caller that only looks symbols up by name (the
 // layout hooks, in every module at every start): a stripped library's
 // unwind table is not parsed (elfsym.NewSymbols).
 func (c *moduleCache) symbols(pid int, m procfs.Mapping) (*elfsym.File, error) {
-	key := moduleKey(m)
-	if f, ok := c.files[key]; ok && f != nil {
+	if f := c.files[moduleKey(m)]; f != nil {
 		return f, nil
 	}
-	if f, ok := c.named[key]; ok {
+	return cachedModule(c.named, pid, m, elfsym.NewSymbols)
+}
+
+// cachedModule returns the file of m in cache, read with parse the first
+// time (a file that does not parse is remembered as nil).
+func cachedModule(cache map[string]*elfsym.File, pid int, m procfs.Mapping, parse func(r io.ReaderAt, size int64, name string) (*elfsym.File, error)) (*elfsym.File, error) {
+	key := moduleKey(m)
+	if f, ok := cache[key]; ok {
 		if f == nil {
 			return nil, fmt.Errorf("%s: not a readable ELF file", m.Path)
 		}
 		return f, nil
 	}
-	f, read, err := readModule(pid, m, elfsym.NewSymbols)
+	f, read, err := readModule(pid, m, parse)
 	if read {
-		c.named[key] = f
+		cache[key] = f
 	}
 	return f, err
 }
