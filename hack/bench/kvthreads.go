@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -47,7 +46,9 @@ func kvthreadsBench() (*serverBench, error) {
 		note: "The e2e suite's threaded key-value server (`recovery/testdata/progs/kvthreads.c perconn`: a thread per connection, one table under one mutex, the rescue point on its per-request function), over the loopback; a Go client with 4 connections, each sending its share of %d INCR requests one at a time and checking every reply (each counter exact); with faults, a 5th connection sends a BAD request (a fault of a rotating kind inside the rescue point, with the table's mutex held) for every 49 ordinary ones — natively the server rejects them instead (`KV_VALIDATE=1`).",
 		start: func(dir string) ([]string, string, error) {
 			if binPath == "" {
-				binPath = filepath.Join(os.TempDir(), fmt.Sprintf("assure-bench-kvthreads-%d", os.Getpid()))
+				// In the bench's own directory (dir's parent), which goes
+				// with it: it was left in /tmp after every run.
+				binPath = filepath.Join(filepath.Dir(dir), "kvthreads")
 				out, err := exec.Command("gcc", "-O2", "-g", "-pthread", "-fno-omit-frame-pointer", "-I", src,
 					"-o", binPath, filepath.Join(src, "kvthreads.c")).CombinedOutput()
 				if err != nil {
