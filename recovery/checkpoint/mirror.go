@@ -65,7 +65,7 @@ type Mirror struct {
 	// checkpoint was active (Discarded), restored at its rollback.
 	discarded []span
 
-	// deferCopy makes sync collect in pending the pages it would copy
+	// deferCopy makes sync collect in pending the spans it would copy
 	// (SyncLater); bg is open while a background copy of them runs, and
 	// bgErr is how it ended.
 	deferCopy bool
@@ -340,21 +340,24 @@ func (m *Mirror) laterPages(work []laterSpan, limit int) (int, error) {
 // as Sync does: all it holds (the injected code's scan may have protected
 // some of it already).
 func (m *Mirror) copyLater(work []laterSpan) error {
-	var pages []uint64
-	add := func(s, e uint64) {
-		for p := s; p < e; p += PageSize {
-			pages = append(pages, p)
-		}
-	}
 	const populated = pageIsPresent | pageIsSwapped
 	for _, ls := range work {
+		var pages []uint64
+		add := func(s, e uint64) {
+			for p := s; p < e; p += PageSize {
+				pages = append(pages, p)
+			}
+		}
+		protected := add
+		if !ls.fresh {
+			protected = func(uint64, uint64) {} // all it holds is copied below
+		}
 		for _, kind := range []uint64{pageIsPresent, pageIsSwapped} {
-			if err := m.scan.scan(ls.start, ls.end, pmScanWPMatching, 0, pageIsWritten|kind, pageIsWritten, add); err != nil {
+			if err := m.scan.scan(ls.start, ls.end, pmScanWPMatching, 0, pageIsWritten|kind, pageIsWritten, protected); err != nil {
 				return fmt.Errorf("protect new memory of %d: %w", m.pid, err)
 			}
 		}
 		if !ls.fresh {
-			pages = pages[:0:0]
 			if err := m.scan.populated(ls.start, ls.end, add); err != nil {
 				return fmt.Errorf("scan populated pages of %d: %w", m.pid, err)
 			}
@@ -363,7 +366,6 @@ func (m *Mirror) copyLater(work []laterSpan) error {
 		if err := m.copyIn(pages); err != nil {
 			return err
 		}
-		pages = pages[:0]
 		if ls.fresh {
 			if err := m.scan.scan(ls.start, ls.end, pmScanWPMatching, populated, populated|pageIsWritten, pageIsWritten, func(uint64, uint64) {}); err != nil {
 				return fmt.Errorf("protect the untouched pages of new memory of %d: %w", m.pid, err)
