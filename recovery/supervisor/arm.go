@@ -75,7 +75,7 @@ func (s *Supervisor) takeArms() {
 	s.hooks.mu.Unlock()
 	for _, r := range arms {
 		if !r.disarm {
-			r.done <- s.armManifest(r.m, 0)
+			r.done <- s.armManifest(r.m, 0, false)
 			continue
 		}
 		err := s.disarmManifest(r.m)
@@ -111,8 +111,8 @@ func (s *Supervisor) findRP(rp manifest.RescuePoint) *rescuePoint {
 }
 
 // armManifest arms m's rescue points; errors in process skip (one that
-// is ending) are not reported.
-func (s *Supervisor) armManifest(m *manifest.Manifest, skip int) error {
+// is ending) are not reported, and with ending it is left alone.
+func (s *Supervisor) armManifest(m *manifest.Manifest, skip int, ending bool) error {
 	var added []*rescuePoint
 	for _, rp := range m.RescuePoints {
 		r := s.findRP(rp)
@@ -130,6 +130,9 @@ func (s *Supervisor) armManifest(m *manifest.Manifest, skip int) error {
 	}
 	var errs []error
 	for _, p := range s.liveProcs() {
+		if ending && p.pid == skip {
+			continue
+		}
 		held := s.stopThreads([]*process{p}, false)
 		if p.gone {
 			continue // it ended meanwhile: nothing left to arm

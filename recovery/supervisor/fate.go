@@ -109,6 +109,12 @@ func (s *Supervisor) passOn(t *thread, sig unix.Signal, si ptrace.Siginfo, why s
 				s.resume(t)
 				return
 			}
+			if l != nil {
+				// Arming it would wait for it to end, while the learned
+				// event is owed at once: a container's shim stops this
+				// supervisor as soon as its task is gone.
+				l.ending = true
+			}
 		}
 		if _, init := t.proc.nsIdentity(); init && si.FromKernel() {
 			s.refault(t, sig, si)

@@ -32,6 +32,9 @@ type learned struct {
 	// or thread taught it a moment ago, and this call began before it
 	// was armed): nothing to arm or report, but a first fault to survive.
 	armed bool
+	// ending: the fault ends the faulting process (its signal goes on to
+	// the default action): nothing to arm there.
+	ending bool
 }
 
 // learn finds the candidate of t's stack, if there is one; e is the crash
@@ -73,7 +76,7 @@ func (s *Supervisor) armLearned(l *learned) {
 	if l == nil || l.armed {
 		return
 	}
-	if err := s.armManifest(&manifest.Manifest{RescuePoints: []manifest.RescuePoint{l.rp}}, l.e.Pid); err != nil {
+	if err := s.armManifest(&manifest.Manifest{RescuePoints: []manifest.RescuePoint{l.rp}}, l.e.Pid, l.ending); err != nil {
 		l.e.Message = "armed; in some processes not: " + err.Error()
 	}
 	if s.cfg.OnLearn != nil {
