@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/containerd/namespaces"
 
 	"github.com/assure-rt/assure/oci/learned"
+	"github.com/assure-rt/assure/oci/learned/store"
 	"github.com/assure-rt/assure/recovery/manifest"
 )
 
@@ -133,7 +134,7 @@ func TestLearnedPerImage(t *testing.T) {
 // imageDigest is the target digest of image record img.
 func imageDigest(t *testing.T, img string) string {
 	t.Helper()
-	st, err := learned.Dial(env.address)
+	st, err := store.Dial(env.address)
 	if err != nil {
 		t.Fatal(err)
 	}

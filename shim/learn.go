@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/containerd/namespaces"
 
 	"github.com/assure-rt/assure/oci/learned"
+	"github.com/assure-rt/assure/oci/learned/store"
 	"github.com/assure-rt/assure/recovery/events"
 	"github.com/assure-rt/assure/recovery/manifest"
 )
@@ -78,7 +79,7 @@ func (s *service) remember(sv *supervised, e events.Event) {
 	}
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), sv.ns), 10*time.Second)
 	defer cancel()
-	st, err := learned.Dial(s.address)
+	st, err := store.Dial(s.address)
 	if err != nil {
 		sv.log.WithError(err).Warnf("assure: container %s: learned rescue points not kept for image %s", sv.id, sv.image)
 		return

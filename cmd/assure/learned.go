@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/assure-rt/assure/oci/learned"
+	"github.com/assure-rt/assure/oci/learned/store"
 )
 
 // containerdFlags are the flags of the commands that talk to containerd.
@@ -109,8 +110,8 @@ func forgotten(labels map[string]string, fn string) []string {
 	return keys
 }
 
-func learnedStore(c *cli.Context) (*learned.Store, context.Context, context.CancelFunc, error) {
-	st, err := learned.Dial(c.String("address"))
+func learnedStore(c *cli.Context) (*store.Store, context.Context, context.CancelFunc, error) {
+	st, err := store.Dial(c.String("address"))
 	if err != nil {
 		return nil, nil, nil, err
 	}

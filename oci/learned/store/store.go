@@ -1,4 +1,6 @@
-package learned
+// Package store reads and writes the learned labels (oci/learned) of
+// containerd image records.
+package store
 
 import (
 	"context"
@@ -9,11 +11,13 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
+
+	"github.com/assure-rt/assure/oci/learned"
 )
 
 // Store reads and writes learned labels on image records, through
 // containerd's images service (the gRPC API itself: containerd's client
-// package would double the shim binary, see shim/labels.go). The context
+// package would double the shim binary). The context
 // of every call carries the containerd namespace.
 type Store struct {
 	conn   *grpc.ClientConn
@@ -56,8 +60,8 @@ func (s *Store) Image(ctx context.Context, name string) (map[string]string, stri
 
 // Remember writes e on image record name, unless the record's target is
 // no longer the image e was learned in. Only e's own label changes.
-func (s *Store) Remember(ctx context.Context, name string, e Entry) error {
-	key, val, err := Encode(e)
+func (s *Store) Remember(ctx context.Context, name string, e learned.Entry) error {
+	key, val, err := learned.Encode(e)
 	if err != nil {
 		return err
 	}
