@@ -51,10 +51,13 @@ func (s *Supervisor) Serve(cfg ServeConfig) error {
 		s.takeHooks()
 		if len(s.threads) == 0 && len(s.procs) == 0 && len(s.queue) == 0 {
 			// Nothing to wait for: sleep until a request comes.
+			s.idle.Store(true)
 			select {
 			case r := <-s.adopts:
+				s.idle.Store(false)
 				s.adoptOne(r)
 			case <-s.stopCh:
+				s.idle.Store(false)
 			}
 			continue
 		}
@@ -166,11 +169,18 @@ func (s *Supervisor) checkCgroup(pid int) error {
 // wake gets the tracer thread out of wait4: a child of ours that exits at
 // once makes wait4(-1) return. (A signal to a tracee would wake it too,
 // but could outlive a detach.) Without tracees the loop sleeps on
-// channels instead, which the caller has already written.
+// channels instead, which the caller has already written: no child is
+// needed then (the first adoption of a container's init, on the path of
+// its start). The caller queued its request before calling wake, and the
+// loop reads every queue after it leaves the channels, so a request seen
+// as idle here is never missed.
 func (s *Supervisor) wake() {
 	select {
 	case s.stopCh <- struct{}{}:
 	default:
+	}
+	if s.idle.Load() {
+		return
 	}
 	bin := wakeBinary()
 	if bin == "" {

@@ -74,9 +74,11 @@ type Supervisor struct {
 	serveCfg ServeConfig
 	adopts   chan adoptRequest
 	stopCh   chan struct{}
-	rps      []*rescuePoint
-	metrics  *Metrics
-	logged   map[string]bool // logOnce keys
+	// idle: Serve's loop sleeps on its channels, not in wait4 (wake).
+	idle    atomic.Bool
+	rps     []*rescuePoint
+	metrics *Metrics
+	logged  map[string]bool // logOnce keys
 	// parked are the threads held at the gate; parkTimer wakes the main
 	// loop to apply parkPatience (parkTimerFired: it did).
 	parked         map[*thread]bool
