@@ -6,7 +6,7 @@
 #   make bench   per-call cost of a rescue point, recovery time, start
 #                overhead, and redis, memcached, nginx natively vs. under assure
 #                (BENCHFLAGS="-readme" also records them in README.md)
-#   make lint    go vet + gofmt;  make build  bin/assure;  make clean
+#   make lint    go vet + gofmt;  make build  bin/assure, the shim binaries;  make clean
 
 export PATH := /usr/local/go/bin:$(PATH)
 GO ?= go
@@ -28,6 +28,7 @@ BUILDFLAGS = -trimpath -ldflags=-s\ -w
 build:
 	$(GO) build $(BUILDFLAGS) -o bin/assure ./cmd/assure
 	$(GO) build $(BUILDFLAGS) -o bin/containerd-shim-assure-v1 ./cmd/containerd-shim-assure-v1
+	$(GO) build $(BUILDFLAGS) -o bin/assure-shim ./cmd/assure-shim
 
 # The tests trace processes, inject syscalls into them and read their
 # /proc/PID/pagemap: they need root.

@@ -16,7 +16,7 @@ root=$PWD
 for c in ctr containerd runc redis-server redis-cli; do
 	command -v "$c" >/dev/null || { echo "demo: $c not found: run hack/install-deps.sh --containerd and apt-get install redis-server" >&2; exit 1; }
 done
-[ -x bin/assure ] && [ -x bin/containerd-shim-assure-v1 ] || { echo "demo: run make build first" >&2; exit 1; }
+[ -x bin/assure ] && [ -x bin/containerd-shim-assure-v1 ] && [ -x bin/assure-shim ] || { echo "demo: run make build first" >&2; exit 1; }
 
 dir=$(mktemp -d /tmp/assure-demo-redis.XXXXXX)
 rmdir "$dir"

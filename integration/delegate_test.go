@@ -1,11 +1,15 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/assure-rt/assure/shim/containerinfo"
 )
 
 // TestPlainContainerServedByRuncShim: a container that declares no rescue
@@ -18,7 +22,7 @@ func TestPlainContainerServedByRuncShim(t *testing.T) {
 		image, id, shim string
 	}{
 		{"assure.test/busybox:1", "handed-plain", "containerd-shim-runc-v2"},
-		{"assure.test/bugs:label", "handed-manifest", "containerd-shim-assure-v1"},
+		{"assure.test/bugs:label", "handed-manifest", "assure-shim"},
 	} {
 		t.Run(tc.id, func(t *testing.T) {
 			if out, err := ctr(t, "run", "-d", "--runtime", runtime, tc.image, tc.id, "/bin/busybox", "sleep", "120"); err != nil {
@@ -38,7 +42,7 @@ func TestPlainContainerServedByRuncShim(t *testing.T) {
 				t.Fatalf("task %s is served by %q (%v), want %s", tc.id, exe, err, tc.shim)
 			}
 			handoff := filepath.Join(env.dir, "state", "io.containerd.runtime.v2.task", namespace, tc.id, "assure-labels.json")
-			if _, err := os.Stat(handoff); (err == nil) != (tc.shim == "containerd-shim-assure-v1") {
+			if _, err := os.Stat(handoff); (err == nil) != (tc.shim == "assure-shim") {
 				t.Errorf("labels handed over in %s: %v", handoff, err)
 			}
 			if out, err := ctr(t, "task", "exec", "--exec-id", "e1", tc.id, "/bin/busybox", "echo", "in"); err != nil || strings.TrimSpace(out) != "in" {
@@ -62,4 +66,39 @@ func ppid(pid int) int {
 		fmt.Sscanf(s[i+1:], " %s %d", &state, &parent)
 	}
 	return parent
+}
+
+// TestContainerInfoFetch: the start command's own gRPC client
+// (shim/containerinfo) reads from a real containerd what the shim decides
+// on: the container's labels over its image config's (the image's
+// manifest label, a container label that overrides it), the image record
+// and its digest; a container that does not exist is containerd's "not
+// found".
+func TestContainerInfoFetch(t *testing.T) {
+	const id = "info-fetch"
+	if out, err := ctr(t, "containers", "create", "--label", "dev.assure.test=from-container", "assure.test/bugs:label", id); err != nil {
+		t.Fatalf("ctr containers create: %v\n%s", err, out)
+	}
+	defer ctr(t, "containers", "delete", id)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := containerinfo.Fetch(ctx, env.address, namespace, id)
+	if err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	if !strings.Contains(info.Labels["dev.assure.manifest"], "rescuePoints") {
+		t.Errorf("labels %v: no manifest from the image config", info.Labels)
+	}
+	if info.Labels["dev.assure.test"] != "from-container" {
+		t.Errorf("labels %v: the container's own label is missing", info.Labels)
+	}
+	if info.Image != "assure.test/bugs:label" || !strings.HasPrefix(info.Digest, "sha256:") {
+		t.Errorf("image %q digest %q", info.Image, info.Digest)
+	}
+	if _, err := containerinfo.Fetch(ctx, env.address, namespace, "no-such-container"); !containerinfo.IsNotFound(err) {
+		t.Errorf("Fetch of a missing container: %v, want not found", err)
+	}
+	if _, err := containerinfo.Fetch(ctx, filepath.Join(env.dir, "nothing.sock"), namespace, id); err == nil {
+		t.Error("Fetch from a socket nobody serves: no error")
+	}
 }

@@ -90,7 +90,7 @@ func noLeftoversIn(t *testing.T, ns, id string) {
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		c := cmdline(atoi(e.Name()))
-		if strings.Contains(c, "containerd-shim-assure-v1") && strings.Contains(c, "-id "+id+" ") && strings.Contains(c, env.address) {
+		if (strings.Contains(c, "containerd-shim-assure-v1") || strings.Contains(c, "assure-shim")) && strings.Contains(c, "-id "+id+" ") && strings.Contains(c, env.address) {
 			t.Errorf("shim of %s left behind: %s", id, c)
 		}
 	}

@@ -1,4 +1,4 @@
-// Package shim is the task service of containerd-shim-assure-v1: runc's
+// Package shim is the task service of assure-shim, assure's shim daemon: runc's
 // own task service (containerd v1.7 runtime/v2/runc/task), wrapped so
 // that a container whose image declares rescue points runs its tasks
 // under an assure supervisor.
@@ -13,10 +13,12 @@ import (
 	"github.com/containerd/containerd/runtime/v2/runc/task"
 	"github.com/containerd/containerd/runtime/v2/shim"
 	"github.com/containerd/ttrpc"
+
+	"github.com/assure-rt/assure/shim/front"
 )
 
 // RuntimeName is the runtime type containerd knows the shim by.
-const RuntimeName = "io.containerd.assure.v1"
+const RuntimeName = front.RuntimeName
 
 // The registration replaces runc's task plugin (this binary must not
 // import runtime/v2/runc/task/plugin, which registers the same ID).

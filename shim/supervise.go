@@ -25,6 +25,7 @@ import (
 	"github.com/assure-rt/assure/recovery/control"
 	"github.com/assure-rt/assure/recovery/events"
 	"github.com/assure-rt/assure/recovery/procfs"
+	"github.com/assure-rt/assure/shim/containerinfo"
 )
 
 // criContainerType is the annotation containerd's CRI plugin sets to
@@ -89,7 +90,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (*ta
 	info, err := s.info(ctx, r.ID, r.Bundle)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("assure: no image labels; only annotations can declare rescue points")
-		info = &containerInfo{}
+		info = &containerinfo.Info{}
 	}
 	labels := info.Labels
 	// Labels that name a file are read once the root filesystem is

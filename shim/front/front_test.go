@@ -1,10 +1,14 @@
-package shim
+package front
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	apitypes "github.com/containerd/containerd/api/types"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestStartFlags(t *testing.T) {
@@ -25,7 +29,7 @@ func TestStartFlags(t *testing.T) {
 }
 
 // TestDelegateKeeps: what the bundle alone shows keeps the container in
-// this shim, before containerd is asked anything (the address is bogus:
+// assure's daemon, before containerd is asked anything (the address is bogus:
 // asking would fail the other way).
 func TestDelegateKeeps(t *testing.T) {
 	for _, tc := range []struct{ name, spec, reason string }{
@@ -48,21 +52,22 @@ func TestDelegateKeeps(t *testing.T) {
 	}
 }
 
-func TestHandoffRoundTrip(t *testing.T) {
-	dir := t.TempDir()
-	if _, ok := readHandoff(dir); ok || hasHandoff(dir) {
-		t.Fatal("a hand-over in an empty bundle")
+// TestInfo: -info answers containerd 2.x with a RuntimeInfo naming the
+// runtime, decoded here with containerd's own generated type.
+func TestInfo(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "shim")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/assure-rt/assure/cmd/containerd-shim-assure-v1").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
 	}
-	want := &containerInfo{Labels: map[string]string{"dev.assure.manifest": `{"version":1}`, "a": "b"},
-		Image: "x:1", Digest: "sha256:1", Learned: map[string]string{"dev.assure.learned.1": "{}"}}
-	writeHandoff(dir, want)
-	got, ok := readHandoff(dir)
-	if !ok || len(got.Labels) != 2 || got.Labels["a"] != "b" || got.Labels["dev.assure.manifest"] != want.Labels["dev.assure.manifest"] ||
-		got.Image != "x:1" || got.Digest != "sha256:1" || got.Learned["dev.assure.learned.1"] != "{}" {
-		t.Fatalf("readHandoff = %+v, %v", got, ok)
+	out, err := exec.Command(bin, "-info").Output()
+	if err != nil {
+		t.Fatalf("-info: %v", err)
 	}
-	os.WriteFile(filepath.Join(dir, handoffFile), []byte("not json"), 0o600)
-	if _, ok := readHandoff(dir); ok {
-		t.Error("a malformed hand-over was read")
+	var info apitypes.RuntimeInfo
+	if err := proto.Unmarshal(out, &info); err != nil {
+		t.Fatalf("-info answer: %v", err)
+	}
+	if info.Name != RuntimeName || info.Version.GetVersion() != Version {
+		t.Errorf("-info = %v", &info)
 	}
 }

@@ -1,0 +1,217 @@
+// Package front is the binary containerd runs as the runtime's shim,
+// containerd-shim-assure-v1. containerd executes it at least twice per
+// container, for `start` and for `delete`, and waits for each: it must
+// start as fast as a Go program can. It therefore links neither grpc-go
+// nor containerd's shim library (together some 5 ms of start-up here) and
+// only decides who does the work:
+//   - start: runc's own shim when the container has nothing to supervise,
+//     else assure's shim daemon (the assure-shim binary, which serves the
+//     task through containerd's shim library);
+//   - delete: runc's shim, whose delete (runc delete --force, unmount the
+//     root filesystem) is what assure's daemon would do too, since it
+//     serves tasks with runc's own task service and bundle files;
+//   - -info (containerd 2.x) is answered here;
+//   - anything else goes to assure-shim.
+package front
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/assure-rt/assure/oci"
+	"github.com/assure-rt/assure/shim/containerinfo"
+)
+
+// RuntimeName is the runtime type containerd knows the shim by.
+const RuntimeName = "io.containerd.assure.v1"
+
+// Version is the shim's version, reported to containerd 2.x's -info.
+var Version = "v1"
+
+// RuncShim is the binary a container with nothing to supervise is handed
+// to at start, and every deletion.
+const RuncShim = "containerd-shim-runc-v2"
+
+// Daemon is assure's shim daemon, looked for next to this binary first.
+const Daemon = "assure-shim"
+
+// delegateEnv turns the hand-over to runc's shim off ("off"), for
+// side-by-side measurement and for nodes that want every task in
+// assure's shim.
+const delegateEnv = "ASSURE_SHIM_DELEGATE"
+
+// startDeadline bounds asking containerd for the labels at start; past it
+// assure's daemon serves the container (the safe choice: it supervises
+// when the labels say so, and runs plain runc otherwise).
+const startDeadline = 3 * time.Second
+
+// Main runs the shim binary with args (os.Args); it returns only on an
+// error, which it has printed.
+func Main(args []string) int {
+	if len(args) == 2 && (args[1] == "-info" || args[1] == "--info") {
+		// containerd.types.RuntimeInfo{name: 1, version: 2 {version: 1}}:
+		// no runc features and no annotations, which containerd reads as
+		// "nothing special" (without an answer it would ask again at
+		// every task creation and log an error each time).
+		b := stringField(1, RuntimeName)
+		b = protowire.AppendTag(b, 2, protowire.BytesType)
+		b = protowire.AppendBytes(b, stringField(1, Version))
+		if _, err := os.Stdout.Write(b); err != nil {
+			return fail(err)
+		}
+		return 0
+	}
+	path := ""
+	switch action(args) {
+	case "start":
+		path, _ = startTarget(args)
+	case "delete":
+		path, _ = runcShim()
+	}
+	if path == "" {
+		var err error
+		if path, err = daemonBinary(); err != nil {
+			return fail(err)
+		}
+	}
+	argv := append([]string{path}, args[1:]...)
+	return fail(fmt.Errorf("exec %s: %w", path, unix.Exec(path, argv, os.Environ())))
+}
+
+func fail(err error) int {
+	fmt.Fprintf(os.Stderr, "containerd-shim-assure-v1: %v\n", err)
+	return 1
+}
+
+func stringField(num protowire.Number, s string) []byte {
+	return protowire.AppendString(protowire.AppendTag(nil, num, protowire.BytesType), s)
+}
+
+// action is the shim command containerd asks for: the last argument.
+func action(args []string) string {
+	if len(args) < 2 {
+		return ""
+	}
+	return args[len(args)-1]
+}
+
+// startTarget returns runc's shim when the container being started has
+// nothing to supervise and is not part of a CRI pod, else "" (assure's
+// daemon serves it) and why. Handing over is done whenever it is not
+// known to be wrong: a CRI container stays (one shim serves the whole
+// pod, and a later container of the pod may declare rescue points), and
+// so does one whose labels cannot be read, or when runc's shim is not on
+// PATH. What containerd said of a container the daemon serves is left in
+// the bundle for it (containerinfo.Write).
+func startTarget(args []string) (string, string) {
+	if os.Getenv(delegateEnv) == "off" {
+		return "", delegateEnv + "=off"
+	}
+	ns, address, id, err := startFlags(args[1 : len(args)-1])
+	if err != nil {
+		return "", err.Error()
+	}
+	return delegateTarget(".", ns, address, id)
+}
+
+// delegateTarget decides for container id, whose bundle is at bundle.
+func delegateTarget(bundle, ns, address, id string) (string, string) {
+	spec, err := oci.SpecFromBundle(bundle)
+	if err != nil {
+		return "", err.Error()
+	}
+	for k := range spec.Annotations {
+		if strings.HasPrefix(k, "io.kubernetes.cri.") {
+			return "", "a CRI pod's container"
+		}
+	}
+	if oci.Declares(nil, spec.Annotations) {
+		return "", "annotations declare a manifest"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), startDeadline)
+	defer cancel()
+	info, err := containerinfo.Fetch(ctx, address, ns, id)
+	if err != nil {
+		return "", err.Error()
+	}
+	if oci.Declares(info.Labels, nil) || len(info.Learned) > 0 {
+		// The daemon serves the container: hand it what containerd
+		// said rather than have it ask again while the container is
+		// being created.
+		containerinfo.Write(bundle, info)
+		if len(info.Learned) > 0 {
+			return "", "its image has learned rescue points"
+		}
+		return "", "labels declare a manifest"
+	}
+	return runcShim()
+}
+
+// runcShim finds runc's shim on PATH, refusing this binary itself.
+func runcShim() (string, string) {
+	path, err := exec.LookPath(RuncShim)
+	if err != nil {
+		return "", err.Error()
+	}
+	self, err := os.Executable()
+	if err == nil && sameFile(self, path) {
+		return "", RuncShim + " on PATH is this binary"
+	}
+	return path, ""
+}
+
+// daemonBinary finds assure-shim next to this binary, else on PATH.
+func daemonBinary() (string, error) {
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), Daemon)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath(Daemon)
+	if err != nil {
+		return "", fmt.Errorf("assure's shim daemon %s is neither next to this binary nor on PATH (install both, see README)", Daemon)
+	}
+	return p, nil
+}
+
+func sameFile(a, b string) bool {
+	fa, errA := os.Stat(a)
+	fb, errB := os.Stat(b)
+	return errA == nil && errB == nil && os.SameFile(fa, fb)
+}
+
+// startFlags reads the flags containerd gives a shim's start command
+// (those of containerd's shim library, which this binary does not link).
+func startFlags(args []string) (ns, address, id string, err error) {
+	fs := flag.NewFlagSet("start", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.StringVar(&ns, "namespace", "", "")
+	fs.StringVar(&address, "address", "", "")
+	fs.StringVar(&id, "id", "", "")
+	fs.String("publish-binary", "", "")
+	fs.String("socket", "", "")
+	fs.String("bundle", "", "")
+	fs.Bool("debug", false, "")
+	if err := fs.Parse(args); err != nil {
+		return "", "", "", fmt.Errorf("start flags: %w", err)
+	}
+	if ns == "" || address == "" || id == "" {
+		return "", "", "", errors.New("start flags: -namespace, -address or -id missing")
+	}
+	if !filepath.IsAbs(address) {
+		return "", "", "", fmt.Errorf("start flags: containerd address %q is not a path", address)
+	}
+	return ns, address, id, nil
+}
