@@ -71,3 +71,18 @@ func TestInfo(t *testing.T) {
 		t.Errorf("-info = %v", &info)
 	}
 }
+
+// TestNoDaemon: without assure-shim next to the binary or on PATH, a
+// command for the daemon fails naming what is missing (and runs nothing).
+func TestNoDaemon(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	if _, err := daemonBinary(); err == nil || !strings.Contains(err.Error(), Daemon) {
+		t.Fatalf("daemonBinary = %v, want an error naming %s", err, Daemon)
+	}
+	if path, reason := runcShim(); path != "" || !strings.Contains(reason, RuncShim) {
+		t.Errorf("runcShim = %q, %q: want none, naming %s", path, reason, RuncShim)
+	}
+	if rc := Main([]string{"containerd-shim-assure-v1", "-namespace", "n", "-id", "x", "bogus"}); rc != 1 {
+		t.Errorf("Main = %d, want 1", rc)
+	}
+}
