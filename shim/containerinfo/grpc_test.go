@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/assure-rt/assure/shim/pbwire"
 )
 
 // TestReadMessages: gRPC's length-prefixed messages are split as sent;
@@ -55,11 +57,11 @@ func TestStatus(t *testing.T) {
 // are skipped; a malformed message is an error.
 func TestDecodeRecord(t *testing.T) {
 	var b []byte
-	b = append(b, stringField(1, "id")...)
-	entry := append(stringField(1, "k"), stringField(2, "v")...)
+	b = append(b, pbwire.String(1, "id")...)
+	entry := append(pbwire.String(1, "k"), pbwire.String(2, "v")...)
 	b = append(b, 0x12, byte(len(entry)))
 	b = append(b, entry...)
-	b = append(b, stringField(3, "img")...)
+	b = append(b, pbwire.String(3, "img")...)
 	b = append(b, 0x48, 0x01) // field 9, varint: unknown here
 	r, err := decodeRecord(b)
 	if err != nil || r.labels["k"] != "v" || !bytes.Equal(r.field3, []byte("img")) {

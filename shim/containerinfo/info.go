@@ -19,6 +19,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/assure-rt/assure/oci/learned"
+	"github.com/assure-rt/assure/shim/pbwire"
 )
 
 // Info is what the shim asks containerd about a container.
@@ -77,8 +78,8 @@ func Fetch(ctx context.Context, address, ns, id string) (*Info, error) {
 // (field 1) and whose response holds it (field 1).
 func (c *client) get(ctx context.Context, method, name string) (*record, error) {
 	var r *record
-	err := c.call(ctx, method, stringField(1, name), func(b []byte) error {
-		m, err := sub(b, 1)
+	err := c.call(ctx, method, pbwire.String(1, name), func(b []byte) error {
+		m, err := pbwire.Bytes(b, 1)
 		if err == nil {
 			r, err = decodeRecord(m)
 		}
@@ -143,7 +144,7 @@ func pickManifest(ms []ocispec.Descriptor) *ocispec.Descriptor {
 // call), at most maxBlob bytes.
 func (c *client) readBlob(ctx context.Context, digest string) ([]byte, error) {
 	var data []byte
-	err := c.call(ctx, "/containerd.services.content.v1.Content/Read", stringField(1, digest), func(b []byte) error {
+	err := c.call(ctx, "/containerd.services.content.v1.Content/Read", pbwire.String(1, digest), func(b []byte) error {
 		d, err := contentData(b)
 		if err != nil {
 			return err

@@ -1,9 +1,9 @@
 package containerinfo
 
 import (
-	"fmt"
-
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/assure-rt/assure/shim/pbwire"
 )
 
 // The few messages of containerd's API (api/services/{containers,images,
@@ -13,52 +13,10 @@ import (
 // files, stable across its 1.x and 2.x releases; unknown fields are
 // skipped, as protobuf requires.
 
-// stringField encodes a message holding one string field.
-func stringField(num protowire.Number, s string) []byte {
-	b := protowire.AppendTag(nil, num, protowire.BytesType)
-	return protowire.AppendString(b, s)
-}
-
-// fields calls f with each field of message b.
-func fields(b []byte, f func(num protowire.Number, typ protowire.Type, v []byte) error) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return fmt.Errorf("malformed message: %w", protowire.ParseError(n))
-		}
-		b = b[n:]
-		m := protowire.ConsumeFieldValue(num, typ, b)
-		if m < 0 {
-			return fmt.Errorf("malformed message: %w", protowire.ParseError(m))
-		}
-		v := b[:m]
-		if typ == protowire.BytesType {
-			v, _ = protowire.ConsumeBytes(v)
-		}
-		if err := f(num, typ, v); err != nil {
-			return err
-		}
-		b = b[m:]
-	}
-	return nil
-}
-
-// sub returns the message a response holds in field num.
-func sub(b []byte, num protowire.Number) ([]byte, error) {
-	var out []byte
-	err := fields(b, func(n protowire.Number, typ protowire.Type, v []byte) error {
-		if n == num && typ == protowire.BytesType {
-			out = v
-		}
-		return nil
-	})
-	return out, err
-}
-
 // mapEntry adds a map<string, string> entry (key 1, value 2) to m.
 func mapEntry(m map[string]string, b []byte) error {
 	var k, v string
-	err := fields(b, func(n protowire.Number, typ protowire.Type, val []byte) error {
+	err := pbwire.Fields(b, func(n protowire.Number, typ protowire.Type, val []byte) error {
 		switch {
 		case n == 1 && typ == protowire.BytesType:
 			k = string(val)
@@ -83,7 +41,7 @@ type record struct {
 
 func decodeRecord(b []byte) (*record, error) {
 	r := &record{labels: map[string]string{}}
-	err := fields(b, func(n protowire.Number, typ protowire.Type, v []byte) error {
+	err := pbwire.Fields(b, func(n protowire.Number, typ protowire.Type, v []byte) error {
 		if typ != protowire.BytesType {
 			return nil
 		}
@@ -103,7 +61,7 @@ type descriptor struct{ mediaType, digest string }
 
 func decodeDescriptor(b []byte) (descriptor, error) {
 	var d descriptor
-	err := fields(b, func(n protowire.Number, typ protowire.Type, v []byte) error {
+	err := pbwire.Fields(b, func(n protowire.Number, typ protowire.Type, v []byte) error {
 		switch {
 		case n == 1 && typ == protowire.BytesType:
 			d.mediaType = string(v)
@@ -116,4 +74,4 @@ func decodeDescriptor(b []byte) (descriptor, error) {
 }
 
 // contentData returns the data (field 2) of a ReadContentResponse.
-func contentData(b []byte) ([]byte, error) { return sub(b, 2) }
+func contentData(b []byte) ([]byte, error) { return pbwire.Bytes(b, 2) }

@@ -1,6 +1,7 @@
 package front
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,7 +9,12 @@ import (
 	"testing"
 
 	apitypes "github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/runtime/v2/shim"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 )
 
 func TestStartFlags(t *testing.T) {
@@ -84,5 +90,65 @@ func TestNoDaemon(t *testing.T) {
 	}
 	if rc := Main([]string{"containerd-shim-assure-v1", "-namespace", "n", "-id", "x", "bogus"}); rc != 1 {
 		t.Errorf("Main = %d, want 1", rc)
+	}
+}
+
+// TestSocketAddress: the daemon's socket is where containerd's shim
+// library, which assure-shim serves it with, puts it.
+func TestSocketAddress(t *testing.T) {
+	for _, tc := range [][3]string{
+		{"/run/containerd/containerd.sock", "default", "c1"},
+		{"/tmp/x/containerd.sock", "k8s.io", strings.Repeat("a", 64)},
+	} {
+		ctx := namespaces.WithNamespace(context.Background(), tc[1])
+		want, err := shim.SocketAddress(ctx, tc[0], tc[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := socketAddress(tc[0], tc[1], tc[2]); got != want {
+			t.Errorf("socketAddress(%q) = %s, the library says %s", tc, got, want)
+		}
+	}
+}
+
+// TestShimCgroup: the one runtime option the front leaves to the
+// library's start is found in the Any containerd sends.
+func TestShimCgroup(t *testing.T) {
+	msg := func(o *options.Options) []byte {
+		v, err := proto.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := proto.Marshal(&anypb.Any{TypeUrl: "containerd.runc.v1.Options", Value: v})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if got := shimCgroup(msg(&options.Options{ShimCgroup: "/shim", BinaryName: "runc"})); got != "/shim" {
+		t.Errorf("shimCgroup = %q, want /shim", got)
+	}
+	for _, b := range [][]byte{nil, msg(&options.Options{BinaryName: "runc"}), []byte{0xff}} {
+		if got := shimCgroup(b); got != "" {
+			t.Errorf("shimCgroup(%x) = %q, want none", b, got)
+		}
+	}
+}
+
+// TestRestoreStdin: the runtime options read before falling back to the
+// library's start are its stdin again.
+func TestRestoreStdin(t *testing.T) {
+	saved, err := unix.Dup(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { unix.Dup3(saved, 0, 0); unix.Close(saved) }()
+	if err := restoreStdin([]byte("options")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	n, err := unix.Read(0, buf)
+	if err != nil || string(buf[:n]) != "options" {
+		t.Fatalf("stdin reads %q, %v", buf[:n], err)
 	}
 }
