@@ -15,7 +15,7 @@ GO ?= go
 
 all: build
 
-DEPS = --containerd --redis --containerd2 --cri
+DEPS = --containerd --redis --containerd2 --cri --lighttpd
 CONTAINERD2 = /opt/assure/containerd2/bin
 
 deps:

@@ -6,8 +6,11 @@
 #                                      busybox-static (a static /bin/busybox
 #                                      for test images)
 #   hack/install-deps.sh --redis       also redis-server (for make demo)
-#   hack/install-deps.sh --servers     also redis-server, memcached, nginx and
-#                                      apache2-utils (ab), for make bench
+#   hack/install-deps.sh --lighttpd    also lighttpd (a real server in the e2e
+#                                      tests)
+#   hack/install-deps.sh --servers     also redis-server, memcached, nginx,
+#                                      lighttpd and apache2-utils (ab), for
+#                                      make bench
 #   hack/install-deps.sh --containerd2 also containerd 2.x (containerd, ctr and
 #                                      containerd-shim-runc-v2, built from their Go
 #                                      module) in /opt/assure/containerd2/bin
@@ -22,17 +25,19 @@ set -euo pipefail
 want_containerd=0
 want_redis=0
 want_servers=0
+want_lighttpd=0
 want_containerd2=0
 want_cri=0
 for arg in "$@"; do
 	case "$arg" in
 	--containerd) want_containerd=1 ;;
 	--redis) want_redis=1 ;;
-	--servers) want_redis=1 want_servers=1 ;;
+	--lighttpd) want_lighttpd=1 ;;
+	--servers) want_redis=1 want_servers=1 want_lighttpd=1 ;;
 	--containerd2) want_containerd2=1 ;;
 	--cri) want_cri=1 ;;
 	-h | --help)
-		sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
 		exit 0
 		;;
 	*)
@@ -60,6 +65,10 @@ if [ "$want_servers" = 1 ]; then
 	cmd_of[memcached]=memcached
 	cmd_of[nginx]=nginx
 	cmd_of[apache2-utils]=ab
+fi
+if [ "$want_lighttpd" = 1 ]; then
+	pkgs+=(lighttpd)
+	cmd_of[lighttpd]=lighttpd
 fi
 if [ "$want_containerd" = 1 ]; then
 	pkgs+=(containerd runc busybox-static)

@@ -211,10 +211,11 @@ func buildPrograms(dir string) error {
 			{out: "bugs", flags: smashCFlags},
 			{out: "bugs-nopie", flags: append([]string{"-no-pie"}, smashCFlags...)},
 		},
-		"stress.c":   {{out: "stress", flags: smashCFlags}},
-		"libparse.c": {{out: "libparse.so", flags: []string{"-shared", "-fPIC"}}},
-		"useparse.c": nil, // second phase: needs libparse.so
-		"dlparse.c":  {{out: "dlparse", libs: []string{"-ldl"}}},
+		"stress.c":     {{out: "stress", flags: smashCFlags}},
+		"libparse.c":   {{out: "libparse.so", flags: []string{"-shared", "-fPIC"}}},
+		"useparse.c":   nil, // second phase: needs libparse.so
+		"dlparse.c":    {{out: "dlparse", libs: []string{"-ldl"}}},
+		"memchr_bug.c": {{out: "memchr_bug.so", flags: []string{"-shared", "-fPIC"}, libs: []string{"-ldl"}}},
 	}
 	var first []cBuild
 	for _, src := range srcs {
