@@ -57,47 +57,66 @@ const delegateEnv = "ASSURE_SHIM_DELEGATE"
 // when the labels say so, and runs plain runc otherwise).
 const startDeadline = 3 * time.Second
 
-// Main runs the shim binary with args (os.Args); it returns only on an
-// error, which it has printed.
+// Main runs the shim binary with args (os.Args) and returns its exit
+// status; a command handed to another binary does not return.
 func Main(args []string) int {
 	if len(args) == 2 && (args[1] == "-info" || args[1] == "--info") {
-		// containerd.types.RuntimeInfo{name: 1, version: 2 {version: 1}}:
-		// no runc features and no annotations, which containerd reads as
-		// "nothing special" (without an answer it would ask again at
-		// every task creation and log an error each time).
-		b := pbwire.String(1, RuntimeName)
-		b = protowire.AppendTag(b, 2, protowire.BytesType)
-		b = protowire.AppendBytes(b, pbwire.String(1, Version))
-		if _, err := os.Stdout.Write(b); err != nil {
-			return fail(err)
-		}
-		return 0
+		return writeInfo()
 	}
-	path := ""
 	switch action(args) {
 	case "start":
-		path, _ = startTarget(args)
+		return start(args)
 	case "delete":
-		path, _ = runcShim()
-	}
-	if path == "" {
-		var err error
-		if path, err = daemonBinary(); err != nil {
-			return fail(err)
-		}
-		if action(args) == "start" {
-			addr, done, err := startDaemon(path, args)
-			if err != nil {
-				return fail(err)
-			}
-			if done {
-				if _, err := os.Stdout.WriteString(addr); err != nil {
-					return fail(err)
-				}
-				return 0
-			}
+		if path, _ := runcShim(); path != "" {
+			return execAs(path, args)
 		}
 	}
+	daemon, err := daemonBinary()
+	if err != nil {
+		return fail(err)
+	}
+	return execAs(daemon, args)
+}
+
+// writeInfo answers -info with a containerd.types.RuntimeInfo{name: 1,
+// version: 2 {version: 1}}: no runc features and no annotations, which
+// containerd reads as "nothing special" (without an answer it would ask
+// again at every task creation and log an error each time).
+func writeInfo() int {
+	b := pbwire.String(1, RuntimeName)
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	b = protowire.AppendBytes(b, pbwire.String(1, Version))
+	if _, err := os.Stdout.Write(b); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// start hands the container to runc's shim, or starts assure's daemon
+// for it and answers containerd with the daemon's address.
+func start(args []string) int {
+	if path, _ := startTarget(args); path != "" {
+		return execAs(path, args)
+	}
+	daemon, err := daemonBinary()
+	if err != nil {
+		return fail(err)
+	}
+	addr, done, err := startDaemon(daemon, args)
+	switch {
+	case err != nil:
+		return fail(err)
+	case !done:
+		return execAs(daemon, args) // the shim library's own start
+	}
+	if _, err := os.Stdout.WriteString(addr); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// execAs executes path in this process's place with the same arguments.
+func execAs(path string, args []string) int {
 	argv := append([]string{path}, args[1:]...)
 	return fail(fmt.Errorf("exec %s: %w", path, unix.Exec(path, argv, os.Environ())))
 }
