@@ -43,16 +43,9 @@ func startDaemon(daemon string, args []string) (addr string, ok bool, err error)
 	if os.Getenv("SCHED_CORE") != "" || shimCgroup(opts) != "" {
 		return "", false, restoreStdin(opts)
 	}
-	spec, err := oci.SpecFromBundle(".")
+	grouping, err := group(id)
 	if err != nil {
 		return "", true, err
-	}
-	grouping := id
-	for _, k := range []string{"io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"} {
-		if g, ok := spec.Annotations[k]; ok {
-			grouping = g
-			break
-		}
 	}
 	addr = socketAddress(address, ns, grouping)
 	path := strings.TrimPrefix(addr, "unix://")
@@ -69,18 +62,41 @@ func startDaemon(daemon string, args []string) (addr string, ok bool, err error)
 		return "", true, fmt.Errorf("create the shim socket %s: %w", path, err)
 	}
 	defer l.Close()
-	if err := writeAddress(addr); err != nil {
+	if err := spawnDaemon(daemon, l, addr, ns, id, address, debugFlag(args)); err != nil {
 		os.Remove(path)
 		return "", true, err
+	}
+	return addr, true, nil
+}
+
+// group is the shim group of container id: the one its spec's
+// annotations name (a CRI pod's sandbox), else the container alone.
+func group(id string) (string, error) {
+	spec, err := oci.SpecFromBundle(".")
+	if err != nil {
+		return "", err
+	}
+	for _, k := range []string{"io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"} {
+		if g, ok := spec.Annotations[k]; ok {
+			return g, nil
+		}
+	}
+	return id, nil
+}
+
+// spawnDaemon writes the address file and starts the daemon serving l
+// (its fd 3), with containerd's OOM score plus one.
+func spawnDaemon(daemon string, l *net.UnixListener, addr, ns, id, address string, debug bool) error {
+	if err := writeAddress(addr); err != nil {
+		return err
 	}
 	f, err := l.File()
 	if err != nil {
-		os.Remove(path)
-		return "", true, err
+		return err
 	}
 	defer f.Close()
 	dargs := []string{"-namespace", ns, "-id", id, "-address", address}
-	if debugFlag(args) {
+	if debug {
 		dargs = append(dargs, "-debug")
 	}
 	cmd := exec.Command(daemon, dargs...)
@@ -88,15 +104,13 @@ func startDaemon(daemon string, args []string) (addr string, ok bool, err error)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.ExtraFiles = []*os.File{f}
 	if err := cmd.Start(); err != nil {
-		os.Remove(path)
-		return "", true, fmt.Errorf("start %s: %w", daemon, err)
+		return fmt.Errorf("start %s: %w", daemon, err)
 	}
 	if err := adjustOOMScore(cmd.Process.Pid); err != nil {
 		cmd.Process.Kill()
-		os.Remove(path)
-		return "", true, fmt.Errorf("set the shim's OOM score: %w", err)
+		return fmt.Errorf("set the shim's OOM score: %w", err)
 	}
-	return addr, true, nil
+	return nil
 }
 
 // socketAddress is the library's shim.SocketAddress: a path under
