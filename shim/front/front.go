@@ -7,9 +7,9 @@
 //   - start: runc's own shim when the container has nothing to supervise,
 //     else assure's shim daemon (the assure-shim binary, which serves the
 //     task through containerd's shim library), started here (daemon.go);
-//   - delete: runc's shim, whose delete (runc delete --force, unmount the
-//     root filesystem) is what assure's daemon would do too, since it
-//     serves tasks with runc's own task service and bundle files;
+//   - delete: done here for a task assure's daemon served (delete.go: runc
+//     delete --force, unmount the root filesystem, what the daemon's shim
+//     library does), by runc's shim for one of runc's shim;
 //   - -info (containerd 2.x) is answered here;
 //   - anything else goes to assure-shim.
 package front
@@ -67,6 +67,9 @@ func Main(args []string) int {
 	case "start":
 		return start(args)
 	case "delete":
+		if servedByDaemon() {
+			return deleteTask(args)
+		}
 		if path, _ := runcShim(); path != "" {
 			return execAs(path, args)
 		}
@@ -102,6 +105,7 @@ func start(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
+	markDaemon()
 	addr, done, err := startDaemon(daemon, args)
 	switch {
 	case err != nil:

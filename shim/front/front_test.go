@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	apitypes "github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/namespaces"
@@ -150,5 +152,33 @@ func TestRestoreStdin(t *testing.T) {
 	n, err := unix.Read(0, buf)
 	if err != nil || string(buf[:n]) != "options" {
 		t.Fatalf("stdin reads %q, %v", buf[:n], err)
+	}
+}
+
+// TestDeleteResponse: what the front's deletion prints is containerd's
+// DeleteResponse.
+func TestDeleteResponse(t *testing.T) {
+	at := time.Unix(1700000000, 123456789)
+	var resp taskAPI.DeleteResponse
+	if err := proto.Unmarshal(deleteResponse(4242, 137, at), &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.Pid != 4242 || resp.ExitStatus != 137 || !resp.ExitedAt.AsTime().Equal(at) {
+		t.Errorf("DeleteResponse = %v", &resp)
+	}
+}
+
+func TestOptionsRoot(t *testing.T) {
+	dir := t.TempDir()
+	if root, err := optionsRoot(dir); err != nil || root != runcRoot {
+		t.Errorf("no options.json: %q, %v", root, err)
+	}
+	os.WriteFile(filepath.Join(dir, "options.json"), []byte(`{"binary_name":"runc","root":"/run/x"}`), 0o600)
+	if root, err := optionsRoot(dir); err != nil || root != "/run/x" {
+		t.Errorf("options.json with a root: %q, %v", root, err)
+	}
+	os.WriteFile(filepath.Join(dir, "options.json"), []byte(`{`), 0o600)
+	if _, err := optionsRoot(dir); err == nil {
+		t.Error("a malformed options.json: no error")
 	}
 }

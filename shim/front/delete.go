@@ -1,0 +1,128 @@
+package front
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/containerd/containerd/mount"
+	runc "github.com/containerd/go-runc"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// daemonMark, in a task's bundle, says that assure's daemon served the
+// task: the front wrote it when it handed the start there. The bundle is
+// containerd's own directory, made for the task and removed with it.
+const daemonMark = "assure-daemon"
+
+// markDaemon records in the bundle (the working directory) that assure's
+// daemon serves the task; best effort: without it the deletion is runc's
+// shim's, which does the same.
+func markDaemon() { os.WriteFile(daemonMark, nil, 0o600) }
+
+// servedByDaemon reports whether the bundle has the mark.
+func servedByDaemon() bool {
+	_, err := os.Lstat(daemonMark)
+	return err == nil
+}
+
+// runcRoot is where runc keeps its state unless the runtime options say
+// otherwise (containerd's process.RuncRoot).
+const runcRoot = "/run/containerd/runc"
+
+// deleteTask deletes a task assure's daemon served, as the shim library
+// it is built with does at `delete` (containerd v1.7's runc manager Stop,
+// with the same go-runc and mount packages): `runc delete --force`, the
+// root filesystem unmounted, and a DeleteResponse on stdout. Done here
+// rather than by runc's shim, whose start-up is about 4 ms of every
+// container's end; a task of runc's shim is still deleted by runc's shim
+// (its version's own deletion, which may differ).
+func deleteTask(args []string) int {
+	ns, _, id, err := startFlags(args[1 : len(args)-1])
+	if err != nil {
+		return fail(err)
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		return fail(err)
+	}
+	path := filepath.Join(filepath.Dir(cwd), id)
+	binary, err := os.ReadFile(filepath.Join(path, "runtime"))
+	if err != nil {
+		return fail(err)
+	}
+	root, err := optionsRoot(path)
+	if err != nil {
+		return fail(err)
+	}
+	r := &runc.Runc{Command: string(binary), Log: filepath.Join(path, "log.json"), LogFormat: runc.JSON,
+		PdeathSignal: unix.SIGKILL, Root: filepath.Join(root, ns)}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := r.Delete(ctx, id, &runc.DeleteOpts{Force: true}); err != nil {
+		warn("failed to remove runc container: %v", err)
+	}
+	if err := mount.UnmountRecursive(filepath.Join(path, "rootfs"), 0); err != nil {
+		warn("failed to cleanup rootfs mount: %v", err)
+	}
+	pid, err := runc.ReadPidFile(filepath.Join(path, "init.pid"))
+	if err != nil {
+		warn("failed to read init pid file: %v", err)
+	}
+	if _, err := os.Stdout.Write(deleteResponse(pid, 128+int(unix.SIGKILL), time.Now())); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// optionsRoot is runc's root from the runtime options the task was
+// created with (options.json, written by the runc task service).
+func optionsRoot(bundle string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(bundle, "options.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return runcRoot, nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var opts struct {
+		Root string `json:"root"`
+	}
+	if err := json.Unmarshal(data, &opts); err != nil {
+		return "", fmt.Errorf("options.json: %w", err)
+	}
+	if opts.Root == "" {
+		return runcRoot, nil
+	}
+	return opts.Root, nil
+}
+
+// deleteResponse encodes containerd.task.v2.DeleteResponse{pid: 1,
+// exit_status: 2, exited_at: 3 (a Timestamp: seconds 1, nanos 2)}.
+func deleteResponse(pid, status int, at time.Time) []byte {
+	var ts []byte
+	ts = protowire.AppendTag(ts, 1, protowire.VarintType)
+	ts = protowire.AppendVarint(ts, uint64(at.Unix()))
+	ts = protowire.AppendTag(ts, 2, protowire.VarintType)
+	ts = protowire.AppendVarint(ts, uint64(at.Nanosecond()))
+	var b []byte
+	if pid > 0 {
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(pid))
+	}
+	b = protowire.AppendTag(b, 2, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(status))
+	b = protowire.AppendTag(b, 3, protowire.BytesType)
+	return protowire.AppendBytes(b, ts)
+}
+
+// warn says what the deletion could not do, as the library's logger
+// would (containerd logs a deletion's stderr as its warnings).
+func warn(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "level=warning msg=%q\n", fmt.Sprintf(format, args...))
+}
