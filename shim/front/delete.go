@@ -11,6 +11,7 @@ import (
 
 	"github.com/containerd/containerd/mount"
 	runc "github.com/containerd/go-runc"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -31,6 +32,57 @@ func servedByDaemon() bool {
 	return err == nil
 }
 
+// settled reports whether the task whose bundle is path has nothing left
+// that runc's shim's deletion would clean: runc keeps no state for it,
+// nothing is mounted under its root filesystem, and its shim left no exit
+// record (containerd 2.4's shim writes exit.json at the init's exit and
+// reports it at deletion: its deletion is then left to it). That is the
+// case after every ordinary deletion, where containerd runs the shim's
+// `delete` once the shim has deleted the task and exited, and ignores the
+// answer; runc's shim's deletion would then only print the response,
+// which the front prints itself (deleteTask's), saving that shim's
+// start-up. Anything else, a task whose shim died, goes to runc's shim.
+func settled(path, ns, id string) bool {
+	root, err := optionsRoot(path)
+	if err != nil {
+		return false
+	}
+	for _, f := range []string{filepath.Join(root, ns, id), filepath.Join(path, "exit.json")} {
+		if _, err := os.Lstat(f); !errors.Is(err, os.ErrNotExist) {
+			return false
+		}
+	}
+	mounts, err := mountinfo.GetMounts(mountinfo.PrefixFilter(filepath.Join(path, "rootfs")))
+	return err == nil && len(mounts) == 0
+}
+
+// respond prints the answer of a deletion of the task whose bundle is
+// path: its init's pid, killed (128+SIGKILL), now.
+func respond(path string) int {
+	pid, err := runc.ReadPidFile(filepath.Join(path, "init.pid"))
+	if err != nil {
+		warn("failed to read init pid file: %v", err)
+	}
+	if _, err := os.Stdout.Write(deleteResponse(pid, 128+int(unix.SIGKILL), time.Now())); err != nil {
+		return fail(err)
+	}
+	return 0
+}
+
+// taskBundle is the bundle of the task being deleted, with the namespace
+// and id containerd named.
+func taskBundle(args []string) (path, ns, id string, err error) {
+	ns, _, id, err = startFlags(args[1 : len(args)-1])
+	if err != nil {
+		return "", "", "", err
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		return "", "", "", err
+	}
+	return filepath.Join(filepath.Dir(cwd), id), ns, id, nil
+}
+
 // runcRoot is where runc keeps its state unless the runtime options say
 // otherwise (containerd's process.RuncRoot).
 const runcRoot = "/run/containerd/runc"
@@ -43,15 +95,10 @@ const runcRoot = "/run/containerd/runc"
 // container's end; a task of runc's shim is still deleted by runc's shim
 // (its version's own deletion, which may differ).
 func deleteTask(args []string) int {
-	ns, _, id, err := startFlags(args[1 : len(args)-1])
+	path, ns, id, err := taskBundle(args)
 	if err != nil {
 		return fail(err)
 	}
-	cwd, err := os.Getwd()
-	if err != nil {
-		return fail(err)
-	}
-	path := filepath.Join(filepath.Dir(cwd), id)
 	binary, err := os.ReadFile(filepath.Join(path, "runtime"))
 	if err != nil {
 		return fail(err)
@@ -70,14 +117,16 @@ func deleteTask(args []string) int {
 	if err := mount.UnmountRecursive(filepath.Join(path, "rootfs"), 0); err != nil {
 		warn("failed to cleanup rootfs mount: %v", err)
 	}
-	pid, err := runc.ReadPidFile(filepath.Join(path, "init.pid"))
-	if err != nil {
-		warn("failed to read init pid file: %v", err)
+	return respond(path)
+}
+
+// deleteRunc deletes a task of runc's shim: answered here when it is
+// settled, else by runc's shim.
+func deleteRunc(args []string, shim string) int {
+	if path, ns, id, err := taskBundle(args); err == nil && settled(path, ns, id) {
+		return respond(path)
 	}
-	if _, err := os.Stdout.Write(deleteResponse(pid, 128+int(unix.SIGKILL), time.Now())); err != nil {
-		return fail(err)
-	}
-	return 0
+	return execAs(shim, args)
 }
 
 // optionsRoot is runc's root from the runtime options the task was

@@ -9,7 +9,8 @@
 //     task through containerd's shim library), started here (daemon.go);
 //   - delete: done here for a task assure's daemon served (delete.go: runc
 //     delete --force, unmount the root filesystem, what the daemon's shim
-//     library does), by runc's shim for one of runc's shim;
+//     library does); for one of runc's shim, answered here when nothing is
+//     left to clean (delete.go's settled), else by runc's shim;
 //   - -info (containerd 2.x) is answered here;
 //   - anything else goes to assure-shim.
 package front
@@ -71,7 +72,7 @@ func Main(args []string) int {
 			return deleteTask(args)
 		}
 		if path, _ := runcShim(); path != "" {
-			return execAs(path, args)
+			return deleteRunc(args, path)
 		}
 	}
 	daemon, err := daemonBinary()

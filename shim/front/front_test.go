@@ -182,3 +182,29 @@ func TestOptionsRoot(t *testing.T) {
 		t.Error("a malformed options.json: no error")
 	}
 }
+
+// TestSettled: a task with runc state, an exit record or a runc root
+// that cannot be read is left to runc's shim.
+func TestSettled(t *testing.T) {
+	root := t.TempDir()
+	bundle := filepath.Join(t.TempDir(), "c1")
+	os.Mkdir(bundle, 0o700)
+	os.WriteFile(filepath.Join(bundle, "options.json"), []byte(`{"root":"`+root+`"}`), 0o600)
+	if !settled(bundle, "ns", "c1") {
+		t.Fatal("a task with nothing left is not settled")
+	}
+	os.MkdirAll(filepath.Join(root, "ns", "c1"), 0o700)
+	if settled(bundle, "ns", "c1") {
+		t.Error("a task runc keeps state for is settled")
+	}
+	os.RemoveAll(filepath.Join(root, "ns"))
+	os.WriteFile(filepath.Join(bundle, "exit.json"), []byte(`{}`), 0o600)
+	if settled(bundle, "ns", "c1") {
+		t.Error("a task with an exit record is settled")
+	}
+	os.Remove(filepath.Join(bundle, "exit.json"))
+	os.WriteFile(filepath.Join(bundle, "options.json"), []byte(`{`), 0o600)
+	if settled(bundle, "ns", "c1") {
+		t.Error("a task whose options do not read is settled")
+	}
+}
