@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/assure-rt/assure/hack/image"
-	"github.com/assure-rt/assure/shim"
+	"github.com/assure-rt/assure/shim/supcgroup"
 )
 
 // cgroupOfPid returns pid's cgroup path in the v1 hierarchy of controller.
@@ -49,8 +49,8 @@ func TestSupervisorChargedToContainer(t *testing.T) {
 	sup := supervisorOf(t, id)
 	want := "/" + namespace + "/" + id
 	for _, c := range []string{"memory", "cpu", "cpuacct"} {
-		if got := cgroupOfPid(sup, c); got != want+"/"+shim.SupervisorCgroup {
-			t.Errorf("supervisor's %s cgroup %s, want %s/%s", c, got, want, shim.SupervisorCgroup)
+		if got := cgroupOfPid(sup, c); got != want+"/"+supcgroup.Name {
+			t.Errorf("supervisor's %s cgroup %s, want %s/%s", c, got, want, supcgroup.Name)
 		}
 	}
 	for _, c := range []string{"devices", "freezer", "pids"} {
@@ -64,7 +64,7 @@ func TestSupervisorChargedToContainer(t *testing.T) {
 		}
 	}
 	mem := filepath.Join("/sys/fs/cgroup/memory", want)
-	own, total := readInt(t, filepath.Join(mem, shim.SupervisorCgroup, "memory.usage_in_bytes")), readInt(t, filepath.Join(mem, "memory.usage_in_bytes"))
+	own, total := readInt(t, filepath.Join(mem, supcgroup.Name, "memory.usage_in_bytes")), readInt(t, filepath.Join(mem, "memory.usage_in_bytes"))
 	if own <= 0 || total < own {
 		t.Errorf("supervisor uses %d bytes, the container %d: the container's usage must include the supervisor's", own, total)
 	}

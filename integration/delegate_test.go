@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,4 +102,57 @@ func TestContainerInfoFetch(t *testing.T) {
 	if _, err := containerinfo.Fetch(ctx, filepath.Join(env.dir, "nothing.sock"), namespace, id); err == nil {
 		t.Error("Fetch from a socket nobody serves: no error")
 	}
+}
+
+// TestShimDaemonKilled: when assure's shim daemon dies (SIGKILL here),
+// containerd cleans the task up through the shim binary's delete: the
+// container's processes end and nothing is left, the supervisor and its
+// cgroups under the container's included, which only the daemon used to
+// end (the front's deletion ends them now).
+func TestShimDaemonKilled(t *testing.T) {
+	const id = "daemon-killed"
+	if out, err := ctr(t, "run", "-d", "--runtime", runtime, "assure.test/bugs:label", id, "/bin/busybox", "sleep", "120"); err != nil {
+		t.Fatalf("ctr run -d: %v\n%s", err, out)
+	}
+	defer ctr(t, "containers", "rm", id)
+	pids := taskPids(t, id)
+	if len(pids) == 0 {
+		t.Fatalf("no process in task %s", id)
+	}
+	daemon := ppid(pids[0])
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", daemon)); err != nil || filepath.Base(exe) != "assure-shim" {
+		t.Fatalf("task %s is served by %q (%v), want assure-shim", id, exe, err)
+	}
+	if supervisorOf(t, id) == 0 {
+		t.Fatalf("no supervisor for %s", id)
+	}
+	if err := syscall.Kill(daemon, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// containerd forgets the task first, then runs the shim binary's
+	// delete and removes the bundle.
+	state := filepath.Join(env.dir, "state", "io.containerd.runtime.v2.task", namespace, id)
+	waitFor(t, 30*time.Second, "containerd to clean up after the dead shim", func() bool {
+		out, _ := ctr(t, "tasks", "ls")
+		return !strings.Contains(out, id) && !fileExists(state)
+	})
+	if running(pids[0]) {
+		t.Errorf("the container's init %d still runs", pids[0])
+	}
+	if out, err := ctr(t, "containers", "rm", id); err != nil {
+		t.Errorf("ctr containers rm: %v\n%s", err, out)
+	}
+	noLeftoversIn(t, namespace, id)
+}
+
+// running reports whether pid is a process that has not ended (a zombie
+// has: nobody may reap the dead shim's orphans on these machines).
+func running(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] != 'Z'
 }

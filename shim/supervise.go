@@ -26,6 +26,7 @@ import (
 	"github.com/assure-rt/assure/recovery/events"
 	"github.com/assure-rt/assure/recovery/procfs"
 	"github.com/assure-rt/assure/shim/containerinfo"
+	"github.com/assure-rt/assure/shim/supcgroup"
 )
 
 // criContainerType is the annotation containerd's CRI plugin sets to
@@ -38,7 +39,7 @@ type supervised struct {
 	cgroup           string   // the container's cgroup path, "" if unknown
 	manifest, events string   // files
 	socket           string   // the supervisor's control socket
-	cgroups          []string // the supervisor's own (see supervisorCgroups)
+	cgroups          []string // the supervisor's own (see supcgroup.Make)
 	log              *logrus.Entry
 	cmd              *exec.Cmd
 	client           *control.Client
@@ -170,7 +171,7 @@ func (s *service) undoCreate(ctx context.Context, id string) {
 func (s *service) newSupervised(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec) *supervised {
 	ns, _ := namespaces.Namespace(ctx)
 	return &supervised{
-		id: r.ID, ns: ns, bundle: r.Bundle, cgroup: cgroupOf(spec),
+		id: r.ID, ns: ns, bundle: r.Bundle, cgroup: supcgroup.Of(spec),
 		manifest: filepath.Join(r.Bundle, "assure-manifest.json"),
 		events:   events.ContainerFile(s.address, ns, r.ID),
 		socket:   control.SocketPath(s.address, ns, r.ID),
@@ -194,7 +195,7 @@ func (s *service) superviseInit(sv *supervised, found *oci.Found, pid int) error
 		err = sv.handLearned()
 	}
 	if err == nil {
-		sv.cgroups, err = supervisorCgroups(sv.cgroup)
+		sv.cgroups, err = supcgroup.Make(sv.cgroup)
 	}
 	if err != nil {
 		sv.abort()
@@ -352,17 +353,7 @@ func (sv *supervised) abort() {
 		<-sv.exited
 	}
 	os.Remove(sv.socket)
-	removeCgroups(sv.cgroups)
-}
-
-// cgroupOf returns the container's cgroup path from its spec when it is a
-// plain path (cgroupfs); systemd's "slice:prefix:name" form shows up
-// differently in /proc/PID/cgroup and is not checked.
-func cgroupOf(spec *specs.Spec) string {
-	if spec.Linux == nil || !strings.HasPrefix(spec.Linux.CgroupsPath, "/") {
-		return ""
-	}
-	return spec.Linux.CgroupsPath
+	supcgroup.Remove(sv.cgroups)
 }
 
 func (sv *supervised) logPath() string { return filepath.Join(sv.bundle, "assure-supervisor.log") }
@@ -516,7 +507,7 @@ func (s *service) stopSupervisor(id string) {
 	if sv.execs != nil {
 		sv.execs.close()
 	}
-	if err := removeCgroups(sv.cgroups); err != nil {
+	if err := supcgroup.Remove(sv.cgroups); err != nil {
 		sv.log.WithError(err).Warnf("assure: container %s: remove the supervisor's cgroups", id)
 	}
 }

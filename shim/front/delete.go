@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/containerd/mount"
@@ -14,6 +16,10 @@ import (
 	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/assure-rt/assure/oci"
+	"github.com/assure-rt/assure/recovery/control"
+	"github.com/assure-rt/assure/shim/supcgroup"
 )
 
 // daemonMark, in a task's bundle, says that assure's daemon served the
@@ -99,6 +105,12 @@ func deleteTask(args []string) int {
 	if err != nil {
 		return fail(err)
 	}
+	// After an ordinary deletion the daemon has ended the supervisor;
+	// after the daemon died it is still there, in cgroups under the
+	// container's that would keep runc from removing them.
+	if _, address, _, err := startFlags(args[1 : len(args)-1]); err == nil {
+		stopSupervisor(path, address, ns, id)
+	}
 	binary, err := os.ReadFile(filepath.Join(path, "runtime"))
 	if err != nil {
 		return fail(err)
@@ -127,6 +139,75 @@ func deleteRunc(args []string, shim string) int {
 		return respond(path)
 	}
 	return execAs(shim, args)
+}
+
+// stopSupervisor ends the supervisor of task id, if it is still there,
+// and removes its cgroups and sockets: what the daemon does at a
+// deletion, for a daemon that died. The supervisor is the process in its
+// own cgroups (root's, under the container's: nothing else is put
+// there), killed through a pidfd so that no reused pid is hit.
+func stopSupervisor(bundle, address, ns, id string) {
+	spec, err := oci.SpecFromBundle(bundle)
+	if err != nil {
+		return
+	}
+	dirs := supcgroup.Existing(supcgroup.Of(spec))
+	for _, d := range dirs {
+		if err := killAll(filepath.Join(d, "cgroup.procs")); err != nil {
+			warn("stop the supervisor of %s: %v", id, err)
+		}
+	}
+	if err := supcgroup.Remove(dirs); err != nil {
+		warn("remove the supervisor's cgroups: %v", err)
+	}
+	sock := control.SocketPath(address, ns, id)
+	os.Remove(sock)
+	os.Remove(strings.TrimSuffix(sock, ".sock") + ".exec") // the daemon's exec listener
+}
+
+// killAll kills the processes a cgroup.procs file lists and waits for
+// their end, at most 5 s each.
+func killAll(procs string) error {
+	data, err := os.ReadFile(procs)
+	if err != nil {
+		return err
+	}
+	for _, f := range strings.Fields(string(data)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			continue
+		}
+		pidfd, err := unix.PidfdOpen(pid, 0)
+		if err != nil {
+			continue // gone already
+		}
+		err = kill(pidfd)
+		unix.Close(pidfd)
+		if err != nil {
+			return fmt.Errorf("process %d: %w", pid, err)
+		}
+	}
+	return nil
+}
+
+// kill sends SIGKILL to the process of pidfd and waits for its end.
+func kill(pidfd int) error {
+	if err := unix.PidfdSendSignal(pidfd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {
+		return err
+	}
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	for {
+		n, err := unix.Poll(fds, 5000)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return err
+		case n == 0:
+			return errors.New("still running 5 s after SIGKILL")
+		}
+		return nil
+	}
 }
 
 // optionsRoot is runc's root from the runtime options the task was

@@ -1,4 +1,8 @@
-package shim
+// Package supcgroup makes and removes a container supervisor's own
+// cgroups: children of the container's, in the hierarchies that charge
+// the supervisor to the container. The shim daemon makes them; the shim
+// daemon, or the front's deletion after the daemon died, removes them.
+package supcgroup
 
 import (
 	"bufio"
@@ -8,11 +12,13 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// SupervisorCgroup is the child cgroup, under the container's own, that
+// Name is the child cgroup, under the container's own, that
 // holds the container's supervisor.
-const SupervisorCgroup = "assure-supervisor"
+const Name = "assure-supervisor"
 
 // chargedControllers are the cgroup v1 hierarchies in which the supervisor
 // joins a child cgroup of the container's: its memory (shadow copies,
@@ -24,12 +30,12 @@ const SupervisorCgroup = "assure-supervisor"
 // processes for any of those.
 var chargedControllers = []string{"memory", "cpu", "cpuacct"}
 
-// supervisorCgroups creates the supervisor's child cgroup under the
+// Make creates the supervisor's child cgroup under the
 // container's (containerPath, a cgroupfs path such as /k8s.io/ID) in each
 // charged hierarchy that is mounted, and returns the directories. On a
 // host without those v1 hierarchies (cgroup v2 only) it returns none: a
 // v2 child of a cgroup with processes cannot get controllers.
-func supervisorCgroups(containerPath string) ([]string, error) {
+func Make(containerPath string) ([]string, error) {
 	if containerPath == "" {
 		return nil, nil
 	}
@@ -47,9 +53,9 @@ func supervisorCgroups(containerPath string) ([]string, error) {
 		if _, err := os.Stat(parent); err != nil {
 			continue // runc made none here
 		}
-		dir := filepath.Join(parent, SupervisorCgroup)
+		dir := filepath.Join(parent, Name)
 		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
-			removeCgroups(dirs)
+			Remove(dirs)
 			return nil, fmt.Errorf("supervisor cgroup: %w", err)
 		}
 		dirs = append(dirs, dir)
@@ -57,10 +63,10 @@ func supervisorCgroups(containerPath string) ([]string, error) {
 	return dirs, nil
 }
 
-// removeCgroups removes the supervisor's cgroups, once it has exited
+// Remove removes the supervisor's cgroups, once it has exited
 // (the kernel empties a cgroup a moment after its last process is
 // reaped: a few tries).
-func removeCgroups(dirs []string) error {
+func Remove(dirs []string) error {
 	var errs []error
 	for _, d := range dirs {
 		var err error
@@ -76,6 +82,38 @@ func removeCgroups(dirs []string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Of is the cgroup path of the container whose spec is spec when it is a
+// plain path (cgroupfs); systemd's "slice:prefix:name" form shows up
+// differently in /proc/PID/cgroup and is not checked.
+func Of(spec *specs.Spec) string {
+	if spec.Linux == nil || !strings.HasPrefix(spec.Linux.CgroupsPath, "/") {
+		return ""
+	}
+	return spec.Linux.CgroupsPath
+}
+
+// Existing returns the supervisor's cgroups of the container at
+// containerPath that exist.
+func Existing(containerPath string) []string {
+	if containerPath == "" {
+		return nil
+	}
+	mounts, err := v1Mounts()
+	if err != nil {
+		return nil
+	}
+	var dirs []string
+	for _, c := range chargedControllers {
+		if root, ok := mounts[c]; ok {
+			dir := filepath.Join(root, containerPath, Name)
+			if _, err := os.Stat(dir); err == nil {
+				dirs = append(dirs, dir)
+			}
+		}
+	}
+	return dirs
 }
 
 // v1Mounts maps each cgroup v1 controller to the mount point of its
