@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/containerd/containerd/pkg/atomicfile"
 	"os"
 	"path/filepath"
 
@@ -41,30 +42,17 @@ func WriteSpec(bundle string, s *specs.Spec) (err error) {
 	if err != nil {
 		return fmt.Errorf("write runtime spec: %w", err)
 	}
-	tmp, err := os.CreateTemp(bundle, "."+specFile+".*.tmp")
+	// atomicfile writes a temporary file, syncs it and renames it over
+	// the spec (its mode is not subject to the umask).
+	f, err := atomicfile.New(filepath.Join(bundle, specFile), 0o644)
 	if err != nil {
 		return fmt.Errorf("write runtime spec: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	// CreateTemp makes the file 0600; Chmod is not subject to the umask.
-	if err = tmp.Chmod(0o644); err != nil {
+	if _, err := f.Write(data); err != nil {
+		f.Cancel()
 		return fmt.Errorf("write runtime spec: %w", err)
 	}
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("write runtime spec: %w", err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("write runtime spec: %w", err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("write runtime spec: %w", err)
-	}
-	if err = os.Rename(tmp.Name(), filepath.Join(bundle, specFile)); err != nil {
+	if err := f.Close(); err != nil {
 		return fmt.Errorf("write runtime spec: %w", err)
 	}
 	// Make the rename itself durable.

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/containerd/pkg/atomicfile"
 	"golang.org/x/sys/unix"
 
 	"github.com/assure-rt/assure/oci"
@@ -150,25 +151,18 @@ func canConnect(path string) bool {
 }
 
 // writeAddress leaves the address in the bundle's "address" file, which
-// containerd and the daemon read, atomically.
+// containerd and the daemon read, atomically (as the library does, with
+// the same package).
 func writeAddress(addr string) error {
-	tmp, err := os.CreateTemp(".", ".address-")
+	f, err := atomicfile.New("address", 0o644)
 	if err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(addr); err != nil {
-		tmp.Close()
+	if _, err := f.Write([]byte(addr)); err != nil {
+		f.Cancel()
 		return err
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), "address")
+	return f.Close()
 }
 
 // adjustOOMScore gives the daemon containerd's OOM score plus one, as the
