@@ -107,14 +107,14 @@ index-file.names = ( "index.html" )
 		if p.done() {
 			t.Fatalf("assure ended%s", p.describe())
 		}
-		var evs []event
 		waitUntil(t, 10*time.Second, fmt.Sprintf("%d recovered events", bad), func() bool {
-			evs, _, _, _ = readEvents(ev)
-			return countType(evs, "recovered") >= bad
+			n, _ := countRecovered(ev)
+			return n >= bad
 		})
-		if n := countType(evs, "recovered"); n != bad {
+		if n, _ := countRecovered(ev); n != bad {
 			t.Errorf("%d recovered events, want %d%s", n, bad, p.describe())
 		}
+		evs, _, _, _ := readEvents(ev)
 		for _, e := range evs {
 			if e.Type == "crash" || e.Type == "error" {
 				t.Errorf("%s event: %+v%s", e.Type, e, p.describe())
@@ -124,14 +124,4 @@ index-file.names = ( "index.html" )
 			}
 		}
 	})
-}
-
-func countType(evs []event, typ string) int {
-	n := 0
-	for _, e := range evs {
-		if e.Type == typ {
-			n++
-		}
-	}
-	return n
 }

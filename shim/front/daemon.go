@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/pkg/atomicfile"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/assure-rt/assure/oci"
 	"github.com/assure-rt/assure/shim/pbwire"
 )
 
@@ -32,11 +32,7 @@ import (
 // ok=false, having started nothing, when the start asks for what only
 // the library does (a shim cgroup among the runtime options, core
 // scheduling): stdin, which it has read, is then handed on in a memfd.
-func startDaemon(daemon string, args []string) (addr string, ok bool, err error) {
-	ns, address, id, err := startFlags(args[1 : len(args)-1])
-	if err != nil {
-		return "", true, err
-	}
+func startDaemon(daemon string, c command, spec *specs.Spec) (addr string, ok bool, err error) {
 	opts, err := io.ReadAll(os.Stdin)
 	if err != nil {
 		return "", true, fmt.Errorf("read the runtime options: %w", err)
@@ -44,11 +40,7 @@ func startDaemon(daemon string, args []string) (addr string, ok bool, err error)
 	if os.Getenv("SCHED_CORE") != "" || shimCgroup(opts) != "" {
 		return "", false, restoreStdin(opts)
 	}
-	grouping, err := group(id)
-	if err != nil {
-		return "", true, err
-	}
-	addr = socketAddress(address, ns, grouping)
+	addr = socketAddress(c.address, c.ns, group(c.id, spec))
 	path := strings.TrimPrefix(addr, "unix://")
 	l, err := newSocket(path)
 	if errors.Is(err, unix.EADDRINUSE) {
@@ -63,7 +55,7 @@ func startDaemon(daemon string, args []string) (addr string, ok bool, err error)
 		return "", true, fmt.Errorf("create the shim socket %s: %w", path, err)
 	}
 	defer l.Close()
-	if err := spawnDaemon(daemon, l, addr, ns, id, address, debugFlag(args)); err != nil {
+	if err := spawnDaemon(daemon, l, addr, c); err != nil {
 		os.Remove(path)
 		return "", true, err
 	}
@@ -72,22 +64,18 @@ func startDaemon(daemon string, args []string) (addr string, ok bool, err error)
 
 // group is the shim group of container id: the one its spec's
 // annotations name (a CRI pod's sandbox), else the container alone.
-func group(id string) (string, error) {
-	spec, err := oci.SpecFromBundle(".")
-	if err != nil {
-		return "", err
-	}
+func group(id string, spec *specs.Spec) string {
 	for _, k := range []string{"io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id"} {
 		if g, ok := spec.Annotations[k]; ok {
-			return g, nil
+			return g
 		}
 	}
-	return id, nil
+	return id
 }
 
 // spawnDaemon writes the address file and starts the daemon serving l
 // (its fd 3), with containerd's OOM score plus one.
-func spawnDaemon(daemon string, l *net.UnixListener, addr, ns, id, address string, debug bool) error {
+func spawnDaemon(daemon string, l *net.UnixListener, addr string, c command) error {
 	if err := writeAddress(addr); err != nil {
 		return err
 	}
@@ -96,8 +84,8 @@ func spawnDaemon(daemon string, l *net.UnixListener, addr, ns, id, address strin
 		return err
 	}
 	defer f.Close()
-	dargs := []string{"-namespace", ns, "-id", id, "-address", address}
-	if debug {
+	dargs := []string{"-namespace", c.ns, "-id", c.id, "-address", c.address}
+	if c.debug {
 		dargs = append(dargs, "-debug")
 	}
 	cmd := exec.Command(daemon, dargs...)
@@ -217,13 +205,4 @@ func restoreStdin(data []byte) error {
 		return err
 	}
 	return unix.Dup3(fd, 0, 0)
-}
-
-func debugFlag(args []string) bool {
-	for _, a := range args[1 : len(args)-1] {
-		if a == "-debug" || a == "--debug" || a == "-debug=true" || a == "--debug=true" {
-			return true
-		}
-	}
-	return false
 }

@@ -75,18 +75,14 @@ func respond(path string) int {
 	return 0
 }
 
-// taskBundle is the bundle of the task being deleted, with the namespace
-// and id containerd named.
-func taskBundle(args []string) (path, ns, id string, err error) {
-	ns, _, id, err = startFlags(args[1 : len(args)-1])
-	if err != nil {
-		return "", "", "", err
-	}
+// bundle is the bundle of the task being deleted: containerd runs the
+// shim's delete in a directory beside it.
+func (c command) bundle() (string, error) {
 	cwd, err := os.Getwd()
 	if err != nil {
-		return "", "", "", err
+		return "", err
 	}
-	return filepath.Join(filepath.Dir(cwd), id), ns, id, nil
+	return filepath.Join(filepath.Dir(cwd), c.id), nil
 }
 
 // runcRoot is where runc keeps its state unless the runtime options say
@@ -100,17 +96,15 @@ const runcRoot = "/run/containerd/runc"
 // rather than by runc's shim, whose start-up is about 4 ms of every
 // container's end; a task of runc's shim is still deleted by runc's shim
 // (its version's own deletion, which may differ).
-func deleteTask(args []string) int {
-	path, ns, id, err := taskBundle(args)
+func deleteTask(c command) int {
+	path, err := c.bundle()
 	if err != nil {
 		return fail(err)
 	}
 	// After an ordinary deletion the daemon has ended the supervisor;
 	// after the daemon died it is still there, in cgroups under the
 	// container's that would keep runc from removing them.
-	if _, address, _, err := startFlags(args[1 : len(args)-1]); err == nil {
-		stopSupervisor(path, address, ns, id)
-	}
+	stopSupervisor(path, c)
 	binary, err := os.ReadFile(filepath.Join(path, "runtime"))
 	if err != nil {
 		return fail(err)
@@ -120,10 +114,10 @@ func deleteTask(args []string) int {
 		return fail(err)
 	}
 	r := &runc.Runc{Command: string(binary), Log: filepath.Join(path, "log.json"), LogFormat: runc.JSON,
-		PdeathSignal: unix.SIGKILL, Root: filepath.Join(root, ns)}
+		PdeathSignal: unix.SIGKILL, Root: filepath.Join(root, c.ns)}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := r.Delete(ctx, id, &runc.DeleteOpts{Force: true}); err != nil {
+	if err := r.Delete(ctx, c.id, &runc.DeleteOpts{Force: true}); err != nil {
 		warn("failed to remove runc container: %v", err)
 	}
 	if err := mount.UnmountRecursive(filepath.Join(path, "rootfs"), 0); err != nil {
@@ -132,11 +126,28 @@ func deleteTask(args []string) int {
 	return respond(path)
 }
 
-// deleteRunc deletes a task of runc's shim: answered here when it is
-// settled, else by runc's shim.
-func deleteRunc(args []string, shim string) int {
-	if path, ns, id, err := taskBundle(args); err == nil && settled(path, ns, id) {
-		return respond(path)
+// remove deletes a task: one of assure's daemon here (deleteTask), one
+// of runc's shim here when it is settled, else by runc's shim (or, with
+// no runc shim on PATH, by the daemon's library).
+func remove(args []string) int {
+	c, err := parseCommand(args)
+	if servedByDaemon() {
+		if err != nil {
+			return fail(err)
+		}
+		return deleteTask(c)
+	}
+	shim, _ := runcShim()
+	if shim == "" {
+		if shim, err = daemonBinary(); err != nil {
+			return fail(err)
+		}
+		return execAs(shim, args)
+	}
+	if err == nil {
+		if path, err := c.bundle(); err == nil && settled(path, c.ns, c.id) {
+			return respond(path)
+		}
 	}
 	return execAs(shim, args)
 }
@@ -146,7 +157,7 @@ func deleteRunc(args []string, shim string) int {
 // deletion, for a daemon that died. The supervisor is the process in its
 // own cgroups (root's, under the container's: nothing else is put
 // there), killed through a pidfd so that no reused pid is hit.
-func stopSupervisor(bundle, address, ns, id string) {
+func stopSupervisor(bundle string, c command) {
 	spec, err := oci.SpecFromBundle(bundle)
 	if err != nil {
 		return
@@ -154,13 +165,13 @@ func stopSupervisor(bundle, address, ns, id string) {
 	dirs := supcgroup.Existing(supcgroup.Of(spec))
 	for _, d := range dirs {
 		if err := killAll(filepath.Join(d, "cgroup.procs")); err != nil {
-			warn("stop the supervisor of %s: %v", id, err)
+			warn("stop the supervisor of %s: %v", c.id, err)
 		}
 	}
 	if err := supcgroup.Remove(dirs); err != nil {
 		warn("remove the supervisor's cgroups: %v", err)
 	}
-	sock := control.SocketPath(address, ns, id)
+	sock := control.SocketPath(c.address, c.ns, c.id)
 	os.Remove(sock)
 	os.Remove(strings.TrimSuffix(sock, ".sock") + ".exec") // the daemon's exec listener
 }

@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -68,12 +69,7 @@ func Main(args []string) int {
 	case "start":
 		return start(args)
 	case "delete":
-		if servedByDaemon() {
-			return deleteTask(args)
-		}
-		if path, _ := runcShim(); path != "" {
-			return deleteRunc(args, path)
-		}
+		return remove(args)
 	}
 	daemon, err := daemonBinary()
 	if err != nil {
@@ -99,15 +95,23 @@ func writeInfo() int {
 // start hands the container to runc's shim, or starts assure's daemon
 // for it and answers containerd with the daemon's address.
 func start(args []string) int {
-	if path, _ := startTarget(args); path != "" {
+	c, err := parseCommand(args)
+	if err != nil {
+		return fail(err)
+	}
+	path, reason, spec := startTarget(".", c)
+	if path != "" {
 		return execAs(path, args)
+	}
+	if spec == nil {
+		return fail(errors.New(reason))
 	}
 	daemon, err := daemonBinary()
 	if err != nil {
 		return fail(err)
 	}
 	markDaemon()
-	addr, done, err := startDaemon(daemon, args)
+	addr, done, err := startDaemon(daemon, c, spec)
 	switch {
 	case err != nil:
 		return fail(err)
@@ -139,30 +143,28 @@ func action(args []string) string {
 	return args[len(args)-1]
 }
 
-// startTarget returns runc's shim when the container being started has
-// nothing to supervise and is not part of a CRI pod, else "" (assure's
-// daemon serves it) and why. Handing over is done whenever it is not
-// known to be wrong: a CRI container stays (one shim serves the whole
+// startTarget returns runc's shim when the container being started,
+// whose bundle is bundle, has nothing to supervise and is not part of a
+// CRI pod, else "" (assure's daemon serves it) and why; and the bundle's
+// spec (nil if it does not read). Handing over is done whenever it is
+// not known to be wrong: a CRI container stays (one shim serves the whole
 // pod, and a later container of the pod may declare rescue points), and
 // so does one whose labels cannot be read, or when runc's shim is not on
 // PATH. What containerd said of a container the daemon serves is left in
 // the bundle for it (containerinfo.Write).
-func startTarget(args []string) (string, string) {
-	if os.Getenv(delegateEnv) == "off" {
-		return "", delegateEnv + "=off"
-	}
-	ns, address, id, err := startFlags(args[1 : len(args)-1])
-	if err != nil {
-		return "", err.Error()
-	}
-	return delegateTarget(".", ns, address, id)
-}
-
-// delegateTarget decides for container id, whose bundle is at bundle.
-func delegateTarget(bundle, ns, address, id string) (string, string) {
+func startTarget(bundle string, c command) (path, reason string, spec *specs.Spec) {
 	spec, err := oci.SpecFromBundle(bundle)
 	if err != nil {
-		return "", err.Error()
+		return "", err.Error(), nil
+	}
+	path, reason = delegateTarget(bundle, c, spec)
+	return path, reason, spec
+}
+
+// delegateTarget decides for the container of spec.
+func delegateTarget(bundle string, c command, spec *specs.Spec) (string, string) {
+	if os.Getenv(delegateEnv) == "off" {
+		return "", delegateEnv + "=off"
 	}
 	for k := range spec.Annotations {
 		if strings.HasPrefix(k, "io.kubernetes.cri.") {
@@ -174,7 +176,7 @@ func delegateTarget(bundle, ns, address, id string) (string, string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), startDeadline)
 	defer cancel()
-	info, err := containerinfo.Fetch(ctx, address, ns, id)
+	info, err := containerinfo.Fetch(ctx, c.address, c.ns, c.id)
 	if err != nil {
 		return "", err.Error()
 	}
@@ -225,26 +227,37 @@ func sameFile(a, b string) bool {
 	return errA == nil && errB == nil && os.SameFile(fa, fb)
 }
 
-// startFlags reads the flags containerd gives a shim's start command
-// (those of containerd's shim library, which this binary does not link).
-func startFlags(args []string) (ns, address, id string, err error) {
-	fs := flag.NewFlagSet("start", flag.ContinueOnError)
+// command is what containerd asks of the shim binary: the flags of
+// containerd's shim library (which this binary does not link), the same
+// for start and delete.
+type command struct {
+	ns, address, id string
+	debug           bool
+}
+
+// parseCommand reads the flags of args (os.Args: the action comes last).
+func parseCommand(args []string) (command, error) {
+	var c command
+	if len(args) < 2 {
+		return c, errors.New("shim flags: no command")
+	}
+	fs := flag.NewFlagSet("shim", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&ns, "namespace", "", "")
-	fs.StringVar(&address, "address", "", "")
-	fs.StringVar(&id, "id", "", "")
+	fs.StringVar(&c.ns, "namespace", "", "")
+	fs.StringVar(&c.address, "address", "", "")
+	fs.StringVar(&c.id, "id", "", "")
 	fs.String("publish-binary", "", "")
 	fs.String("socket", "", "")
 	fs.String("bundle", "", "")
-	fs.Bool("debug", false, "")
-	if err := fs.Parse(args); err != nil {
-		return "", "", "", fmt.Errorf("start flags: %w", err)
+	fs.BoolVar(&c.debug, "debug", false, "")
+	if err := fs.Parse(args[1 : len(args)-1]); err != nil {
+		return c, fmt.Errorf("shim flags: %w", err)
 	}
-	if ns == "" || address == "" || id == "" {
-		return "", "", "", errors.New("start flags: -namespace, -address or -id missing")
+	if c.ns == "" || c.address == "" || c.id == "" {
+		return c, errors.New("shim flags: -namespace, -address or -id missing")
 	}
-	if !filepath.IsAbs(address) {
-		return "", "", "", fmt.Errorf("start flags: containerd address %q is not a path", address)
+	if !filepath.IsAbs(c.address) {
+		return c, fmt.Errorf("shim flags: containerd address %q is not a path", c.address)
 	}
-	return ns, address, id, nil
+	return c, nil
 }

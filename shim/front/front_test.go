@@ -20,18 +20,21 @@ import (
 )
 
 func TestStartFlags(t *testing.T) {
-	ns, addr, id, err := startFlags([]string{"-namespace", "k8s.io", "-address", "/run/containerd/containerd.sock",
-		"-publish-binary", "/usr/bin/containerd", "-id", "abc", "-debug"})
-	if err != nil || ns != "k8s.io" || addr != "/run/containerd/containerd.sock" || id != "abc" {
-		t.Fatalf("startFlags: %q %q %q %v", ns, addr, id, err)
+	cmd := func(flags ...string) []string {
+		return append(append([]string{"containerd-shim-assure-v1"}, flags...), "start")
+	}
+	c, err := parseCommand(cmd("-namespace", "k8s.io", "-address", "/run/containerd/containerd.sock",
+		"-publish-binary", "/usr/bin/containerd", "-id", "abc", "-debug"))
+	if err != nil || c.ns != "k8s.io" || c.address != "/run/containerd/containerd.sock" || c.id != "abc" || !c.debug {
+		t.Fatalf("parseCommand: %+v %v", c, err)
 	}
 	for _, args := range [][]string{
 		{"-namespace", "n", "-address", "/a"},                    // no id
 		{"-namespace", "n", "-address", "rel.sock", "-id", "x"},  // not a path
 		{"-namespace", "n", "-address", "/a", "-id", "x", "-zz"}, // unknown flag
 	} {
-		if _, _, _, err := startFlags(args); err == nil {
-			t.Errorf("startFlags(%q): no error", args)
+		if _, err := parseCommand(cmd(args...)); err == nil {
+			t.Errorf("parseCommand(%q): no error", args)
 		}
 	}
 }
@@ -52,9 +55,9 @@ func TestDelegateKeeps(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			path, reason := delegateTarget(dir, "default", "/nonexistent/containerd.sock", "c1")
+			path, reason, _ := startTarget(dir, command{ns: "default", address: "/nonexistent/containerd.sock", id: "c1"})
 			if path != "" || !strings.Contains(reason, tc.reason) {
-				t.Errorf("delegateTarget = %q, %q; want kept, reason with %q", path, reason, tc.reason)
+				t.Errorf("startTarget = %q, %q; want kept, reason with %q", path, reason, tc.reason)
 			}
 		})
 	}
